@@ -1,0 +1,202 @@
+"""The `cnnlab` command line: thin wrappers over the library, and the one place errors become messages.
+
+    cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
+    cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
+    cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
+    cnnlab data info [--data PATH]                                           where the data came from, split counts
+
+Offline, or with your own copy of CIFAR-10: --data PATH (a cifar-10-python.tar.gz or the extracted folder), or set
+CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG=1 adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# flag -> (dotted config key, type, help)
+TRAIN_OVERRIDES = {
+    "--model": ("model.name", str, "model to train (cnn)"),
+    "--epochs": ("train.epochs", int, "number of epochs"),
+    "--batch-size": ("train.batch_size", int, "batch size"),
+    "--lr": ("train.learning_rate", float, "learning rate"),
+    "--seed": ("train.seed", int, "random seed (weights, shuffling, validation split)"),
+    "--val-size": ("data.val_size", int, "validation images carved from the training set"),
+    "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line instead of a usage block."""
+
+    def error(self, message: str):
+        raise _UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a model and evaluate it on the test set")
+    train.add_argument("--preset", default="seed", help="preset name or path to a TOML file (default: seed)")
+    _add_data_arguments(train)
+    for flag, (_, kind, text) in TRAIN_OVERRIDES.items():
+        train.add_argument(flag, type=kind, help=text)
+    train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override any preset value, e.g. --set model.conv_blocks='[[16],[32]]' (TOML syntax)",
+    )
+    train.add_argument("--out", type=Path, help="run directory (default: runs/PRESET-MODEL-TIME)")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="re-score a finished run on the test set, redraw its figures")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_data_arguments(evaluate, default_help="default: the run's own data source")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="top classes for your own images")
+    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default: 3)")
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.set_defaults(handler=_predict)
+
+    data = commands.add_parser("data", help="inspect the data set")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser)
+    info = data_commands.add_parser("info", help="source, hash status, images per split and class")
+    _add_data_arguments(info)
+    info.add_argument("--val-size", type=int, default=5000, help="validation images (default: 5000)")
+    info.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
+    info.set_defaults(handler=_data_info)
+    return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
+    parser.add_argument("--data", help=f"cifar-10-python.tar.gz or extracted folder ({default_help})")
+    parser.add_argument("--sha256", metavar="HEX", help="require the archive to have exactly this SHA-256")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the real output
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args) or 0
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except CnnlabError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not bad input: still one line, with the traceback on request
+        if os.environ.get("CNNLAB_DEBUG"):
+            raise
+        print(f"cnnlab: unexpected error: {type(exc).__name__}: {exc} (set CNNLAB_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _data_source(args) -> str | None:
+    return args.data or os.environ.get("CNNLAB_DATA") or None
+
+
+def _train(args) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.experiment import train_run
+
+    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in TRAIN_OVERRIDES.items()}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    overrides.update(_parse_set(args.set))
+    if _data_source(args):
+        overrides["data.source"] = _data_source(args)
+    if args.sha256:
+        overrides["data.sha256"] = args.sha256
+    if args.tensorboard:
+        overrides["train.tensorboard"] = True
+    run_dir = train_run(load_config(args.preset, overrides), args.out)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
+    return 0
+
+
+def _parse_set(items: list[str]) -> dict[str, object]:
+    overrides = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise CnnlabError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = text  # a bare word is taken as a string
+    return overrides
+
+
+def _evaluate(args) -> int:
+    from cnnlab.experiment import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, _data_source(args) if args.data else None, args.sha256)
+    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
+    width = max(len(name) for name in metrics["per_class_accuracy"])
+    for name, accuracy in metrics["per_class_accuracy"].items():
+        print(f"  {name:<{width}}  {accuracy:.3f}")
+    print(f"figures: {args.run_dir / 'figures'}")
+    return 0
+
+
+def _predict(args) -> int:
+    from cnnlab import rundir
+    from cnnlab.experiment import load_run_model
+    from cnnlab.predict import load_image, predict_images
+
+    if args.top <= 0:
+        raise CnnlabError(f"--top must be positive, got {args.top}")
+    run_dir = rundir.require_finished(args.run_dir)
+    for path in args.images:  # refuse bad images before paying for the model load
+        load_image(path, (32, 32))
+    class_names = tuple(rundir.read_json(run_dir / rundir.METRICS)["data"]["classes"])
+    results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        guesses = ", ".join(f"{guess['class']} {guess['probability']:.1%}" for guess in result["top"])
+        print(f"{result['image']}: {guesses}")
+    return 0
+
+
+def _data_info(args) -> int:
+    import numpy as np
+
+    from cnnlab.data import load_cifar10, make_splits
+
+    data = load_cifar10(_data_source(args), args.sha256)
+    splits = make_splits(data, args.val_size, args.seed)
+    print(f"source:  {data.source}")
+    print(f"sha256:  {data.sha256 or '-'} ({data.hash_status})")
+    columns = {"train": splits.y_train, "val": splits.y_val, "test": splits.y_test}
+    width = max(len(name) for name in data.class_names)
+    print(f"{'class':<{width}}  " + "  ".join(f"{name:>6}" for name in columns))
+    counts = {name: np.bincount(labels, minlength=len(data.class_names)) for name, labels in columns.items()}
+    for index, class_name in enumerate(data.class_names):
+        print(f"{class_name:<{width}}  " + "  ".join(f"{counts[name][index]:>6}" for name in columns))
+    print(f"{'total':<{width}}  " + "  ".join(f"{len(labels):>6}" for labels in columns.values()))
+    return 0

@@ -1,0 +1,196 @@
+"""One resolved configuration for a run: preset file, then command-line overrides, then validation.
+
+A preset is a TOML file with the sections of `RunConfig` ([data], [model], [train]). Presets shipped with cnnlab live
+in `cnnlab/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
+overridden from the command line, and the result is checked once here, so later stages can trust it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str | None = None  # None: the official archive, downloaded and hash-checked; else a local path
+    sha256: str | None = None  # a hash the local archive must match exactly (strict mode)
+    val_size: int = 5000  # validation images carved from the training set, stratified by class
+    train_limit: int | None = None  # train on the first N training images (after the validation split)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn"
+    conv_blocks: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))  # filters of each conv, block by block
+    batch_norm: bool = False
+    conv_dropout: float = 0.25  # after each block's pooling; 0 disables
+    dense_units: tuple[int, ...] = (512,)
+    dense_dropout: float = 0.5  # after each dense layer; 0 disables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = 0.001
+    batch_size: int = 32
+    epochs: int = 50
+    seed: int = 0
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "seed"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+MODEL_NAMES = ("cnn",)
+
+
+def available_presets() -> list[str]:
+    folder = resources.files("cnnlab") / "presets"
+    return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Resolve a preset name (or TOML path) plus `{"section.key": value}` overrides into a checked RunConfig."""
+    raw = _read_preset(preset)
+    name = Path(preset).stem if preset.endswith(".toml") else preset
+    config = _from_dict(raw, name)
+    for dotted, value in (overrides or {}).items():
+        config = _override(config, dotted, value)
+    _check_ranges(config)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from a run directory's config.json (the output of `RunConfig.to_dict`)."""
+    raw = dict(raw)
+    preset = raw.pop("preset", "unknown")
+    config = _from_dict(raw, preset)
+    _check_ranges(config)
+    return config
+
+
+def _read_preset(preset: str) -> dict[str, Any]:
+    if preset.endswith(".toml"):
+        path = Path(preset)
+        if not path.is_file():
+            raise CnnlabError(f"preset file not found: {preset}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        resource = resources.files("cnnlab") / "presets" / f"{preset}.toml"
+        if not resource.is_file():
+            raise CnnlabError(f"unknown preset '{preset}' (available: {', '.join(available_presets())})")
+        text = resource.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CnnlabError(f"preset '{preset}' is not valid TOML: {exc}") from None
+
+
+def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
+    sections = {}
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise CnnlabError("config: 'description' must be a string")
+    unknown = set(raw) - set(SECTIONS) - {"description"}
+    if unknown:
+        raise CnnlabError(f"config: unknown key(s) {', '.join(sorted(unknown))} (known sections: data, model, train)")
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise CnnlabError(f"config: [{section}] must be a table")
+        hints = typing.get_type_hints(cls)
+        unknown = set(values) - set(hints)
+        if unknown:
+            raise CnnlabError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+        sections[section] = cls(**{key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()})
+    return RunConfig(preset=preset, description=description, **sections)
+
+
+def _override(config: RunConfig, dotted: str, value: Any) -> RunConfig:
+    section, _, key = dotted.partition(".")
+    cls = SECTIONS.get(section)
+    hints = typing.get_type_hints(cls) if cls else {}
+    if key not in hints:
+        raise CnnlabError(f"config: unknown setting '{dotted}'")
+    updated = dataclasses.replace(getattr(config, section), **{key: _coerce(dotted, value, hints[key])})
+    return dataclasses.replace(config, **{section: updated})
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field's type hint; ints are accepted where floats are expected."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(name, value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise CnnlabError(f"config: '{name}' must be a list, got {value!r}")
+        return tuple(_coerce(name, item, args[0]) for item in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CnnlabError(f"config: '{name}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CnnlabError(f"config: '{name}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CnnlabError(f"config: '{name}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise CnnlabError(f"config: '{name}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"no coercion for {hint}")  # a programming error: a field type this module does not know
+
+
+def _check_ranges(config: RunConfig) -> None:
+    problems = []
+    train, model, data = config.train, config.model, config.data
+    if train.epochs <= 0:
+        problems.append(f"epochs must be positive, got {train.epochs}")
+    if train.batch_size <= 0:
+        problems.append(f"batch size must be positive, got {train.batch_size}")
+    if not train.learning_rate > 0:
+        problems.append(f"learning rate must be positive, got {train.learning_rate}")
+    if train.seed < 0:
+        problems.append(f"seed must be non-negative, got {train.seed}")
+    if data.val_size < 0:
+        problems.append(f"validation size must be zero or positive, got {data.val_size}")
+    if data.train_limit is not None and data.train_limit <= 0:
+        problems.append(f"train limit must be positive, got {data.train_limit}")
+    if data.sha256 is not None and (len(data.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in data.sha256)):
+        problems.append("sha256 must be 64 hexadecimal digits")
+    if model.name not in MODEL_NAMES:
+        problems.append(f"unknown model '{model.name}' (available: {', '.join(MODEL_NAMES)})")
+    if not model.conv_blocks or any(not block or min(block) <= 0 for block in model.conv_blocks):
+        problems.append("conv_blocks must be a non-empty list of non-empty lists of positive filter counts")
+    if any(units <= 0 for units in model.dense_units):
+        problems.append("dense_units must be positive")
+    for name in ("conv_dropout", "dense_dropout"):
+        rate = getattr(model, name)
+        if not 0 <= rate < 1:
+            problems.append(f"{name} must be in [0, 1), got {rate}")
+    if problems:
+        raise CnnlabError("config: " + "; ".join(problems))

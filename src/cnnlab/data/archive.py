@@ -1,0 +1,66 @@
+"""Reading files out of a `.tar.gz` without ever writing them to disk, refusing anything unsafe.
+
+Members are read into memory rather than extracted, so nothing in an archive can land outside a folder. Every member
+is still checked, because an archive that carries an absolute path, a `..` component, a link or a device is not the
+official archive and should not be trusted for anything else either. Size limits stop a decompression bomb before
+it fills memory.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from cnnlab.errors import CnnlabError
+
+MAX_MEMBER_BYTES = 64 * 2**20  # the largest official member is 31 MB
+MAX_MEMBERS = 1000  # the official archive holds 9
+
+
+def read_tar_members(path: Path, folder: str, wanted: set[str]) -> dict[str, bytes]:
+    """Return `{name: content}` for the regular files `folder/name` with name in `wanted`.
+
+    Raises CnnlabError for anything that is not a well-formed gzip-compressed tar, or that holds an unsafe member.
+    """
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise CnnlabError(f"{path}: more than {MAX_MEMBERS} archive members; not a CIFAR-10 archive")
+                _check_member(path, member)
+                parent, name = _split(member.name)
+                if parent == folder and name in wanted and member.isfile():
+                    handle = tar.extractfile(member)
+                    found[name] = handle.read() if handle else b""
+    except (tarfile.ReadError, tarfile.CompressionError, zlib.error, EOFError, OSError) as exc:
+        raise CnnlabError(f"{path}: not a readable gzip-compressed tar archive ({_reason(exc)})") from None
+    return found
+
+
+def _check_member(path: Path, member: tarfile.TarInfo) -> None:
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise CnnlabError(f"{path}: refusing archive member with an absolute path: {name!r}")
+    if ".." in parts:
+        raise CnnlabError(f"{path}: refusing archive member that escapes its folder: {name!r}")
+    if member.issym() or member.islnk():
+        raise CnnlabError(f"{path}: refusing archive member that is a link: {name!r}")
+    if not (member.isfile() or member.isdir()):
+        raise CnnlabError(f"{path}: refusing archive member that is not a regular file or folder: {name!r}")
+    if member.size > MAX_MEMBER_BYTES:
+        raise CnnlabError(
+            f"{path}: archive member {name!r} claims {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,} limit"
+        )
+
+
+def _split(name: str) -> tuple[str, str]:
+    parts = PurePosixPath(name).parts
+    return ("/".join(parts[:-1]), parts[-1]) if parts else ("", "")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

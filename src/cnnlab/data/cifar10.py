@@ -1,0 +1,261 @@
+"""CIFAR-10 from the official archive, a local copy of it, or an extracted folder: verified, validated, cached.
+
+Sources, in the order `load_cifar10` considers them:
+- a local `.tar.gz` in the official layout, or an extracted `cifar-10-batches-py` folder (or its parent);
+- otherwise the official archive, downloaded and cached by Keras (`keras.utils.get_file`, `~/.keras/datasets`) and
+  checked against the official SHA-256.
+
+A local archive whose hash is not the official one is used with a one-line warning (re-packed copies are common and
+harmless); `sha256=` makes the check strict. Decoded arrays are cached as an uncompressed `.npz` keyed by the
+content hash, so a second load costs a hash and a read instead of six unpicklings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnnlab.data.archive import read_tar_members
+from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
+from cnnlab.errors import CnnlabError
+from cnnlab.rundir import atomic_path
+
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+ARCHIVE_FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+META_FILE = "batches.meta"
+BATCH_FILES = (*TRAIN_BATCHES, TEST_BATCH)
+IMAGES_PER_BATCH = 10_000
+NUM_CLASSES = 10
+CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """The whole data set as uint8 NHWC images and integer labels, plus where it came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    sha256: str | None  # of the archive; None for an extracted folder
+    hash_status: str  # "official", "matches --sha256", "unofficial" or "not checked (folder)"
+
+
+def load_cifar10(
+    source: str | os.PathLike | None = None,
+    sha256: str | None = None,
+    cache_dir: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Cifar10:
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    path = _download_official() if source is None else Path(source).expanduser()
+    if not path.exists():
+        raise CnnlabError(f"data path not found: {path}")
+    if path.is_dir():
+        if sha256 is not None:
+            raise CnnlabError(f"--sha256 checks an archive, but {path} is a folder")
+        folder = path / ARCHIVE_FOLDER if (path / ARCHIVE_FOLDER).is_dir() else path
+        files = _read_folder(folder)
+        digest, status, cache_key = None, "not checked (folder)", _content_key(files)
+    else:
+        digest = _sha256_of(path)
+        status = _hash_status(path, digest, sha256, from_download=source is None, warn=warn)
+        files, cache_key = None, digest
+
+    cache_file = _cache_dir(cache_dir) / f"cifar10-{cache_key[:24]}-v{CACHE_FORMAT}.npz"
+    arrays = _read_cache(cache_file)
+    if arrays is None:
+        if files is None:
+            files = read_tar_members(path, ARCHIVE_FOLDER, {*BATCH_FILES, META_FILE})
+        arrays = _decode(files, str(path))
+        _write_cache(cache_file, arrays, warn)
+    return Cifar10(
+        x_train=arrays["x_train"],
+        y_train=arrays["y_train"],
+        x_test=arrays["x_test"],
+        y_test=arrays["y_test"],
+        class_names=tuple(str(name) for name in arrays["class_names"]),
+        source=str(path.resolve()),
+        sha256=digest,
+        hash_status=status,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Where the bytes come from, and whether to trust them
+
+
+def _download_official() -> Path:
+    import keras  # imported here: only the download path needs it, and it is slow to import
+
+    try:
+        fetched = keras.utils.get_file(
+            fname="cifar-10-python.tar.gz",
+            origin=OFFICIAL_URL,
+            file_hash=OFFICIAL_SHA256,
+            hash_algorithm="sha256",
+            extract=False,
+        )
+    except Exception as exc:  # Keras raises bare Exceptions for network failures and ValueError for a bad hash
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CnnlabError(
+            f"could not download CIFAR-10 from {OFFICIAL_URL} ({reason}); "
+            "give a local copy with --data PATH or CNNLAB_DATA"
+        ) from None
+    return Path(fetched)
+
+
+def _hash_status(path: Path, digest: str, wanted: str | None, from_download: bool, warn) -> str:
+    if wanted is not None:
+        if digest != wanted.lower():
+            raise CnnlabError(f"{path}: SHA-256 is {digest}, not the {wanted.lower()} given with --sha256")
+        return "matches --sha256"
+    if digest == OFFICIAL_SHA256:
+        return "official"
+    if from_download:  # Keras checked the hash already; reaching here means the cache changed under us
+        raise CnnlabError(f"{path}: downloaded archive does not match the official SHA-256")
+    warn(
+        f"{path} is not the official CIFAR-10 archive (sha256 {digest[:16]}...); using it as a local copy "
+        "(pass --sha256 HEX to require a hash)"
+    )
+    return "unofficial"
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_folder(folder: Path) -> dict[str, bytes]:
+    files = {}
+    for name in (*BATCH_FILES, META_FILE):
+        file = folder / name
+        if file.is_file():
+            files[name] = file.read_bytes()
+    return files
+
+
+def _content_key(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _decode(files: dict[str, bytes], source: str) -> dict[str, np.ndarray]:
+    missing = [name for name in (*BATCH_FILES, META_FILE) if name not in files]
+    if missing:
+        raise CnnlabError(f"{source}: missing {', '.join(missing)} (expected the official {ARCHIVE_FOLDER} layout)")
+    class_names = _decode_meta(files[META_FILE], source)
+    train = [_decode_batch(files[name], f"{source}: {name}") for name in TRAIN_BATCHES]
+    x_test, y_test = _decode_batch(files[TEST_BATCH], f"{source}: {TEST_BATCH}")
+    return {
+        "x_train": np.concatenate([images for images, _ in train]),
+        "y_train": np.concatenate([labels for _, labels in train]),
+        "x_test": x_test,
+        "y_test": y_test,
+        "class_names": np.array(class_names),
+    }
+
+
+def _unpickle_dict(payload: bytes, where: str) -> dict[str, object]:
+    if not payload:
+        raise CnnlabError(f"{where}: empty file")
+    try:
+        loaded = safe_loads(payload)
+    except UnsafePickleError as exc:
+        raise CnnlabError(f"{where}: {exc}; the file is not a CIFAR-10 batch and may be malicious") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise CnnlabError(f"{where}: truncated or corrupt pickle ({type(exc).__name__})") from None
+    if not isinstance(loaded, dict):
+        raise CnnlabError(f"{where}: expected a dict, found {type(loaded).__name__}")
+    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in loaded.items()}
+
+
+def _decode_batch(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    batch = _unpickle_dict(payload, where)
+    if "data" not in batch or "labels" not in batch:
+        raise CnnlabError(f"{where}: missing 'data' or 'labels'")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (IMAGES_PER_BATCH, 3072):
+        shape = getattr(data, "shape", None)
+        dtype = getattr(data, "dtype", type(data).__name__)
+        raise CnnlabError(f"{where}: 'data' must be uint8 of shape (10000, 3072), found {dtype} of shape {shape}")
+    try:
+        labels = np.asarray(batch["labels"])
+    except (ValueError, TypeError):
+        raise CnnlabError(f"{where}: 'labels' is not a list of integers") from None
+    if labels.shape != (IMAGES_PER_BATCH,) or labels.dtype.kind not in "iu":
+        raise CnnlabError(f"{where}: 'labels' must be 10000 integers, found {labels.dtype} of shape {labels.shape}")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise CnnlabError(f"{where}: labels out of range 0..9 (found {labels.min()}..{labels.max()})")
+    # Each row is 1024 red, 1024 green, then 1024 blue values: channels-first; models want NHWC.
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return images, labels.astype(np.uint8)
+
+
+def _decode_meta(payload: bytes, source: str) -> list[str]:
+    meta = _unpickle_dict(payload, f"{source}: {META_FILE}")
+    names = meta.get("label_names")
+    if not isinstance(names, (list, tuple)) or len(names) != NUM_CLASSES:
+        raise CnnlabError(f"{source}: {META_FILE}: 'label_names' must list {NUM_CLASSES} class names")
+    decoded = [name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names]
+    if not all(isinstance(name, str) and name for name in decoded):
+        raise CnnlabError(f"{source}: {META_FILE}: class names must be non-empty strings")
+    return decoded
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The decoded-array cache
+
+
+def _cache_dir(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get("CNNLAB_CACHE"):
+        return Path(os.environ["CNNLAB_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnlab"
+
+
+def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in ("x_train", "y_train", "x_test", "y_test", "class_names")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # a damaged cache is rebuilt from the source, never trusted
+    expected = {"x_train": (50_000, 32, 32, 3), "y_train": (50_000,), "x_test": (10_000, 32, 32, 3), "y_test": (10_000,)}
+    if any(arrays[key].shape != shape for key, shape in expected.items()):
+        return None
+    return arrays
+
+
+def _write_cache(cache_file: Path, arrays: dict[str, np.ndarray], warn) -> None:
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache_file) as temporary:
+            np.savez(temporary, **arrays)
+    except OSError as exc:
+        warn(f"could not cache decoded CIFAR-10 in {cache_file.parent} ({exc.strerror or exc}); continuing without")

@@ -1,0 +1,65 @@
+"""Train / validation / test splits. The validation set is carved from the training set, stratified and seeded;
+the test set is left alone until final evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnlab.data.cifar10 import Cifar10
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def make_splits(data: Cifar10, val_size: int, seed: int, train_limit: int | None = None) -> Splits:
+    """Split off `val_size` stratified validation images, then keep the first `train_limit` of the rest.
+
+    The validation set depends only on the data, `val_size` and `seed`, never on `train_limit`, so quick runs and
+    full runs are validated on the same images.
+    """
+    total = len(data.y_train)
+    if val_size >= total:
+        raise CnnlabError(f"validation size {val_size} leaves no training images (the training set has {total})")
+    val_index = stratified_sample(data.y_train, val_size, seed)
+    keep = np.ones(total, dtype=bool)
+    keep[val_index] = False
+    train_index = np.flatnonzero(keep)  # original order, so "the first N" means the same thing every time
+    if train_limit is not None:
+        if train_limit > len(train_index):
+            raise CnnlabError(
+                f"train limit {train_limit} exceeds the {len(train_index)} training images left after validation"
+            )
+        train_index = train_index[:train_limit]
+    return Splits(
+        x_train=data.x_train[train_index],
+        y_train=data.y_train[train_index],
+        x_val=data.x_train[val_index],
+        y_val=data.y_train[val_index],
+        x_test=data.x_test,
+        y_test=data.y_test,
+        class_names=data.class_names,
+    )
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of `size` items whose class proportions match `labels` as closely as whole numbers allow."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = size * counts / counts.sum()
+    quotas = np.floor(exact).astype(int)
+    # Largest remainders get the leftover places; ties go to the lower class id, so the result is deterministic.
+    leftovers = size - quotas.sum()
+    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftovers]] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == cls))[:quota] for cls, quota in zip(classes, quotas)]
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)

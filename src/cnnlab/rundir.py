@@ -1,0 +1,104 @@
+"""The run directory: the unit of work. Every file in it is written atomically.
+
+Layout:
+    config.json      the fully resolved RunConfig
+    status.json      {"state": "running" | "finished" | "failed", "reason": ...}
+    history.csv      one row per epoch (Keras CSVLogger)
+    checkpoints/     best epoch so far, by validation accuracy
+    model.keras      the final model (loads with plain keras.saving.load_model)
+    metrics.json     test metrics, timings, library versions, hardware
+    figures/         learning curves and confusion matrix (PNG)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from cnnlab.errors import CnnlabError
+
+CONFIG = "config.json"
+STATUS = "status.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+MODEL = "model.keras"
+CHECKPOINTS = "checkpoints"
+FIGURES = "figures"
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final` (same suffix, so writers that check it are happy); on success rename
+    it over `final` in one step, on failure remove it. A reader sees the old file or the new one, never half."""
+    final = Path(final)
+    temporary = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CnnlabError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CnnlabError(f"{path} is not valid JSON") from None
+
+
+def default_run_dir(preset: str, model: str, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{preset}-{model}-{stamp}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{preset}-{model}-{stamp}-{suffix}"
+    return candidate
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create an empty run directory; an existing non-empty folder is never reused silently."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CnnlabError(f"--out {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise CnnlabError(f"--out {path} already exists and is not empty; choose another folder")
+    try:
+        (path / FIGURES).mkdir(parents=True, exist_ok=True)
+        (path / CHECKPOINTS).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:
+    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def require_finished(run_dir: Path) -> Path:
+    """Return `run_dir` if it holds a finished run; otherwise explain what is wrong with it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"run directory not found: {run_dir}")
+    if not (run_dir / STATUS).is_file() or not (run_dir / CONFIG).is_file():
+        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {STATUS} or {CONFIG})")
+    status = read_json(run_dir / STATUS)
+    state = status.get("state") if isinstance(status, dict) else None
+    if state != "finished":
+        reason = f": {status['reason']}" if isinstance(status, dict) and status.get("reason") else ""
+        raise CnnlabError(f"{run_dir} is not a finished run (status: {state}{reason})")
+    if not (run_dir / MODEL).is_file():
+        raise CnnlabError(f"{run_dir} has no {MODEL}")
+    return run_dir

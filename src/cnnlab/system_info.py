@@ -1,0 +1,63 @@
+"""What a result was measured on: library versions, CPU, accelerators. Recorded with every run's metrics."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+
+    versions = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend()}
+    for package in ("tensorflow", "jax", "torch", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def hardware() -> dict[str, object]:
+    return {
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "accelerators": accelerators(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def accelerators() -> list[str]:
+    """GPU names as the active Keras backend sees them; the only backend-specific code in cnnlab's core."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return [device.name for device in tf.config.list_physical_devices("GPU")]
+        if backend == "jax":
+            import jax
+
+            return [str(device) for device in jax.devices() if device.platform != "cpu"]
+        if backend == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as exc:  # a broken driver must not lose a finished run's metrics
+        print(f"warning: could not list accelerators ({exc})", file=sys.stderr)
+    return []
