@@ -60,6 +60,7 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 MODEL_NAMES = ("cnn",)
+MAX_CONV_BLOCKS = 5
 
 
 def available_presets() -> list[str]:
@@ -186,6 +187,8 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"unknown model '{model.name}' (available: {', '.join(MODEL_NAMES)})")
     if not model.conv_blocks or any(not block or min(block) <= 0 for block in model.conv_blocks):
         problems.append("conv_blocks must be a non-empty list of non-empty lists of positive filter counts")
+    if len(model.conv_blocks) > MAX_CONV_BLOCKS:  # each block halves the image: 32 px allows five halvings
+        problems.append(f"conv_blocks allows at most {MAX_CONV_BLOCKS} blocks, got {len(model.conv_blocks)}")
     if any(units <= 0 for units in model.dense_units):
         problems.append("dense_units must be positive")
     for name in ("conv_dropout", "dense_dropout"):

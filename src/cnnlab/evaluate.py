@@ -14,7 +14,9 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> n
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
-def test_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, object]:
+def metrics_from_probabilities(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, object]:
     """Everything the report needs from the test set, computed from the model's probabilities."""
     labels = np.asarray(labels, dtype=int)
     num_classes = len(class_names)

@@ -14,7 +14,7 @@ from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Cifar10, load_cifar10, make_splits
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import predict_probabilities, read_history, test_metrics
+from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
@@ -75,7 +75,7 @@ def load_run_model(run_dir: Path):
 
 def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, batch_size: int) -> dict:
     probabilities = predict_probabilities(model, data.x_test, batch_size=max(batch_size, 256))
-    metrics.update(test_metrics(probabilities, data.y_test, data.class_names))
+    metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
     metrics["versions"] = system_info.library_versions()
     metrics["hardware"] = system_info.hardware()
     figures_dir = run_dir / rundir.FIGURES

@@ -19,7 +19,10 @@ def build_cnn(config: ModelConfig, num_classes: int, image_shape: tuple[int, int
         for conv_index, width in enumerate(filters, start=1):
             name = f"block{block_index}_conv{conv_index}"
             # Without BatchNorm the conv keeps its bias; with it the bias is redundant (BatchNorm has its own).
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=not config.batch_norm, name=name)(x)
+            # He initialisation suits ReLU; over seeds 0-3 it lifted one-epoch accuracy a little over Glorot's.
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", use_bias=not config.batch_norm, kernel_initializer="he_uniform", name=name
+            )(x)
             if config.batch_norm:
                 x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -28,7 +31,7 @@ def build_cnn(config: ModelConfig, num_classes: int, image_shape: tuple[int, int
             x = keras.layers.Dropout(config.conv_dropout, name=f"block{block_index}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for index, units in enumerate(config.dense_units, start=1):
-        x = keras.layers.Dense(units, activation="relu", name=f"dense{index}")(x)
+        x = keras.layers.Dense(units, activation="relu", kernel_initializer="he_uniform", name=f"dense{index}")(x)
         if config.dense_dropout:
             x = keras.layers.Dropout(config.dense_dropout, name=f"dense{index}_dropout")(x)
     # float32 output whatever the compute dtype, so probabilities and the loss stay numerically sound.

@@ -1,0 +1,121 @@
+"""Shared fixtures: tiny-but-valid synthetic CIFAR-10 archives in the official layout, and a trained tiny run.
+
+The synthetic set has the official shapes (5 x 10,000 training and 10,000 test images) because cnnlab validates
+them; its images are a per-class colour plus a little texture, so a small model learns them in one epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+# The real data set: $CNNLAB_DATA, else the copy the CI machine keeps beside the clone. Read before any fixture runs.
+REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/cifar-10-python.tar.gz")
+TINY_MODEL = ["--set", "model.conv_blocks=[[8], [16]]", "--set", "model.dense_units=[32]"]
+
+
+def batch_payload(seed: int, images: int = 10_000, dtype=np.uint8, labels=None, **extra) -> bytes:
+    """A pickled batch dict shaped like the official ones (bytes keys, channel-first rows)."""
+    rng = np.random.default_rng(seed)
+    classes = np.arange(images) % 10
+    if labels is None:
+        labels = classes.tolist()
+    colours = np.random.default_rng(42).integers(0, 240, (10, 3)).astype(np.uint8)  # a distinct colour per class
+    texture = rng.integers(0, 16, size=(16, 3072), dtype=np.uint8)  # few distinct rows: compresses well
+    data = np.repeat(colours[classes], 1024, axis=1) + texture[np.arange(images) % 16]
+    payload = {b"batch_label": b"synthetic", b"labels": labels, b"data": data.astype(dtype), b"filenames": []}
+    payload.update(extra)
+    return pickle.dumps(payload, protocol=2)
+
+
+def meta_payload(names=CLASS_NAMES) -> bytes:
+    return pickle.dumps({b"label_names": [n.encode() for n in names], b"num_vis": 3072}, protocol=2)
+
+
+def official_files() -> dict[str, bytes]:
+    files = {name: batch_payload(seed) for seed, name in enumerate(BATCH_NAMES)}
+    files["batches.meta"] = meta_payload()
+    return files
+
+
+def write_archive(path: Path, files: dict[str, bytes], folder: str = "cifar-10-batches-py") -> Path:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def write_folder(path: Path, files: dict[str, bytes | Path]) -> Path:
+    """Write an extracted-layout folder; a Path value is linked instead of copied, to keep tests fast."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, Path):
+            (path / name).symlink_to(content)
+        else:
+            (path / name).write_bytes(content)
+    return path
+
+
+def learnable_splits(train: int = 600, val: int = 200, test: int = 200, classes: int = 10):
+    """In-memory splits whose images are a class colour plus noise: a tiny CNN learns them in an epoch or two."""
+    from cnnlab.data import Splits
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (classes, 3))
+
+    def part(count):
+        labels = rng.integers(0, classes, count).astype(np.uint8)
+        noise = rng.integers(-30, 30, (count, 32, 32, 3))
+        return np.clip(colours[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8), labels
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = part(train), part(val), part(test)
+    names = tuple(f"class{i}" for i in range(classes))
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, names)
+
+
+@pytest.fixture(scope="session")
+def good_files() -> dict[str, bytes]:
+    return official_files()
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory, good_files) -> Path:
+    return write_archive(tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz", good_files)
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory, good_files) -> Path:
+    return write_folder(tmp_path_factory.mktemp("extracted") / "cifar-10-batches-py", good_files)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test reads the user's cache or data settings, and all share one decoded-array cache."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_archive) -> Path:
+    """A finished run of a tiny CNN on the synthetic set, shared by the evaluate, predict and CLI tests."""
+    from cnnlab.cli import main
+
+    os.environ.setdefault("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    code = main(
+        ["train", "--data", str(synthetic_archive), "--epochs", "2", "--train-limit", "1000", "--val-size", "500",
+         "--batch-size", "32", *TINY_MODEL, "--out", str(run_dir)]
+    )
+    assert code == 0
+    return run_dir

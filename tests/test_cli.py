@@ -1,0 +1,203 @@
+"""The command line end to end, on the synthetic archive: what a user types, what lands on disk, what they read."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+from PIL import Image
+
+from cnnlab import rundir
+from cnnlab.cli import main
+from conftest import TINY_MODEL
+
+
+def run_cli(capsys, *args):
+    code = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, expected, exit_code=1):
+    assert code == exit_code
+    informational = ("warning:", "run directory:")
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(informational)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("cnnlab") and "Traceback" not in err
+    assert expected in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# train
+
+
+def test_train_writes_a_complete_run_directory(trained_run, synthetic_archive):
+    names = {path.relative_to(trained_run).as_posix() for path in trained_run.rglob("*")}
+    assert {"config.json", "status.json", "metrics.json", "history.csv", "model.keras",
+            "figures/learning_curves.png", "figures/confusion_matrix.png"} <= names
+    assert not [name for name in names if ".tmp-" in name]  # no temporary file left behind
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["preset"] == "seed" and config["train"]["epochs"] == 2 and config["data"]["train_limit"] == 1000
+    assert config["data"]["source"] == str(synthetic_archive.resolve())
+    assert config["model"]["conv_blocks"] == [[8], [16]]
+    assert json.loads((trained_run / "status.json").read_text())["state"] == "finished"
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix", "epochs", "train_seconds",
+                "seconds_per_epoch", "versions", "hardware", "best_epoch", "parameters"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 2 and metrics["train_images"] == 1000 and metrics["val_images"] == 500
+    assert metrics["data"]["hash_status"] == "unofficial"
+    assert metrics["versions"]["keras"] == keras.__version__ and metrics["hardware"]["cpu_cores"] >= 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
+    assert metrics["test_accuracy"] > 0.5  # the synthetic classes are colours: learnable in two epochs
+    assert keras.saving.load_model(trained_run / "model.keras").output_shape == (None, 10)
+
+
+def test_data_from_the_environment_variable(tmp_path, capsys, synthetic_folder, monkeypatch):
+    monkeypatch.setenv("CNNLAB_DATA", str(synthetic_folder))
+    code, out, _ = run_cli(capsys, "data", "info")
+    assert code == 0 and "not checked (folder)" in out
+
+
+def test_data_info_counts_every_split_and_class(capsys, synthetic_archive):
+    code, out, err = run_cli(capsys, "data", "info", "--data", synthetic_archive, "--val-size", "1000")
+    assert code == 0
+    assert "unofficial" in out and "warning: " in err
+    lines = out.splitlines()
+    assert lines[-1].split() == ["total", "49000", "1000", "10000"]
+    assert lines[-11].split() == ["airplane", "4900", "100", "1000"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluate and predict
+
+
+def test_evaluate_rescores_and_redraws(trained_run, capsys):
+    before = json.loads((trained_run / "metrics.json").read_text())
+    (trained_run / "figures" / "confusion_matrix.png").unlink()
+    code, out, _ = run_cli(capsys, "evaluate", trained_run)
+    assert code == 0
+    after = json.loads((trained_run / "metrics.json").read_text())
+    assert after["test_accuracy"] == pytest.approx(before["test_accuracy"])
+    assert after["train_seconds"] == before["train_seconds"]  # training facts are kept
+    assert (trained_run / "figures" / "confusion_matrix.png").is_file()
+    assert f"test accuracy {before['test_accuracy']:.4f}" in out and "airplane" in out
+
+
+def test_predict_text_and_json(trained_run, tmp_path, capsys):
+    red = tmp_path / "red square.png"
+    Image.new("RGB", (200, 120), (230, 20, 20)).save(red)
+    grey = tmp_path / "grey.jpg"
+    Image.new("L", (10, 10), 128).save(grey)
+    code, out, _ = run_cli(capsys, "predict", trained_run, red, grey)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{red}: ") and lines[0].count("%") == 3
+    code, out, _ = run_cli(capsys, "predict", trained_run, red, "--json", "--top", "5")
+    result = json.loads(out)
+    assert code == 0 and result[0]["image"] == str(red) and len(result[0]["top"]) == 5
+    probabilities = [guess["probability"] for guess in result[0]["top"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+
+def test_predict_refuses_bad_images(trained_run, tmp_path, capsys):
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    code, _, err = run_cli(capsys, "predict", trained_run, fake)
+    assert_one_line_error(code, err, "not a readable image")
+    code, _, err = run_cli(capsys, "predict", trained_run, tmp_path / "missing.png")
+    assert_one_line_error(code, err, "image not found")
+
+
+def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
+    run_dir = rundir.create_run_dir(tmp_path / "run")
+    rundir.write_json(run_dir / rundir.CONFIG, {})
+    rundir.set_status(run_dir, "running")
+    code, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert_one_line_error(code, err, "is not a finished run (status: running)")
+    code, _, err = run_cli(capsys, "predict", tmp_path / "nowhere", tmp_path / "x.png")
+    assert_one_line_error(code, err, "run directory not found")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bad input: one line, non-zero exit, nothing written, nothing lost
+
+
+@pytest.mark.parametrize(
+    "args, expected, exit_code",
+    [
+        (["--epochs", "0"], "epochs must be positive", 1),
+        (["--batch-size", "-4"], "batch size must be positive", 1),
+        (["--lr", "0"], "learning rate must be positive", 1),
+        (["--preset", "nope"], "unknown preset 'nope'", 1),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate", 2),
+        (["--epochs", "many"], "invalid int value: 'many'", 2),
+        (["--set", "train.epochz=3"], "unknown setting 'train.epochz'", 1),
+        (["--set", "nonsense"], "--set expects KEY=VALUE", 1),
+        (["--data", "/no/such/file.tar.gz"], "data path not found", 1),
+    ],
+)
+def test_bad_train_arguments(tmp_path, capsys, args, expected, exit_code):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *args, "--out", out)
+    assert_one_line_error(code, err, expected, exit_code)
+    assert not out.exists()
+
+
+def test_data_that_is_not_an_archive(tmp_path, capsys):
+    fake = tmp_path / "cifar.tar.gz"
+    fake.write_text("hello")
+    code, _, err = run_cli(capsys, "train", "--data", fake, "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "not a readable gzip-compressed tar archive")
+    assert not (tmp_path / "run").exists()
+
+
+def test_hash_mismatch_under_sha256(tmp_path, capsys, synthetic_archive):
+    code, _, err = run_cli(capsys, "train", "--data", synthetic_archive, "--sha256", "ab" * 32, "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "given with --sha256")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path, capsys, synthetic_archive):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"test_accuracy": 0.9}')
+    code, _, err = run_cli(capsys, "train", "--data", synthetic_archive, "--epochs", "1", "--out", out)
+    assert_one_line_error(code, err, "already exists and is not empty")
+    assert [path.name for path in out.iterdir()] == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == '{"test_accuracy": 0.9}'
+
+
+def test_failed_training_is_recorded_in_the_run_status(tmp_path, capsys, synthetic_archive):
+    out = tmp_path / "diverged"
+    code, _, err = run_cli(capsys, "train", "--data", synthetic_archive, "--epochs", "3", "--lr", "1e10",
+                           "--train-limit", "256", "--val-size", "100", *TINY_MODEL, "--out", out)
+    assert_one_line_error(code, err, "training diverged")
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "failed" and "diverged" in status["reason"]
+    assert not (out / "model.keras").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the installed entry points
+
+
+def cnnlab_subprocess(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["data"], ["data", "info"]])
+def test_every_command_has_help(command):
+    result = cnnlab_subprocess(*command, "--help")
+    assert result.returncode == 0 and "usage: cnnlab" in result.stdout
+
+
+def test_errors_never_show_a_traceback():
+    result = cnnlab_subprocess("train", "--data", "/no/such/cifar.tar.gz")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "cnnlab: error: data path not found: /no/such/cifar.tar.gz"
+    result = cnnlab_subprocess("bogus")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -1,0 +1,91 @@
+import pytest
+
+from cnnlab.config import available_presets, config_from_dict, load_config
+from cnnlab.errors import CnnlabError
+
+
+def test_seed_preset_is_the_tutorial_recipe():
+    config = load_config("seed")
+    assert (config.train.learning_rate, config.train.batch_size, config.train.epochs) == (0.001, 32, 50)
+    assert config.model.name == "cnn"
+    assert config.model.conv_blocks == ((32, 32), (64, 64))
+    assert config.model.dense_units == (512,)
+    assert config.model.batch_norm is False
+    assert config.data.val_size == 5000
+    assert "seed" in available_presets()
+
+
+def test_overrides_replace_preset_values_with_checked_types():
+    config = load_config("seed", {"train.epochs": 3, "train.learning_rate": 1, "model.conv_blocks": [[8], [16, 16]]})
+    assert config.train.epochs == 3
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+    assert config.model.conv_blocks == ((8,), (16, 16))
+    assert config.train.batch_size == 32  # untouched values keep the preset's
+
+
+def test_resolved_config_round_trips_through_its_dict():
+    config = load_config("seed", {"data.train_limit": 100, "data.source": "/tmp/x.tar.gz"})
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_preset_file_path(tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[train]\nepochs = 2\nbatch_size = 8\n')
+    config = load_config(str(preset))
+    assert config.preset == "mine" and config.train.epochs == 2 and config.train.batch_size == 8
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.epochs": 0}, "epochs must be positive"),
+        ({"train.epochs": -3}, "epochs must be positive"),
+        ({"train.batch_size": 0}, "batch size must be positive"),
+        ({"train.learning_rate": 0.0}, "learning rate must be positive"),
+        ({"train.learning_rate": -0.1}, "learning rate must be positive"),
+        ({"data.val_size": -1}, "validation size"),
+        ({"data.train_limit": 0}, "train limit must be positive"),
+        ({"data.sha256": "abc"}, "64 hexadecimal digits"),
+        ({"model.name": "resnet"}, "unknown model 'resnet'"),
+        ({"model.conv_blocks": []}, "conv_blocks"),
+        ({"model.conv_blocks": [[32]] * 6}, "at most 5 blocks"),
+        ({"model.conv_dropout": 1.0}, "conv_dropout must be in [0, 1)"),
+        ({"train.epochs": "ten"}, "must be an integer"),
+        ({"train.epochs": 2.5}, "must be an integer"),
+        ({"model.batch_norm": 1}, "must be true or false"),
+        ({"train.nonsense": 1}, "unknown setting 'train.nonsense'"),
+        ({"nonsense": 1}, "unknown setting 'nonsense'"),
+    ],
+)
+def test_bad_values_are_refused_with_a_named_reason(overrides, message):
+    with pytest.raises(CnnlabError, match=None) as caught:
+        load_config("seed", overrides)
+    assert message in str(caught.value)
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(CnnlabError, match=r"unknown preset 'nope' \(available: .*seed"):
+        load_config("nope")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nepochz = 3\n", "unknown key(s) in [train]: epochz"),
+        ("[trian]\nepochs = 3\n", "unknown key(s) trian"),
+        ("[train]\nepochs = 'many'\n", "'train.epochs' must be an integer"),
+        ("train = 3\n", "[train] must be a table"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_bad_preset_files_are_refused(tmp_path, text, message):
+    preset = tmp_path / "bad.toml"
+    preset.write_text(text)
+    with pytest.raises(CnnlabError) as caught:
+        load_config(str(preset))
+    assert message in str(caught.value)
+
+
+def test_missing_preset_file():
+    with pytest.raises(CnnlabError, match="preset file not found"):
+        load_config("/no/such/preset.toml")

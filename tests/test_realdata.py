@@ -1,0 +1,34 @@
+"""On the real CIFAR-10 (../shared/datasets or $CNNLAB_DATA); skipped where it is absent, as on a user's clone."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.data import load_cifar10
+from conftest import CLASS_NAMES, REAL_DATA
+
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real CIFAR-10 not found at {REAL_DATA}"),
+]
+
+
+def test_real_archive_is_the_official_data_set():
+    data = load_cifar10(REAL_DATA, warn=lambda message: None)
+    assert data.class_names == tuple(CLASS_NAMES)
+    assert np.bincount(data.y_train).tolist() == [5000] * 10
+    assert np.bincount(data.y_test).tolist() == [1000] * 10
+    assert data.hash_status in ("official", "unofficial", "not checked (folder)")
+
+
+def test_seed_model_one_epoch_on_5000_images_reaches_35_percent(tmp_path, capsys):
+    run_dir = tmp_path / "seed-one-epoch"
+    code = main(["train", "--preset", "seed", "--data", str(REAL_DATA), "--epochs", "1", "--train-limit", "5000",
+                 "--out", str(run_dir)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"seed model, 1 epoch on 5,000 images: test accuracy {metrics['test_accuracy']:.4f}")
+    assert metrics["test_accuracy"] >= 0.35
+    assert metrics["train_images"] == 5000 and metrics["val_images"] == 5000
