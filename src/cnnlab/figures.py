@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # no display needed, and none is wanted on servers and in
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cnnlab.rundir import atomic_path  # noqa: E402
 
@@ -31,6 +32,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path, title: str
             if values:
                 axis.plot(epochs, values, style, marker="o", markersize=3, label=label)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend()
