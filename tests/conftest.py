@@ -19,7 +19,8 @@ CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 # The real data set: $CNNLAB_DATA, else the copy the CI machine keeps beside the clone. Read before any fixture runs.
 REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/cifar-10-python.tar.gz")
-TINY_MODEL = ["--set", "model.conv_blocks=[[8], [16]]", "--set", "model.dense_units=[32]"]
+TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]"]
+TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1"]
 
 
 def batch_payload(seed: int, images: int = 10_000, dtype=np.uint8, labels=None, **extra) -> bytes:
@@ -119,3 +120,18 @@ def trained_run(tmp_path_factory, synthetic_archive) -> Path:
     )
     assert code == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def compared(tmp_path_factory, synthetic_archive) -> Path:
+    """`cnnlab compare` of a tiny CNN and a randomly initialised VGG16 on the synthetic set: two runs and a report."""
+    from cnnlab.cli import main
+
+    os.environ.setdefault("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    out = tmp_path_factory.mktemp("compare") / "both"
+    code = main(
+        ["compare", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
+         "--val-size", "100", *TINY_MODEL, *TINY_VGG16, "--out", str(out)]
+    )
+    assert code == 0
+    return out

@@ -7,19 +7,19 @@ from cnnlab.errors import CnnlabError
 def test_seed_preset_is_the_tutorial_recipe():
     config = load_config("seed")
     assert (config.train.learning_rate, config.train.batch_size, config.train.epochs) == (0.001, 32, 50)
-    assert config.model.name == "cnn"
-    assert config.model.conv_blocks == ((32, 32), (64, 64))
-    assert config.model.dense_units == (512,)
-    assert config.model.batch_norm is False
+    assert config.model == "cnn"
+    assert config.cnn.conv_blocks == ((32, 32), (64, 64))
+    assert config.cnn.dense_units == (512,)
+    assert config.cnn.batch_norm is False
     assert config.data.val_size == 5000
     assert "seed" in available_presets()
 
 
 def test_overrides_replace_preset_values_with_checked_types():
-    config = load_config("seed", {"train.epochs": 3, "train.learning_rate": 1, "model.conv_blocks": [[8], [16, 16]]})
+    config = load_config("seed", {"train.epochs": 3, "train.learning_rate": 1, "cnn.conv_blocks": [[8], [16, 16]]})
     assert config.train.epochs == 3
     assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
-    assert config.model.conv_blocks == ((8,), (16, 16))
+    assert config.cnn.conv_blocks == ((8,), (16, 16))
     assert config.train.batch_size == 32  # untouched values keep the preset's
 
 
@@ -46,13 +46,13 @@ def test_preset_file_path(tmp_path):
         ({"data.val_size": -1}, "validation size"),
         ({"data.train_limit": 0}, "train limit must be positive"),
         ({"data.sha256": "abc"}, "64 hexadecimal digits"),
-        ({"model.name": "resnet"}, "unknown model 'resnet'"),
-        ({"model.conv_blocks": []}, "conv_blocks"),
-        ({"model.conv_blocks": [[32]] * 6}, "at most 5 blocks"),
-        ({"model.conv_dropout": 1.0}, "conv_dropout must be in [0, 1)"),
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"cnn.conv_blocks": []}, "conv_blocks"),
+        ({"cnn.conv_blocks": [[32]] * 6}, "at most 5 blocks"),
+        ({"cnn.conv_dropout": 1.0}, "conv_dropout must be in [0, 1)"),
         ({"train.epochs": "ten"}, "must be an integer"),
         ({"train.epochs": 2.5}, "must be an integer"),
-        ({"model.batch_norm": 1}, "must be true or false"),
+        ({"cnn.batch_norm": 1}, "must be true or false"),
         ({"train.nonsense": 1}, "unknown setting 'train.nonsense'"),
         ({"nonsense": 1}, "unknown setting 'nonsense'"),
     ],

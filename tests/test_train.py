@@ -7,20 +7,29 @@ import pytest
 from cnnlab import rundir
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.train import StopOnNonFiniteLoss, train_model
+from cnnlab.models import build_model
+from cnnlab.models.vgg16 import HEAD_PREFIX
+from cnnlab.train import ShuffledBatches, StopOnNonFiniteLoss, train_model
 from conftest import learnable_splits
 
-TINY = {"model.conv_blocks": [[8], [16]], "model.dense_units": [32], "train.batch_size": 32}
+TINY = {"cnn.conv_blocks": [[8], [16]], "cnn.dense_units": [32], "train.batch_size": 32}
+TINY_VGG = {"model": "vgg16", "vgg16.weights": "none", "vgg16.head_units": [16], "train.batch_size": 16}
 
 
 def tiny_config(**overrides):
     return load_config("seed", {**TINY, **overrides})
 
 
+def train(config, splits, run_dir):
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config, len(splits.class_names), splits.x_train.shape[1:])
+    return train_model(config, model, splits, run_dir)
+
+
 def test_training_writes_history_checkpoint_and_a_loadable_model(tmp_path):
     run_dir = rundir.create_run_dir(tmp_path / "run")
     splits = learnable_splits()
-    result = train_model(tiny_config(**{"train.epochs": 3}), splits, run_dir)
+    result = train(tiny_config(**{"train.epochs": 3}), splits, run_dir)
     with open(run_dir / rundir.HISTORY, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
@@ -41,27 +50,27 @@ def test_same_seed_same_model(tmp_path):
     splits = learnable_splits(train=200, val=50)
     weights = []
     for name in ("a", "b"):
-        result = train_model(tiny_config(**{"train.epochs": 1}), splits, rundir.create_run_dir(tmp_path / name))
+        result = train(tiny_config(**{"train.epochs": 1}), splits, rundir.create_run_dir(tmp_path / name))
         weights.append(result.model.get_weights()[0])
     np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
 
 
 def test_without_validation_the_last_epoch_is_kept(tmp_path):
     splits = learnable_splits(train=200, val=0)
-    result = train_model(tiny_config(**{"train.epochs": 2}), splits, rundir.create_run_dir(tmp_path / "run"))
+    result = train(tiny_config(**{"train.epochs": 2}), splits, rundir.create_run_dir(tmp_path / "run"))
     assert result.best_epoch is None and (tmp_path / "run" / rundir.MODEL).is_file()
 
 
 def test_tensorboard_logs_on_request(tmp_path):
     run_dir = rundir.create_run_dir(tmp_path / "run")
-    train_model(tiny_config(**{"train.epochs": 1, "train.tensorboard": True}), learnable_splits(100, 20), run_dir)
+    train(tiny_config(**{"train.epochs": 1, "train.tensorboard": True}), learnable_splits(100, 20), run_dir)
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_diverging_loss_stops_training_with_a_clear_error(tmp_path):
     run_dir = rundir.create_run_dir(tmp_path / "run")
     with pytest.raises(CnnlabError, match="loss became NaN or infinite in epoch 1"):
-        train_model(tiny_config(**{"train.epochs": 5, "train.learning_rate": 1e10}), learnable_splits(), run_dir)
+        train(tiny_config(**{"train.epochs": 5, "train.learning_rate": 1e10}), learnable_splits(), run_dir)
     assert not (run_dir / rundir.MODEL).exists()
 
 
@@ -73,3 +82,60 @@ def test_non_finite_loss_callback():
     assert guard.bad_batch is None and not guard.model.stop_training
     guard.on_train_batch_end(4, {"loss": float("inf")})
     assert guard.bad_batch == 4 and guard.model.stop_training
+
+
+def test_batches_are_a_seeded_reshuffle_each_epoch():
+    labels = np.arange(10) % 3
+    batches = ShuffledBatches(np.arange(10)[:, None], labels, num_classes=3, batch_size=4, seed=7)
+    assert len(batches) == 3
+
+    def epoch():
+        seen = [batches[i] for i in range(len(batches))]
+        batches.on_epoch_end()
+        return np.concatenate([x[:, 0] for x, _ in seen]), seen[0][1]
+
+    first, one_hot = epoch()
+    second, _ = epoch()
+    assert sorted(first) == list(range(10)) and sorted(second) == list(range(10)) and list(first) != list(second)
+    np.testing.assert_array_equal(one_hot, np.eye(3)[labels[first[:4]]])
+    again = ShuffledBatches(np.arange(10)[:, None], labels, num_classes=3, batch_size=4, seed=7)
+    np.testing.assert_array_equal(np.concatenate([again[i][0][:, 0] for i in range(3)]), first)
+
+
+def head_weights(model):
+    return [w for layer in model.layers if layer.name.startswith(HEAD_PREFIX) or layer.name == "probabilities"
+            for w in layer.get_weights()]
+
+
+def test_vgg16_cached_and_uncached_phase_one_train_the_same_head(tmp_path):
+    splits = learnable_splits(train=96, val=32, test=16)
+    results = {}
+    for cache in (True, False):
+        config = load_config("seed", {**TINY_VGG, "train.epochs": 2, "vgg16.unfreeze_blocks": 0,
+                                      "vgg16.feature_cache": cache})
+        results[cache] = train(config, splits, rundir.create_run_dir(tmp_path / str(cache)))
+    cached, uncached = head_weights(results[True].model), head_weights(results[False].model)
+    assert len(cached) == 4
+    for a, b in zip(cached, uncached):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert results[True].phases[0]["feature_cache_seconds"] is not None
+    assert results[False].phases[0]["feature_cache_seconds"] is None
+
+
+def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
+    splits = learnable_splits(train=64, val=32, test=16)
+    config = load_config("seed", {**TINY_VGG, "train.epochs": 1, "vgg16.finetune_epochs": 2,
+                                  "vgg16.finetune_learning_rate": 1e-5, "vgg16.unfreeze_blocks": 1})
+    run_dir = rundir.create_run_dir(tmp_path / "run")
+    keras.utils.set_random_seed(0)
+    model = build_model(config, 10)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.get_layer("vgg16").layers}
+    result = train_model(config, model, splits, run_dir)
+    head, finetune = result.phases
+    assert (head["name"], head["epochs"], finetune["name"], finetune["epochs"]) == ("head", 1, "finetune", 2)
+    assert finetune["learning_rate"] == 1e-5 and finetune["trainable_parameters"] > head["trainable_parameters"]
+    with open(run_dir / rundir.HISTORY, newline="") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1, 2]
+    for layer in model.get_layer("vgg16").layers:
+        changed = any(not np.allclose(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
+        assert changed == (layer.name.startswith("block5_") and bool(before[layer.name])), layer.name

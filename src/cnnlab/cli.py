@@ -1,6 +1,10 @@
 """The `cnnlab` command line: thin wrappers over the library, and the one place errors become messages.
 
+commands:
     cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
+    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--image-size N]   fine-tune VGG16 instead
+    cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
+    cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
     cnnlab data info [--data PATH]                                           where the data came from, split counts
@@ -27,13 +31,15 @@ EXIT_INTERRUPTED = 130
 
 # flag -> (dotted config key, type, help)
 TRAIN_OVERRIDES = {
-    "--model": ("model.name", str, "model to train (cnn)"),
+    "--model": ("model", str, "model to train: cnn or vgg16"),
     "--epochs": ("train.epochs", int, "number of epochs"),
     "--batch-size": ("train.batch_size", int, "batch size"),
     "--lr": ("train.learning_rate", float, "learning rate"),
     "--seed": ("train.seed", int, "random seed (weights, shuffling, validation split)"),
     "--val-size": ("data.val_size", int, "validation images carved from the training set"),
     "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
+    "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
+    "--image-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
 }
 
 
@@ -49,22 +55,30 @@ class _UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnlab", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="cnnlab",
+        description="Train a CNN from scratch on CIFAR-10, fine-tune VGG16, and compare the two.",
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a model and evaluate it on the test set")
-    train.add_argument("--preset", default="seed", help="preset name or path to a TOML file (default: seed)")
-    _add_data_arguments(train)
-    for flag, (_, kind, text) in TRAIN_OVERRIDES.items():
-        train.add_argument(flag, type=kind, help=text)
-    train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override any preset value, e.g. --set model.conv_blocks='[[16],[32]]' (TOML syntax)",
-    )
+    _add_config_arguments(train, default_preset="seed")
     train.add_argument("--out", type=Path, help="run directory (default: runs/PRESET-MODEL-TIME)")
     train.set_defaults(handler=_train)
+
+    compare = commands.add_parser("compare", help="train the CNN and VGG16 under one preset and report on both")
+    _add_config_arguments(compare, default_preset="quick", choose_model=False)
+    compare.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR", help="report on these finished runs instead")
+    compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-PRESET-...)")
+    compare.set_defaults(handler=_compare)
+
+    report = commands.add_parser("report", help="the comparison report (HTML and Markdown) of finished runs")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="output folder (default: reports/report-...)")
+    report.set_defaults(handler=_report)
 
     evaluate = commands.add_parser("evaluate", help="re-score a finished run on the test set, redraw its figures")
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -86,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
     info.set_defaults(handler=_data_info)
     return parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, choose_model: bool = True) -> None:
+    parser.add_argument("--preset", default=default_preset,
+                        help=f"preset name or path to a TOML file (default: {default_preset})")
+    _add_data_arguments(parser)
+    for flag, (_, kind, text) in TRAIN_OVERRIDES.items():
+        if choose_model or flag != "--model":
+            parser.add_argument(flag, type=kind, help=text)
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]' (TOML syntax)",
+    )
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
@@ -118,11 +146,10 @@ def _data_source(args) -> str | None:
     return args.data or os.environ.get("CNNLAB_DATA") or None
 
 
-def _train(args) -> int:
+def _resolved_config(args):
     from cnnlab.config import load_config
-    from cnnlab.experiment import train_run
 
-    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in TRAIN_OVERRIDES.items()}
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in TRAIN_OVERRIDES.items()}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     overrides.update(_parse_set(args.set))
     if _data_source(args):
@@ -131,9 +158,34 @@ def _train(args) -> int:
         overrides["data.sha256"] = args.sha256
     if args.tensorboard:
         overrides["train.tensorboard"] = True
-    run_dir = train_run(load_config(args.preset, overrides), args.out)
+    return load_config(args.preset, overrides)
+
+
+def _train(args) -> int:
+    from cnnlab.experiment import train_run
+
+    run_dir = train_run(_resolved_config(args), args.out)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
+    return 0
+
+
+def _compare(args) -> int:
+    from cnnlab import experiment
+
+    if args.runs:
+        html_path = experiment.report(args.runs, args.out)
+    else:
+        html_path = experiment.compare(_resolved_config(args), args.out)
+    print(f"report: {html_path} (and report.md beside it)")
+    return 0
+
+
+def _report(args) -> int:
+    from cnnlab import experiment
+
+    html_path = experiment.report(args.run_dirs, args.out)
+    print(f"report: {html_path} (and report.md beside it)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """One resolved configuration for a run: preset file, then command-line overrides, then validation.
 
-A preset is a TOML file with the sections of `RunConfig` ([data], [model], [train]). Presets shipped with cnnlab live
+A preset is a TOML file: `model = "cnn" | "vgg16"` plus the sections of `RunConfig` ([data], [train], [cnn],
+[vgg16]); one preset configures both models, so that `compare` trains them under the same recipe. Presets shipped with cnnlab live
 in `cnnlab/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
 overridden from the command line, and the result is checked once here, so later stages can trust it.
 """
@@ -28,8 +29,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: str = "cnn"
+class CnnConfig:
     conv_blocks: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))  # filters of each conv, block by block
     batch_norm: bool = False
     conv_dropout: float = 0.25  # after each block's pooling; 0 disables
@@ -38,10 +38,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class Vgg16Config:
+    weights: str = "imagenet"  # "imagenet" (Keras download and cache), "none" (random init) or a local .h5 path
+    image_size: int = 32  # images are upscaled to this inside the model; ImageNet features like larger inputs
+    head_pooling: str = "flatten"  # "flatten" or "avg" over VGG16's last feature map
+    head_units: tuple[int, ...] = (256,)
+    head_dropout: float = 0.5
+    feature_cache: bool = True  # phase 1 on base features computed once per image, not once per epoch
+    unfreeze_blocks: int = 1  # phase 2 trains VGG16's last N of 5 conv blocks; 0 skips phase 2
+    finetune_epochs: int = 5
+    finetune_learning_rate: float = 1e-5
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = 0.001
+    learning_rate: float = 0.001  # for VGG16: phase 1, the head alone
     batch_size: int = 32
-    epochs: int = 50
+    epochs: int = 50  # for VGG16: phase 1
     seed: int = 0
     tensorboard: bool = False
 
@@ -50,16 +63,19 @@ class TrainConfig:
 class RunConfig:
     preset: str = "seed"
     description: str = ""
+    model: str = "cnn"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cnn: CnnConfig = field(default_factory=CnnConfig)
+    vgg16: Vgg16Config = field(default_factory=Vgg16Config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-MODEL_NAMES = ("cnn",)
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16": Vgg16Config}
+TOP_LEVEL = {"description": str, "model": str}
+MODEL_NAMES = ("cnn", "vgg16")
 MAX_CONV_BLOCKS = 5
 
 
@@ -106,13 +122,11 @@ def _read_preset(preset: str) -> dict[str, Any]:
 
 
 def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
-    sections = {}
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise CnnlabError("config: 'description' must be a string")
-    unknown = set(raw) - set(SECTIONS) - {"description"}
+    sections: dict[str, Any] = {key: _coerce(key, raw[key], kind) for key, kind in TOP_LEVEL.items() if key in raw}
+    unknown = set(raw) - set(SECTIONS) - set(TOP_LEVEL)
     if unknown:
-        raise CnnlabError(f"config: unknown key(s) {', '.join(sorted(unknown))} (known sections: data, model, train)")
+        known = ", ".join([*TOP_LEVEL, *(f"[{name}]" for name in SECTIONS)])
+        raise CnnlabError(f"config: unknown key(s) {', '.join(sorted(unknown))} (known: {known})")
     for section, cls in SECTIONS.items():
         values = raw.get(section, {})
         if not isinstance(values, dict):
@@ -122,10 +136,12 @@ def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
         if unknown:
             raise CnnlabError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         sections[section] = cls(**{key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()})
-    return RunConfig(preset=preset, description=description, **sections)
+    return RunConfig(preset=preset, **sections)
 
 
 def _override(config: RunConfig, dotted: str, value: Any) -> RunConfig:
+    if dotted in TOP_LEVEL:
+        return dataclasses.replace(config, **{dotted: _coerce(dotted, value, TOP_LEVEL[dotted])})
     section, _, key = dotted.partition(".")
     cls = SECTIONS.get(section)
     hints = typing.get_type_hints(cls) if cls else {}
@@ -168,7 +184,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 def _check_ranges(config: RunConfig) -> None:
     problems = []
-    train, model, data = config.train, config.model, config.data
+    train, cnn, data, vgg16 = config.train, config.cnn, config.data, config.vgg16
     if train.epochs <= 0:
         problems.append(f"epochs must be positive, got {train.epochs}")
     if train.batch_size <= 0:
@@ -183,17 +199,31 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train limit must be positive, got {data.train_limit}")
     if data.sha256 is not None and (len(data.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in data.sha256)):
         problems.append("sha256 must be 64 hexadecimal digits")
-    if model.name not in MODEL_NAMES:
-        problems.append(f"unknown model '{model.name}' (available: {', '.join(MODEL_NAMES)})")
-    if not model.conv_blocks or any(not block or min(block) <= 0 for block in model.conv_blocks):
+    if config.model not in MODEL_NAMES:
+        problems.append(f"unknown model '{config.model}' (available: {', '.join(MODEL_NAMES)})")
+    if not cnn.conv_blocks or any(not block or min(block) <= 0 for block in cnn.conv_blocks):
         problems.append("conv_blocks must be a non-empty list of non-empty lists of positive filter counts")
-    if len(model.conv_blocks) > MAX_CONV_BLOCKS:  # each block halves the image: 32 px allows five halvings
-        problems.append(f"conv_blocks allows at most {MAX_CONV_BLOCKS} blocks, got {len(model.conv_blocks)}")
-    if any(units <= 0 for units in model.dense_units):
+    if len(cnn.conv_blocks) > MAX_CONV_BLOCKS:  # each block halves the image: 32 px allows five halvings
+        problems.append(f"conv_blocks allows at most {MAX_CONV_BLOCKS} blocks, got {len(cnn.conv_blocks)}")
+    if any(units <= 0 for units in cnn.dense_units):
         problems.append("dense_units must be positive")
     for name in ("conv_dropout", "dense_dropout"):
-        rate = getattr(model, name)
+        rate = getattr(cnn, name)
         if not 0 <= rate < 1:
             problems.append(f"{name} must be in [0, 1), got {rate}")
+    if vgg16.image_size < 32:
+        problems.append(f"image size must be at least 32 (VGG16 needs 32x32 or more), got {vgg16.image_size}")
+    if vgg16.head_pooling not in ("flatten", "avg"):
+        problems.append(f"head_pooling must be 'flatten' or 'avg', got '{vgg16.head_pooling}'")
+    if any(units <= 0 for units in vgg16.head_units):
+        problems.append("head_units must be positive")
+    if not 0 <= vgg16.head_dropout < 1:
+        problems.append(f"head_dropout must be in [0, 1), got {vgg16.head_dropout}")
+    if not 0 <= vgg16.unfreeze_blocks <= 5:
+        problems.append(f"unfreeze_blocks must be between 0 and 5, got {vgg16.unfreeze_blocks}")
+    if vgg16.finetune_epochs < 0:
+        problems.append(f"finetune_epochs must be zero or positive, got {vgg16.finetune_epochs}")
+    if not vgg16.finetune_learning_rate > 0:
+        problems.append(f"finetune_learning_rate must be positive, got {vgg16.finetune_learning_rate}")
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))

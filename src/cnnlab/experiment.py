@@ -1,7 +1,9 @@
-"""A whole run, start to finish: data -> splits -> train -> evaluate -> figures, recorded in a run directory.
+"""Whole jobs, start to finish, each recorded in run directories.
 
-`train_run` is what `cnnlab train` does; `evaluate_run` is `cnnlab evaluate`, which re-scores a finished run (on its
-own data source or another copy) and redraws its figures.
+- `train_run` (`cnnlab train`): data -> splits -> model -> train -> evaluate -> figures, in one run directory.
+- `evaluate_run` (`cnnlab evaluate`): re-score a finished run (on its own data source or another copy).
+- `compare` (`cnnlab compare`): train the CNN and VGG16 under one preset, then `report` on both.
+- `report` (`cnnlab report`): the comparison report of any finished runs.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
@@ -25,15 +29,25 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
     data = load_cifar10(config.data.source, config.data.sha256)
     splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
-    run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model.name))
+    import keras  # imported only once the input has been checked: it takes seconds
+
+    from cnnlab.models import build_model, model_label
+    from cnnlab.train import train_model
+
+    keras.utils.set_random_seed(config.train.seed)
+    # Built before the run directory exists, so that a bad weights file or setting leaves nothing behind.
+    model = build_model(config, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model))
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
     rundir.set_status(run_dir, "running")
     print(f"run directory: {run_dir}", file=sys.stderr)
     try:
-        from cnnlab.train import train_model  # Keras is imported only once there is work for it
-
-        result = train_model(config, splits, run_dir)
+        result = train_model(config, model, splits, run_dir)
         metrics = {
+            "model": config.model,
+            "label": model_label(config),
+            "preset": config.preset,
+            "weights": config.vgg16.weights if config.model == "vgg16" else None,
             **result.summary(),
             "train_images": int(len(splits.y_train)),
             "val_images": int(len(splits.y_val)),
@@ -75,6 +89,9 @@ def load_run_model(run_dir: Path):
 
 def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, batch_size: int) -> dict:
     probabilities = predict_probabilities(model, data.x_test, batch_size=max(batch_size, 256))
+    with rundir.atomic_path(run_dir / rundir.TEST_PREDICTIONS) as temporary:
+        # For reports: every model's answers side by side without running the models again.
+        np.savez(temporary, probabilities=probabilities.astype(np.float16), labels=data.y_test.astype(np.uint8))
     metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
     metrics["versions"] = system_info.library_versions()
     metrics["hardware"] = system_info.hardware()
@@ -82,7 +99,9 @@ def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, bat
     figures_dir.mkdir(exist_ok=True)
     history_file = run_dir / rundir.HISTORY
     if history_file.is_file():
-        figures.plot_learning_curves(read_history(history_file), figures_dir / LEARNING_CURVES_PNG, run_dir.name)
+        figures.plot_learning_curves(
+            {run_dir.name: read_history(history_file)}, figures_dir / LEARNING_CURVES_PNG, run_dir.name
+        )
     figures.plot_confusion_matrix(
         metrics["confusion_matrix"], data.class_names, figures_dir / CONFUSION_MATRIX_PNG, f"{run_dir.name}: test set"
     )
@@ -92,3 +111,32 @@ def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, bat
 
 def _data_record(data: Cifar10) -> dict[str, object]:
     return {"source": data.source, "sha256": data.sha256, "hash_status": data.hash_status, "classes": data.class_names}
+
+
+def compare(config: RunConfig, out: Path | None = None) -> Path:
+    """Train the CNN and VGG16 under one preset into `out/cnn` and `out/vgg16`, then write the report in `out`."""
+    out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "cnn-vgg16")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder")
+    from cnnlab.models.vgg16 import resolve_weights
+
+    resolve_weights(config.vgg16.weights)  # a bad weights file fails now, not after the CNN has trained
+    run_dirs = [train_run(dataclasses.replace(config, model=name), out / name) for name in ("cnn", "vgg16")]
+    return report(run_dirs, out)
+
+
+def report(run_dirs: list[Path], out: Path | None = None) -> Path:
+    """The comparison report of finished runs; the test images for the prediction grid come from the first run's
+    data source, and the grid is left out (with a warning) if that source is gone."""
+    from cnnlab.report import build_report, load_finished_run
+
+    first = load_finished_run(Path(run_dirs[0]))
+    out = Path(out) if out else rundir.default_run_dir("report", "-".join(Path(d).name for d in run_dirs)[:60], Path("reports"))
+    try:
+        test_images = load_cifar10(first.config.data.source, first.config.data.sha256).x_test
+    except CnnlabError as exc:
+        print(f"warning: no prediction grid: cannot load the test images ({exc})", file=sys.stderr)
+        test_images = None
+    html_path = build_report(run_dirs, out, test_images)
+    print(f"report: {html_path}", file=sys.stderr)
+    return html_path

@@ -21,22 +21,62 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_learning_curves(history: dict[str, list[float]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, training and validation, side by side."""
-    epochs = history.get("epoch")
-    epochs = [int(e) + 1 for e in epochs] if epochs else list(range(1, len(history.get("loss", [])) + 1))
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch: one colour per model, training solid, validation dashed."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for colour, (label, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
+        epochs = [int(e) + 1 for e in history.get("epoch", [])] or list(range(1, len(history.get("loss", [])) + 1))
+        for axis, metric in zip(axes, ("loss", "accuracy")):
+            for prefix, kind, style in (("", "training", "-"), ("val_", "validation", "--")):
+                values = history.get(prefix + metric)
+                if values:
+                    name = f"{label}, {kind}" if len(histories) > 1 else kind
+                    axis.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=name)
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
-            values = history.get(prefix + metric)
-            if values:
-                axis.plot(epochs, values, style, marker="o", markersize=3, label=label)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
     figure.suptitle(title or "Learning curves")
+    _save(figure, path)
+
+
+def plot_per_class_accuracy(accuracies: dict[str, list[float]], class_names: tuple[str, ...], path: Path) -> None:
+    """Grouped bars: one group per class, one bar per model."""
+    figure, axis = plt.subplots(figsize=(11, 4))
+    width = 0.8 / max(len(accuracies), 1)
+    positions = np.arange(len(class_names))
+    for index, (label, values) in enumerate(accuracies.items()):
+        axis.bar(positions + (index - (len(accuracies) - 1) / 2) * width, values, width, label=label)
+    axis.set_xticks(positions, class_names, rotation=30, ha="right")
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("test accuracy")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Per-class test accuracy")
+    _save(figure, path)
+
+
+def plot_prediction_grid(
+    images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray], class_names: tuple[str, ...],
+    path: Path, columns: int = 6,
+) -> None:
+    """Test images with the true class and each model's guess; wrong guesses in red."""
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.1, rows * (2.0 + 0.3 * len(predictions))))
+    for index, axis in enumerate(np.atleast_1d(axes).ravel()):
+        axis.axis("off")
+        if index >= len(images):
+            continue
+        axis.imshow(images[index], interpolation="nearest")
+        axis.set_title(f"true: {class_names[labels[index]]}", fontsize=8, fontweight="bold")
+        for line, (label, predicted) in enumerate(predictions.items()):
+            right = predicted[index] == labels[index]
+            text = f"{label.split(' ')[0]}: {class_names[predicted[index]]}" + ("" if right else " ✗")
+            axis.text(0.5, -0.08 - 0.14 * line, text, transform=axis.transAxes, ha="center", va="top", fontsize=7,
+                      color="black" if right else "#c62828")
+    figure.tight_layout(h_pad=0.6 + 1.2 * len(predictions))  # room for one line per model under each image
     _save(figure, path)
 
 

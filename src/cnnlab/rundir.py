@@ -7,6 +7,7 @@ Layout:
     checkpoints/     best epoch so far, by validation accuracy
     model.keras      the final model (loads with plain keras.saving.load_model)
     metrics.json     test metrics, timings, library versions, hardware
+    test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
 """
 
@@ -26,6 +27,7 @@ STATUS = "status.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 MODEL = "model.keras"
+TEST_PREDICTIONS = "test_predictions.npz"
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
 

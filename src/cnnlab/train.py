@@ -1,7 +1,10 @@
-"""Training: compile the recipe, fit with Keras callbacks, keep the best epoch, save the model atomically.
+"""Training: the recipe in phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
 
-The recipe is the tutorial's: Adam, categorical cross-entropy on one-hot labels, accuracy. The best epoch by
-validation accuracy is checkpointed and becomes the run's `model.keras`; `history.csv` gets one row per epoch.
+The CNN trains in one phase. VGG16 trains in two, as transfer learning is done in practice: phase 1 fits the new head
+with the base frozen (optionally on base features computed once per image, which gives the same head far faster);
+phase 2 unfreezes the base's last conv blocks and trains on at a much lower learning rate. Every phase uses the
+tutorial's Adam and categorical cross-entropy. `history.csv` gets one row per epoch across phases, and the best
+epoch by validation accuracy becomes the run's `model.keras`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -18,9 +22,18 @@ from cnnlab import rundir
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.errors import CnnlabError
-from cnnlab.models import build_model
+from cnnlab.models import vgg16
 
 BEST_CHECKPOINT = "best.keras"
+
+
+@dataclass
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    prepare: Callable[[keras.Model], None]  # sets which layers train in this phase
+    cached_features: bool = False
 
 
 @dataclass
@@ -30,6 +43,7 @@ class TrainingResult:
     best_epoch: int | None
     train_seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
+    phases: list[dict[str, object]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -38,9 +52,34 @@ class TrainingResult:
             "train_seconds": round(self.train_seconds, 2),
             "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2) if self.epoch_seconds else None,
             "epoch_seconds": [round(seconds, 2) for seconds in self.epoch_seconds],
+            "phases": self.phases,
             "parameters": int(self.model.count_params()),
-            "trainable_parameters": int(sum(np.prod(w.shape) for w in self.model.trainable_weights)),
+            "trainable_parameters": trainable_parameters(self.model),
         }
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def phases_for(config: RunConfig) -> list[Phase]:
+    if config.model != "vgg16":
+        return [Phase("train", config.train.epochs, config.train.learning_rate, prepare=lambda model: None)]
+    settings = config.vgg16
+    phases = [
+        Phase("head", config.train.epochs, config.train.learning_rate, prepare=vgg16.freeze_base,
+              cached_features=settings.feature_cache),
+    ]
+    if settings.unfreeze_blocks and settings.finetune_epochs:
+        phases.append(
+            Phase("finetune", settings.finetune_epochs, settings.finetune_learning_rate,
+                  prepare=lambda model: vgg16.freeze_base(model, settings.unfreeze_blocks))
+        )
+    return phases
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Callbacks
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -71,52 +110,127 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save `full_model` whenever validation accuracy improves, atomically.
+
+    Unlike keras.callbacks.ModelCheckpoint it saves the full model even while `fit` runs on the head alone (cached
+    features), and a kill mid-save never leaves a damaged checkpoint behind.
+    """
+
+    def __init__(self, full_model: keras.Model, path: Path):
+        super().__init__()
+        self.full_model, self.path = full_model, Path(path)
+        self.best, self.best_epoch = -np.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and accuracy > self.best:
+            self.best, self.best_epoch = accuracy, epoch + 1
+            with rundir.atomic_path(self.path) as temporary:
+                self.full_model.save(temporary)
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Batches in a fresh seeded order each epoch, one-hot labels made per batch.
+
+    The order depends only on the seed and the epoch, never on the model, so training on images and training on
+    their cached features see exactly the same batches.
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int):
+        super().__init__()
+        self.x, self.labels, self.num_classes, self.batch_size = x, labels, num_classes, batch_size
+        self.seed, self.epoch = seed, 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.x[chosen], one_hot(self.labels[chosen], self.num_classes)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._order()
+
+
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return keras.utils.to_categorical(labels, num_classes).astype("float32")
+    return np.eye(num_classes, dtype="float32")[np.asarray(labels, dtype=int)]
 
 
-def train_model(config: RunConfig, splits: Splits, run_dir: Path) -> TrainingResult:
-    keras.utils.set_random_seed(config.train.seed)
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path) -> TrainingResult:
+    """Train `model` (built by the caller, seeded) through the phases of `config`; save the best to model.keras."""
+    run_dir = Path(run_dir)
     num_classes = len(splits.class_names)
-    model = build_model(config.model, num_classes, image_shape=splits.x_train.shape[1:])
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.train.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     has_validation = len(splits.y_val) > 0
-    best_path = Path(run_dir) / rundir.CHECKPOINTS / BEST_CHECKPOINT
     timer, nan_guard = EpochTimer(), StopOnNonFiniteLoss()
-    callbacks = [timer, nan_guard, keras.callbacks.CSVLogger(str(Path(run_dir) / rundir.HISTORY))]
-    if has_validation:
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max", save_best_only=True)
-        )
-    if config.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard")))
-
+    checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
     start = time.perf_counter()
-    history = model.fit(
-        splits.x_train,
-        one_hot(splits.y_train, num_classes),
-        batch_size=config.train.batch_size,
-        epochs=config.train.epochs,
-        validation_data=(splits.x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
-    )
-    train_seconds = time.perf_counter() - start
-    if nan_guard.bad_batch is not None:
-        epoch = len(timer.seconds)
-        raise CnnlabError(
-            f"training diverged: loss became NaN or infinite in epoch {epoch}, batch {nan_guard.bad_batch + 1} "
-            "(try a lower --lr)"
+    phase_records, epochs_done = [], 0
+    for phase in phases_for(config):
+        phase.prepare(model)
+        phase_start, epochs_before = time.perf_counter(), len(timer.seconds)
+        fit_model, x_train, x_val = model, splits.x_train, splits.x_val
+        if phase.cached_features:
+            fit_model, x_train, x_val = _cached_head(model, splits, config.train.batch_size)
+        feature_seconds = time.perf_counter() - phase_start
+        fit_model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=phase.learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
         )
+        callbacks = [timer, nan_guard, keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=epochs_done > 0)]
+        if has_validation:
+            callbacks.append(checkpoint)
+        if config.train.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
+              f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
+        fit_model.fit(
+            ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed),
+            validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
+            initial_epoch=epochs_done,
+            epochs=epochs_done + phase.epochs,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
+        )
+        if nan_guard.bad_batch is not None:
+            raise CnnlabError(
+                f"training diverged: loss became NaN or infinite in epoch {len(timer.seconds)}, batch "
+                f"{nan_guard.bad_batch + 1} (try a lower --lr)"
+            )
+        epochs_done = len(timer.seconds)
+        phase_epoch_seconds = timer.seconds[epochs_before:]
+        phase_records.append({
+            "name": phase.name,
+            "epochs": len(phase_epoch_seconds),
+            "learning_rate": phase.learning_rate,
+            "trainable_parameters": trainable_parameters(fit_model),
+            "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
+            "feature_cache_seconds": round(feature_seconds, 2) if phase.cached_features else None,
+        })
+    train_seconds = time.perf_counter() - start
 
-    best_epoch = None
-    if has_validation and best_path.is_file():
-        best_epoch = int(np.argmax(history.history["val_accuracy"])) + 1
-        model = keras.saving.load_model(best_path)
-    with rundir.atomic_path(Path(run_dir) / rundir.MODEL) as temporary:
+    if checkpoint.best_epoch is not None:
+        model = keras.saving.load_model(checkpoint.path)
+    with rundir.atomic_path(run_dir / rundir.MODEL) as temporary:
         model.save(temporary)
-    return TrainingResult(model, len(timer.seconds), best_epoch, train_seconds, timer.seconds)
+    return TrainingResult(model, epochs_done, checkpoint.best_epoch, train_seconds, timer.seconds, phase_records)
+
+
+def _cached_head(model: keras.Model, splits: Splits, batch_size: int):
+    """The head alone, and the base's features for the training and validation images, computed once."""
+    extractor = vgg16.feature_extractor(model)
+    print(f"computing VGG16 features once for {len(splits.y_train) + len(splits.y_val):,} images", file=sys.stderr)
+    batch = max(batch_size, 128)
+    train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
+    val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
+    return vgg16.head_model(model), train_features, val_features

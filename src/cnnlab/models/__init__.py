@@ -1,17 +1,21 @@
-"""Model builders, found by name: `build_model(config.model, ...)` is all the rest of cnnlab calls."""
+"""Model builders, found by name: `build_model(config, ...)` is all the rest of cnnlab calls."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import keras
 
-from cnnlab.config import ModelConfig
+from cnnlab.config import RunConfig
 from cnnlab.models.cnn import build_cnn
+from cnnlab.models.vgg16 import build_vgg16, weights_label
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {"cnn": build_cnn}
 
-
-def build_model(config: ModelConfig, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)) -> keras.Model:
+def build_model(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)) -> keras.Model:
     """A model that takes raw 0-255 RGB images of `image_shape` and returns class probabilities."""
-    return BUILDERS[config.name](config, num_classes, image_shape)
+    if config.model == "vgg16":
+        return build_vgg16(config.vgg16, num_classes, image_shape, seed=config.train.seed)
+    return build_cnn(config.cnn, num_classes, image_shape)
+
+
+def model_label(config: RunConfig) -> str:
+    """The name a person sees in tables and figures."""
+    return weights_label(config.vgg16.weights) if config.model == "vgg16" else "CNN from scratch"

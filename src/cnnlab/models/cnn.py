@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import keras
 
-from cnnlab.config import ModelConfig
+from cnnlab.config import CnnConfig
 
 
-def build_cnn(config: ModelConfig, num_classes: int, image_shape: tuple[int, int, int]) -> keras.Model:
+def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, int]) -> keras.Model:
     inputs = keras.Input(shape=image_shape, name="image")
     # Scaling lives inside the model so that the saved model takes raw 0-255 images, whoever calls it.
     x = keras.layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)

@@ -1,0 +1,240 @@
+"""The comparison report: finished runs in, `report.html` (one self-contained file) and `report.md` out.
+
+It shows a table of the numbers that matter, learning curves of every model on one figure, the confusion matrices,
+per-class accuracy side by side, a grid of test images with each model's prediction (mistakes marked), the hardware
+and library versions, and a paragraph generated from the numbers that says which model won and by how much.
+The HTML inlines its images as data URIs and has no scripts, external styles or fonts, so it opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab import figures, rundir
+from cnnlab.config import RunConfig, config_from_dict
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import read_history
+
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+GRID_IMAGES = 24
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    path: Path
+    config: RunConfig
+    metrics: dict
+    history: dict[str, list[float]]
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return self.metrics.get("label") or self.config.model
+
+
+def load_finished_run(path: Path) -> FinishedRun:
+    path = rundir.require_finished(path)
+    predictions_file = path / rundir.TEST_PREDICTIONS
+    metrics_file = path / rundir.METRICS
+    if not metrics_file.is_file() or not predictions_file.is_file():
+        raise CnnlabError(f"{path} has no test results (run `cnnlab evaluate {path}` first)")
+    try:
+        with np.load(predictions_file, allow_pickle=False) as stored:
+            probabilities, labels = stored["probabilities"].astype(np.float32), stored["labels"].astype(int)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CnnlabError(f"{predictions_file} is damaged ({exc})") from None
+    history_file = path / rundir.HISTORY
+    return FinishedRun(
+        path=path,
+        config=config_from_dict(rundir.read_json(path / rundir.CONFIG)),
+        metrics=rundir.read_json(metrics_file),
+        history=read_history(history_file) if history_file.is_file() else {},
+        probabilities=probabilities,
+        labels=labels,
+    )
+
+
+def build_report(run_dirs: list[Path], out_dir: Path, test_images: np.ndarray | None = None) -> Path:
+    """Write report.html, report.md and their figures into `out_dir`; return the HTML path.
+
+    `test_images` (uint8, the runs' test set in order) enables the prediction grid; without it the grid is left out.
+    """
+    runs = [load_finished_run(Path(path)) for path in run_dirs]  # every run is checked before anything is written
+    _check_comparable(runs)
+    out_dir = Path(out_dir)
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    labels = _unique_labels(runs)
+    class_names = tuple(runs[0].metrics["data"]["classes"])
+    y_test = runs[0].labels
+
+    pictures: list[tuple[str, str, Path]] = []  # (heading, caption, file)
+    curves = figures_dir / "learning_curves.png"
+    figures.plot_learning_curves({label: run.history for label, run in zip(labels, runs)}, curves)
+    pictures.append(("Learning curves", "Training (solid) and validation (dashed) per epoch.", curves))
+    per_class = figures_dir / "per_class_accuracy.png"
+    figures.plot_per_class_accuracy(
+        {label: [run.metrics["per_class_accuracy"][name] for name in class_names] for label, run in zip(labels, runs)},
+        class_names, per_class,
+    )
+    pictures.append(("Per-class accuracy", "Test accuracy for each class, models side by side.", per_class))
+    for index, (label, run) in enumerate(zip(labels, runs), start=1):
+        matrix = figures_dir / f"confusion_matrix_{index}.png"
+        figures.plot_confusion_matrix(run.metrics["confusion_matrix"], class_names, matrix, f"{label}: test set")
+        pictures.append((f"Confusion matrix: {label}", "Rows: true class; columns: predicted class.", matrix))
+    if test_images is not None and len(y_test) == len(test_images):
+        grid = figures_dir / "predictions.png"
+        chosen = np.random.default_rng(0).choice(len(test_images), size=min(GRID_IMAGES, len(test_images)), replace=False)
+        figures.plot_prediction_grid(
+            test_images[chosen], y_test[chosen],
+            {label: run.probabilities[chosen].argmax(axis=1) for label, run in zip(labels, runs)}, class_names, grid,
+        )
+        pictures.append(("Test images and predictions",
+                         "24 test images picked at random (seed 0); a red name marks a wrong prediction.", grid))
+
+    table = _table(runs, labels)
+    verdict = verdict_paragraph(runs, labels)
+    environment = _environment(runs)
+    title = "cnnlab comparison: " + " vs ".join(labels)
+    with rundir.atomic_path(out_dir / REPORT_MD) as temporary:
+        temporary.write_text(_markdown(title, verdict, table, pictures, environment, out_dir), encoding="utf-8")
+    html_path = out_dir / REPORT_HTML
+    with rundir.atomic_path(html_path) as temporary:
+        temporary.write_text(_html(title, verdict, table, pictures, environment), encoding="utf-8")
+    return html_path
+
+
+def _check_comparable(runs: list[FinishedRun]) -> None:
+    classes = {tuple(run.metrics.get("data", {}).get("classes", ())) for run in runs}
+    if len(classes) != 1:
+        raise CnnlabError("these runs were evaluated on different class lists; their results cannot be compared")
+    if any(not np.array_equal(run.labels, runs[0].labels) for run in runs):
+        raise CnnlabError("these runs were evaluated on different test sets; their results cannot be compared")
+
+
+def _unique_labels(runs: list[FinishedRun]) -> list[str]:
+    labels = [run.label for run in runs]
+    return [f"{label} ({run.path.name})" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Words and numbers
+
+
+def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
+    """One paragraph, from the numbers alone: who won, by how much, and whether that is more than noise."""
+    ranked = sorted(zip(labels, runs), key=lambda pair: -pair[1].metrics["test_accuracy"])
+    (best_label, best), others = ranked[0], ranked[1:]
+    n = len(best.probabilities)
+    sentences = []
+    if not others:
+        sentences.append(f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy on {n:,} test images.")
+    for label, run in others:
+        gap = best.metrics["test_accuracy"] - run.metrics["test_accuracy"]
+        noise = 1.96 * math.sqrt(sum(p * (1 - p) / n for p in (best.metrics["test_accuracy"], run.metrics["test_accuracy"])))
+        comparison = (
+            f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy against {run.metrics['test_accuracy']:.2%} "
+            f"for {label}, {gap * 100:.1f} points higher"
+        )
+        if gap <= noise:
+            comparison += f", which is within the noise of a {n:,}-image test set (about ±{noise * 100:.1f} points): call it a tie"
+        sentences.append(comparison + ".")
+        faster, slower = sorted([(label, run), (best_label, best)], key=lambda pair: pair[1].metrics["train_seconds"])
+        ratio = slower[1].metrics["train_seconds"] / max(faster[1].metrics["train_seconds"], 1e-9)
+        sentences.append(
+            f"{faster[0]} trained in {_duration(faster[1].metrics['train_seconds'])}, "
+            f"{ratio:.1f}x faster than {slower[0]} ({_duration(slower[1].metrics['train_seconds'])})."
+        )
+    if any(run.config.model == "vgg16" and run.config.vgg16.weights == "none" for run in runs):
+        sentences.append("VGG16 here started from random weights, not ImageNet: this is no test of transfer learning.")
+    return " ".join(sentences)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _table(runs: list[FinishedRun], labels: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "test accuracy", "test loss", "parameters", "trainable", "epochs", "training time",
+              "time per epoch", "weights", "preset"]
+    rows = []
+    for label, run in zip(labels, runs):
+        metrics = run.metrics
+        weights = run.config.vgg16.weights if run.config.model == "vgg16" else "none (random init)"
+        per_epoch = "; ".join(
+            f"{phase['name']} {phase['seconds_per_epoch']:.1f} s" for phase in metrics.get("phases", [])
+            if phase.get("seconds_per_epoch") is not None
+        )
+        rows.append([
+            label, f"{metrics['test_accuracy']:.2%}", f"{metrics['test_loss']:.3f}", f"{metrics['parameters']:,}",
+            f"{metrics['trainable_parameters']:,}", str(metrics["epochs"]), _duration(metrics["train_seconds"]),
+            per_epoch or f"{metrics['seconds_per_epoch']:.1f} s", weights, run.config.preset,
+        ])
+    return header, rows
+
+
+def _environment(runs: list[FinishedRun]) -> list[str]:
+    lines = []
+    for hardware, versions in {(_flat(run.metrics.get("hardware", {})), _flat(run.metrics.get("versions", {})))
+                               for run in runs}:
+        lines.append(f"Hardware: {hardware}. Libraries: {versions}.")
+    lines.append(f"Report written {time.strftime('%Y-%m-%d %H:%M')} from: " + ", ".join(str(run.path) for run in runs))
+    return lines
+
+
+def _flat(mapping: dict) -> str:
+    return ", ".join(f"{key} {value if value not in ([], None, '') else 'none'}" for key, value in mapping.items())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _markdown(title, verdict, table, pictures, environment, out_dir: Path) -> str:
+    header, rows = table
+    lines = [f"# {title}", "", verdict, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for heading, caption, path in pictures:
+        lines += ["", f"## {heading}", "", caption, "", f"![{heading}]({path.relative_to(out_dir).as_posix()})"]
+    lines += ["", "## Environment", ""] + [f"- {line}" for line in environment]
+    return "\n".join(lines) + "\n"
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #1d1d1f; line-height: 1.5; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #d0d0d5; padding: 0.35em 0.6em; text-align: right; }
+th { background: #f2f2f5; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.verdict { font-size: 1.1em; background: #f6f8fa; border-left: 4px solid #3b7dd8; padding: 0.8em 1em; }
+.environment { color: #555; font-size: 0.85em; }
+"""
+
+
+def _html(title, verdict, table, pictures, environment) -> str:
+    header, rows = table
+    escape = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>", f'<p class="verdict">{escape(verdict)}</p>',
+        "<table><thead><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in header) + "</tr></thead><tbody>",
+    ]
+    parts += ["<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+    parts.append("</tbody></table>")
+    for heading, caption, path in pictures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts += [f"<h2>{escape(heading)}</h2>", f"<p>{escape(caption)}</p>",
+                  f'<img alt="{escape(heading)}" src="data:image/png;base64,{data}">']
+    parts += ['<h2>Environment</h2><div class="environment">'] + [f"<p>{escape(line)}</p>" for line in environment]
+    parts.append("</div></body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,133 @@
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from cnnlab.config import load_config
+from cnnlab.errors import CnnlabError
+from cnnlab.models import build_model, model_label
+from cnnlab.models import vgg16
+from cnnlab.models.vgg16 import build_vgg16_base, resolve_weights
+
+
+def vgg_config(**overrides):
+    return load_config("seed", {"model": "vgg16", "vgg16.weights": "none", **overrides})
+
+
+def write_legacy_notop_weights(path, seed=0):
+    """An .h5 in the layout of Keras's vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, with random values."""
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(seed)
+    written = {}
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = [layer.name.encode() for layer in base.layers]
+        handle.attrs["backend"], handle.attrs["keras_version"] = b"tensorflow", b"2.2.4"
+        for layer in base.layers:
+            group = handle.create_group(layer.name)
+            values = [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
+            names = [f"{layer.name}_{kind}_1:0".encode() for kind in ("W", "b")][: len(values)]
+            group.attrs["weight_names"] = names
+            for name, value in zip(names, values):
+                group.create_dataset(name, data=value)
+            written[layer.name] = values
+    return written
+
+
+def test_preprocessing_inside_the_model_is_vgg16_preprocess_input():
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    layer = vgg16.caffe_preprocessing()
+    expected = keras.applications.vgg16.preprocess_input(images.copy())
+    np.testing.assert_allclose(np.asarray(layer(images)), expected, atol=1e-4)
+    assert not layer.trainable
+
+
+def test_model_takes_raw_32px_images_and_upscales_inside():
+    model = build_model(vgg_config(**{"vgg16.image_size": 64}), 10)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+    assert model.get_layer("upscale").output.shape[1:3] == (64, 64)
+    assert model.get_layer("vgg16").output.shape[1:] == (2, 2, 512)
+    assert [layer.name for layer in model.layers][-3:] == ["head_dense1", "head_dropout1", "probabilities"]
+
+
+def test_head_pooling_and_units_come_from_config():
+    model = build_model(vgg_config(**{"vgg16.head_pooling": "avg", "vgg16.head_units": [64, 32],
+                                      "vgg16.head_dropout": 0.0}), 10)
+    names = [layer.name for layer in model.layers]
+    assert "head_pool" in names and "head_dense2" in names and not any("dropout" in name for name in names)
+
+
+def test_freezing_leaves_only_the_chosen_blocks_trainable():
+    model = build_model(vgg_config(), 10)
+    vgg16.freeze_base(model, 0)
+    assert not any(layer.trainable for layer in model.get_layer("vgg16").layers)
+    vgg16.freeze_base(model, 2)
+    trainable = {layer.name for layer in model.get_layer("vgg16").layers if layer.trainable}
+    assert trainable == {"block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
+                         "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"}
+
+
+def test_save_load_round_trip_in_safe_mode(tmp_path):
+    model = build_model(vgg_config(**{"vgg16.image_size": 48}), 10)
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    model.save(tmp_path / "vgg.keras")
+    loaded = keras.saving.load_model(tmp_path / "vgg.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4)
+
+
+def test_local_weights_file_in_keras_notop_layout_loads_every_layer(tmp_path):
+    path = tmp_path / "vgg16_notop.h5"
+    written = write_legacy_notop_weights(path)
+    base = build_vgg16_base(vgg_config(**{"vgg16.weights": str(path)}).vgg16)
+    loaded_layers = 0
+    for layer in base.layers:
+        expected_weights = written.get(layer.name, [])  # the input layer's name differs; it has no weights
+        assert len(expected_weights) == len(layer.get_weights())
+        for expected, actual in zip(expected_weights, layer.get_weights()):
+            np.testing.assert_array_equal(expected, actual)
+        loaded_layers += bool(expected_weights)
+    assert loaded_layers == 13  # every conv layer of VGG16
+
+
+def test_keras3_weights_file_also_loads(tmp_path):
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "mine.weights.h5"
+    source.save_weights(path)
+    base = build_vgg16_base(vgg_config(**{"vgg16.weights": str(path)}).vgg16)
+    for expected, actual in zip(source.get_weights(), base.get_weights()):
+        np.testing.assert_array_equal(expected, actual)
+
+
+def test_bad_weights_are_refused(tmp_path):
+    with pytest.raises(CnnlabError, match="weights file not found"):
+        resolve_weights(str(tmp_path / "missing.h5"))
+    with pytest.raises(CnnlabError, match="unknown --weights value 'imagenett'"):
+        resolve_weights("imagenett")
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(CnnlabError, match="is not an HDF5 weights file"):
+        resolve_weights(str(text))
+    wrong = tmp_path / "wrong.h5"
+    with h5py.File(wrong, "w") as handle:
+        handle.attrs["layer_names"] = [b"dense"]
+        handle.create_group("dense").attrs["weight_names"] = [b"kernel:0"]
+        handle["dense"].create_dataset("kernel:0", data=np.zeros((3, 3)))
+    with pytest.raises(CnnlabError, match="does not hold VGG16 no-top weights"):
+        build_vgg16_base(vgg_config(**{"vgg16.weights": str(wrong)}).vgg16)
+
+
+def test_imagenet_download_failure_explains_the_offline_options(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -3]")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(CnnlabError, match="could not get the ImageNet VGG16 weights .* --weights PATH .* --weights none"):
+        build_vgg16_base(vgg_config(**{"vgg16.weights": "imagenet"}).vgg16)
+
+
+def test_labels_never_call_a_random_start_fine_tuned():
+    assert model_label(vgg_config()) == "VGG16 from scratch"
+    assert model_label(vgg_config(**{"vgg16.weights": "imagenet"})) == "VGG16 fine-tuned (ImageNet)"
+    assert model_label(vgg_config(**{"vgg16.weights": "/x/vgg.h5"})) == "VGG16 fine-tuned (vgg.h5)"
+    assert model_label(load_config("seed")) == "CNN from scratch"
