@@ -1,12 +1,14 @@
 # The two commands of the README. Each sets up what it needs on a fresh machine (a virtual environment in .venv).
-#   make run    the main job: train the seed model (DATA=path/to/cifar-10-python.tar.gz to use a local copy)
+#   make run    the main job: CNN vs VGG16 on CIFAR-10 with a report (preset quick; PRESET=seed for the full tutorial)
+#               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/vgg16_notop.h5 or none
 #   make test   the test suite (the real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists)
 
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-PRESET ?= seed
+PRESET ?= quick
 DATA ?=
+WEIGHTS ?=
 ARGS ?=
 
 .PHONY: run test clean
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/cnnlab train --preset $(PRESET) $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(VENV)/bin/cnnlab compare --preset $(PRESET) $(if $(DATA),--data "$(DATA)") $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

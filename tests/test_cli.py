@@ -146,6 +146,32 @@ def test_bad_train_arguments(tmp_path, capsys, args, expected, exit_code):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--weights", "imagenett"], "unknown --weights value 'imagenett'"),
+        (["--weights", "/no/such/vgg16.h5"], "weights file not found"),
+        (["--weights", "NOT_HDF5"], "is not an HDF5 weights file"),
+        (["--weights", "WRONG_LAYERS"], "does not hold VGG16 no-top weights"),
+        (["--image-size", "16"], "image size must be at least 32"),
+    ],
+)
+def test_bad_vgg16_arguments(tmp_path, capsys, synthetic_archive, args, expected):
+    import h5py
+
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    with h5py.File(tmp_path / "wrong.h5", "w") as handle:
+        handle.attrs["layer_names"] = [b"dense"]
+        handle.create_group("dense").attrs["weight_names"] = [b"kernel:0"]
+        handle["dense"].create_dataset("kernel:0", data=[[0.0]])
+    args = [{"NOT_HDF5": tmp_path / "notes.h5", "WRONG_LAYERS": tmp_path / "wrong.h5"}.get(a, a) for a in args]
+    for command in (["train", "--model", "vgg16"], ["compare"]):
+        out = tmp_path / "out"
+        code, _, err = run_cli(capsys, *command, "--data", synthetic_archive, *args, "--out", out)
+        assert_one_line_error(code, err, expected)
+        assert not out.exists()
+
+
 def test_data_that_is_not_an_archive(tmp_path, capsys):
     fake = tmp_path / "cifar.tar.gz"
     fake.write_text("hello")

@@ -78,3 +78,10 @@ def test_truncated_archive(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(CnnlabError, match="not a readable gzip-compressed tar archive"):
         read_tar_members(cut, "top", {"x"})
+
+
+def test_total_unpacked_size_is_capped_whatever_the_headers_say(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 50_000)
+    path = tar_with(tmp_path / "bomb.tar.gz", *(regular(f"top/part{i}", b"\0" * 9_000) for i in range(8)))
+    with pytest.raises(CnnlabError, match="unpacks to more than 50,000 bytes"):
+        read_tar_members(path, "top", {"part0"})

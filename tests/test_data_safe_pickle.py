@@ -36,3 +36,11 @@ def test_codecs_encode_is_allowed_only_for_latin1():
     hostile = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00aq\x01X\x04\x00\x00\x00zlibq\x02\x86q\x03Rq\x04."
     with pytest.raises(pickle.UnpicklingError, match="encoding 'zlib'"):
         safe_loads(hostile)
+
+
+def test_a_claimed_huge_shape_does_not_allocate():
+    """The reconstructor's shape comes from the file; it is ignored, so a few bytes cannot ask for terabytes."""
+    gigantic_shape = b"J\x00\x00\x00\x40J\x00\x00\x00\x40\x86"  # (2**30, 2**30): an exabyte of uint8
+    payload = pickle.dumps(np.arange(3, dtype=np.uint8), protocol=2).replace(b"K\x00\x85", gigantic_shape, 1)
+    assert payload.count(gigantic_shape) == 1
+    np.testing.assert_array_equal(safe_loads(payload), [0, 1, 2])

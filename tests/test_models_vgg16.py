@@ -130,4 +130,7 @@ def test_labels_never_call_a_random_start_fine_tuned():
     assert model_label(vgg_config()) == "VGG16 from scratch"
     assert model_label(vgg_config(**{"vgg16.weights": "imagenet"})) == "VGG16 fine-tuned (ImageNet)"
     assert model_label(vgg_config(**{"vgg16.weights": "/x/vgg.h5"})) == "VGG16 fine-tuned (vgg.h5)"
+    frozen = vgg_config(**{"vgg16.weights": "imagenet", "vgg16.unfreeze_blocks": 0})
+    assert model_label(frozen) == "VGG16 on frozen ImageNet features"
+    assert model_label(vgg_config(**{"vgg16.finetune_epochs": 0})) == "VGG16 from scratch"
     assert model_label(load_config("seed")) == "CNN from scratch"

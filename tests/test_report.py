@@ -11,26 +11,44 @@ from cnnlab import rundir
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.report import FinishedRun, build_report, verdict_paragraph
+from cnnlab.report import FinishedRun, build_report, mcnemar_p_value, verdict_paragraph
 
 
-def fake_run(accuracy, seconds, model="cnn", weights="imagenet", name="run"):
+def fake_run(correct, seconds, model="cnn", weights="imagenet", images=10_000):
+    """A finished run that got exactly the test images in `correct` right (all labels are class 0)."""
     config = load_config("seed", {"model": model, "vgg16.weights": weights})
-    metrics = {"test_accuracy": accuracy, "train_seconds": seconds}
-    return FinishedRun(Path(name), config, metrics, {}, np.zeros((10_000, 10)), np.zeros(10_000, int))
+    probabilities = np.zeros((images, 10))
+    probabilities[:, 1] = 1.0
+    probabilities[correct] = np.eye(10)[0]
+    metrics = {"test_accuracy": len(correct) / images, "train_seconds": seconds}
+    return FinishedRun(Path(model), config, metrics, {}, probabilities, np.zeros(images, int))
 
 
 def test_verdict_names_the_winner_and_the_margin():
-    text = verdict_paragraph([fake_run(0.70, 600), fake_run(0.85, 1200, "vgg16")], ["CNN", "VGG16"])
-    assert text.startswith("VGG16 reached 85.00% test accuracy against 70.00% for CNN, 15.0 points higher.")
+    runs = [fake_run(np.arange(7000), 600), fake_run(np.arange(8500), 1200, "vgg16")]
+    text = verdict_paragraph(runs, ["CNN", "VGG16"])
+    assert text.startswith("VGG16 reached 85.00% test accuracy against 70.00% for CNN, 15.0 points higher "
+                           "(McNemar's test on the same 10,000 test images: p = ")
     assert "CNN trained in 10.0 min, 2.0x faster than VGG16 (20.0 min)." in text
     assert "tie" not in text and "random weights" not in text
 
 
-def test_verdict_calls_a_small_gap_a_tie_and_flags_random_vgg16():
-    text = verdict_paragraph([fake_run(0.700, 60), fake_run(0.705, 90, "vgg16", "none")], ["CNN", "VGG16"])
-    assert "0.5 points higher, which is within the noise" in text and "call it a tie" in text
+def test_verdict_calls_a_gap_within_chance_a_tie_and_flags_random_vgg16():
+    # 0.5 points apart, but each model gets about 1,000 images right that the other gets wrong: no real difference.
+    runs = [fake_run(np.arange(7000), 60), fake_run(np.r_[0:6000, 7000:8050], 90, "vgg16", "none")]
+    text = verdict_paragraph(runs, ["CNN", "VGG16"])
+    assert "VGG16 reached 70.50% test accuracy against 70.00% for CNN, 0.5 points higher, a difference" in text
+    assert "call it a tie" in text
     assert "VGG16 here started from random weights, not ImageNet" in text
+
+
+def test_mcnemar_p_value():
+    right = np.array([True] * 60 + [False] * 40)
+    assert mcnemar_p_value(right, right) == 1.0
+    # 30 discordant pairs all one way: chi2 = 29^2/30 = 28.03, p ~ 1.2e-7
+    other = right.copy()
+    other[:30] = False
+    assert mcnemar_p_value(right, other) == pytest.approx(1.2e-7, rel=0.05)
 
 
 def test_compare_writes_two_runs_and_a_self_contained_report(compared):
@@ -58,6 +76,10 @@ def test_report_command_on_finished_runs(compared, tmp_path, capsys):
     assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     assert "report: " in capsys.readouterr().out
+    before = (out / "report.html").read_bytes()
+    assert main(["report", str(compared / "cnn"), "--out", str(out)]) == 1
+    assert "already holds a report" in capsys.readouterr().err
+    assert (out / "report.html").read_bytes() == before  # an earlier report is never overwritten
 
 
 def test_report_refuses_unfinished_runs_and_writes_nothing(compared, tmp_path, capsys):
@@ -116,3 +138,23 @@ def chromium():
     if path is None:
         pytest.skip("chromium is not installed and could not be installed here")
     return path
+
+
+def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys):
+    out = tmp_path / "reused"
+    assert main(["compare", "--runs", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
+    assert "VGG16 from scratch" in (out / "report.md").read_text()
+    assert not (out / "cnn").exists()  # nothing was trained again
+
+
+def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, capsys, monkeypatch):
+    from cnnlab import experiment
+
+    def gone(*args, **kwargs):
+        raise CnnlabError("data path not found: /moved")
+
+    monkeypatch.setattr(experiment, "load_cifar10", gone)
+    out = tmp_path / "no-grid"
+    assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
+    assert "no prediction grid" in capsys.readouterr().err
+    assert "Test images and predictions" not in (out / "report.html").read_text()

@@ -174,6 +174,11 @@ def _compare(args) -> int:
     from cnnlab import experiment
 
     if args.runs:
+        training_options = [flag for flag, (key, _, _) in TRAIN_OVERRIDES.items()
+                            if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+        training_options += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--tensorboard"] * args.tensorboard
+        if training_options:
+            raise CnnlabError(f"--runs reports on finished runs; {', '.join(training_options)} would change nothing")
         html_path = experiment.report(args.runs, args.out)
     else:
         html_path = experiment.compare(_resolved_config(args), args.out)
@@ -205,7 +210,7 @@ def _parse_set(items: list[str]) -> dict[str, object]:
 def _evaluate(args) -> int:
     from cnnlab.experiment import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, _data_source(args) if args.data else None, args.sha256)
+    metrics = evaluate_run(args.run_dir, args.data, args.sha256)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     width = max(len(name) for name in metrics["per_class_accuracy"])
     for name, accuracy in metrics["per_class_accuracy"].items():
@@ -224,7 +229,10 @@ def _predict(args) -> int:
     run_dir = rundir.require_finished(args.run_dir)
     for path in args.images:  # refuse bad images before paying for the model load
         load_image(path, (32, 32))
-    class_names = tuple(rundir.read_json(run_dir / rundir.METRICS)["data"]["classes"])
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
+    class_names = tuple(metrics.get("data", {}).get("classes", ())) if isinstance(metrics, dict) else ()
+    if not class_names:
+        raise CnnlabError(f"{run_dir / rundir.METRICS} does not list the class names")
     results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)))
     if args.json:
         print(json.dumps(results, indent=2))

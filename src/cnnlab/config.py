@@ -9,6 +9,7 @@ overridden from the command line, and the result is checked once here, so later 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ def _read_preset(preset: str) -> dict[str, Any]:
         path = Path(preset)
         if not path.is_file():
             raise CnnlabError(f"preset file not found: {preset}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CnnlabError(f"cannot read preset file {preset}: {first_line(exc)}") from None
     else:
         resource = resources.files("cnnlab") / "presets" / f"{preset}.toml"
         if not resource.is_file():
@@ -189,10 +193,10 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"epochs must be positive, got {train.epochs}")
     if train.batch_size <= 0:
         problems.append(f"batch size must be positive, got {train.batch_size}")
-    if not train.learning_rate > 0:
+    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
         problems.append(f"learning rate must be positive, got {train.learning_rate}")
-    if train.seed < 0:
-        problems.append(f"seed must be non-negative, got {train.seed}")
+    if not 0 <= train.seed < 2**32:
+        problems.append(f"seed must be between 0 and 2**32 - 1, got {train.seed}")
     if data.val_size < 0:
         problems.append(f"validation size must be zero or positive, got {data.val_size}")
     if data.train_limit is not None and data.train_limit <= 0:
@@ -223,7 +227,7 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"unfreeze_blocks must be between 0 and 5, got {vgg16.unfreeze_blocks}")
     if vgg16.finetune_epochs < 0:
         problems.append(f"finetune_epochs must be zero or positive, got {vgg16.finetune_epochs}")
-    if not vgg16.finetune_learning_rate > 0:
+    if not (vgg16.finetune_learning_rate > 0 and math.isfinite(vgg16.finetune_learning_rate)):
         problems.append(f"finetune_learning_rate must be positive, got {vgg16.finetune_learning_rate}")
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))

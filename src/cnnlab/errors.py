@@ -6,3 +6,9 @@ class CnnlabError(Exception):
 
     The message is shown as is, on one line, so it must name the problem and, where useful, the fix.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message reduced to one line, for wrapping a library's error in a CnnlabError."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.errors import CnnlabError, first_line
+
 EPSILON = 1e-7  # Keras clips probabilities the same way in categorical_crossentropy
 
 
@@ -35,10 +37,12 @@ def metrics_from_probabilities(
 
 def read_history(history_csv: Path) -> dict[str, list[float]]:
     """history.csv as columns: {"epoch": [...], "loss": [...], "val_accuracy": [...], ...}."""
-    with open(history_csv, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
     columns: dict[str, list[float]] = {}
-    for row in rows:
-        for key, value in row.items():
-            columns.setdefault(key, []).append(float(value) if value not in ("", None) else float("nan"))
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    columns.setdefault(key, []).append(float(value) if value not in ("", None) else float("nan"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise CnnlabError(f"cannot read {history_csv}: {first_line(exc)}") from None
     return columns

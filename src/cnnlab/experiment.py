@@ -17,7 +17,7 @@ import numpy as np
 from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Cifar10, load_cifar10, make_splits
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history
 
 LEARNING_CURVES_PNG = "learning_curves.png"
@@ -58,7 +58,7 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
         rundir.set_status(run_dir, "failed", "interrupted by the user")
         raise
     except Exception as exc:
-        rundir.set_status(run_dir, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        rundir.set_status(run_dir, "failed", first_line(exc))
         raise
     rundir.set_status(run_dir, "finished")
     return run_dir
@@ -68,7 +68,9 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     """Re-score a finished run on the test set and redraw its figures; returns the updated metrics."""
     run_dir = rundir.require_finished(run_dir)
     config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
-    data = load_cifar10(data_source or config.data.source, sha256 if data_source else config.data.sha256)
+    # A hash given on its own checks the run's own source; another source is checked only against what is given.
+    wanted_hash = sha256 if (data_source or sha256) else config.data.sha256
+    data = load_cifar10(data_source or config.data.source, wanted_hash)
     model = load_run_model(run_dir)
     metrics_file = run_dir / rundir.METRICS
     metrics = rundir.read_json(metrics_file) if metrics_file.is_file() else {}
@@ -83,8 +85,7 @@ def load_run_model(run_dir: Path):
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors and more for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnlabError(f"cannot load {path}: {reason}") from None
+        raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
 
 
 def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, batch_size: int) -> dict:
@@ -118,9 +119,9 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
     out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "cnn-vgg16")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder")
-    from cnnlab.models.vgg16 import resolve_weights
+    from cnnlab.models.vgg16 import build_vgg16_base
 
-    resolve_weights(config.vgg16.weights)  # a bad weights file fails now, not after the CNN has trained
+    build_vgg16_base(config.vgg16)  # missing or mismatched weights fail now, not after the CNN has trained
     run_dirs = [train_run(dataclasses.replace(config, model=name), out / name) for name in ("cnn", "vgg16")]
     return report(run_dirs, out)
 
@@ -128,15 +129,17 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """The comparison report of finished runs; the test images for the prediction grid come from the first run's
     data source, and the grid is left out (with a warning) if that source is gone."""
-    from cnnlab.report import build_report, load_finished_run
+    from cnnlab.report import REPORT_HTML, REPORT_MD, build_report
 
-    first = load_finished_run(Path(run_dirs[0]))
-    out = Path(out) if out else rundir.default_run_dir("report", "-".join(Path(d).name for d in run_dirs)[:60], Path("reports"))
+    first = config_from_dict(rundir.read_json(rundir.require_finished(run_dirs[0]) / rundir.CONFIG))
+    names = "-".join(Path(run_dir).name for run_dir in run_dirs)[:60]
+    out = Path(out) if out else rundir.default_run_dir("report", names, Path("reports"))
+    if (out / REPORT_HTML).exists() or (out / REPORT_MD).exists():
+        raise CnnlabError(f"{out} already holds a report; choose another --out folder")
     try:
-        test_images = load_cifar10(first.config.data.source, first.config.data.sha256).x_test
+        data = load_cifar10(first.data.source, first.data.sha256)
+        test_set = (data.x_test, data.y_test)
     except CnnlabError as exc:
         print(f"warning: no prediction grid: cannot load the test images ({exc})", file=sys.stderr)
-        test_images = None
-    html_path = build_report(run_dirs, out, test_images)
-    print(f"report: {html_path}", file=sys.stderr)
-    return html_path
+        test_set = None
+    return build_report(run_dirs, out, test_set)

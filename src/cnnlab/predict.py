@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
 BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as most viewers do
@@ -35,7 +35,7 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     except CnnlabError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CnnlabError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from None
+        raise CnnlabError(f"{path}: not a readable image ({first_line(exc)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise CnnlabError(f"{path}: damaged or truncated image ({type(exc).__name__})") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,19 +64,29 @@ def load_finished_run(path: Path) -> FinishedRun:
     )
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, test_images: np.ndarray | None = None) -> Path:
+def build_report(
+    run_dirs: list[Path], out_dir: Path, test_set: tuple[np.ndarray, np.ndarray] | None = None
+) -> Path:
     """Write report.html, report.md and their figures into `out_dir`; return the HTML path.
 
-    `test_images` (uint8, the runs' test set in order) enables the prediction grid; without it the grid is left out.
+    `test_set` (uint8 images and labels, in the order the runs were scored) enables the prediction grid; without it,
+    or if its labels are not the ones the runs were scored on, the grid is left out.
     """
     runs = [load_finished_run(Path(path)) for path in run_dirs]  # every run is checked before anything is written
     _check_comparable(runs)
     out_dir = Path(out_dir)
     figures_dir = out_dir / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        figures_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create report folder {out_dir}: {exc.strerror or exc}") from None
     labels = _unique_labels(runs)
     class_names = tuple(runs[0].metrics["data"]["classes"])
     y_test = runs[0].labels
+    if test_set is not None and not np.array_equal(test_set[1], y_test):
+        print("warning: no prediction grid: the test images found are not the ones these runs were scored on",
+              file=sys.stderr)
+        test_set = None
 
     pictures: list[tuple[str, str, Path]] = []  # (heading, caption, file)
     curves = figures_dir / "learning_curves.png"
@@ -91,26 +102,32 @@ def build_report(run_dirs: list[Path], out_dir: Path, test_images: np.ndarray | 
         matrix = figures_dir / f"confusion_matrix_{index}.png"
         figures.plot_confusion_matrix(run.metrics["confusion_matrix"], class_names, matrix, f"{label}: test set")
         pictures.append((f"Confusion matrix: {label}", "Rows: true class; columns: predicted class.", matrix))
-    if test_images is not None and len(y_test) == len(test_images):
+    if test_set is not None:
         grid = figures_dir / "predictions.png"
+        test_images = test_set[0]
         chosen = np.random.default_rng(0).choice(len(test_images), size=min(GRID_IMAGES, len(test_images)), replace=False)
+        tags = _short_tags(labels)
         figures.plot_prediction_grid(
             test_images[chosen], y_test[chosen],
-            {label: run.probabilities[chosen].argmax(axis=1) for label, run in zip(labels, runs)}, class_names, grid,
+            {tag: run.probabilities[chosen].argmax(axis=1) for tag, run in zip(tags, runs)}, class_names, grid,
         )
+        legend = "; ".join(f"{tag} = {label}" for tag, label in zip(tags, labels))
         pictures.append(("Test images and predictions",
-                         "24 test images picked at random (seed 0); a red name marks a wrong prediction.", grid))
+                         f"{len(chosen)} test images picked at random (seed 0); a red name marks a wrong prediction. "
+                         f"{legend}.", grid))
 
     table = _table(runs, labels)
     verdict = verdict_paragraph(runs, labels)
     environment = _environment(runs)
     title = "cnnlab comparison: " + " vs ".join(labels)
-    with rundir.atomic_path(out_dir / REPORT_MD) as temporary:
-        temporary.write_text(_markdown(title, verdict, table, pictures, environment, out_dir), encoding="utf-8")
-    html_path = out_dir / REPORT_HTML
-    with rundir.atomic_path(html_path) as temporary:
-        temporary.write_text(_html(title, verdict, table, pictures, environment), encoding="utf-8")
-    return html_path
+    documents = {  # both rendered before either is written
+        REPORT_HTML: _html(title, verdict, table, pictures, environment),
+        REPORT_MD: _markdown(title, verdict, table, pictures, environment, out_dir),
+    }
+    for name, text in documents.items():
+        with rundir.atomic_path(out_dir / name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    return out_dir / REPORT_HTML
 
 
 def _check_comparable(runs: list[FinishedRun]) -> None:
@@ -119,6 +136,12 @@ def _check_comparable(runs: list[FinishedRun]) -> None:
         raise CnnlabError("these runs were evaluated on different class lists; their results cannot be compared")
     if any(not np.array_equal(run.labels, runs[0].labels) for run in runs):
         raise CnnlabError("these runs were evaluated on different test sets; their results cannot be compared")
+
+
+def _short_tags(labels: list[str]) -> list[str]:
+    """Short names for the prediction grid ("CNN", "VGG16"), numbered where they would clash."""
+    words = [label.split(" ")[0] for label in labels]
+    return [f"{word}-{index}" if words.count(word) > 1 else word for index, word in enumerate(words, start=1)]
 
 
 def _unique_labels(runs: list[FinishedRun]) -> list[str]:
@@ -130,23 +153,36 @@ def _unique_labels(runs: list[FinishedRun]) -> list[str]:
 # Words and numbers
 
 
+def mcnemar_p_value(first_right: np.ndarray, second_right: np.ndarray) -> float:
+    """Two-sided p-value of McNemar's test (continuity-corrected): do two models scored on the same images differ?"""
+    only_first = int(np.sum(first_right & ~second_right))
+    only_second = int(np.sum(~first_right & second_right))
+    if only_first + only_second == 0:
+        return 1.0
+    statistic = (abs(only_first - only_second) - 1) ** 2 / (only_first + only_second)
+    return math.erfc(math.sqrt(max(statistic, 0.0) / 2))  # chi-squared with one degree of freedom
+
+
 def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
-    """One paragraph, from the numbers alone: who won, by how much, and whether that is more than noise."""
+    """One paragraph, from the numbers alone: who won, by how much, and whether that is more than chance."""
     ranked = sorted(zip(labels, runs), key=lambda pair: -pair[1].metrics["test_accuracy"])
     (best_label, best), others = ranked[0], ranked[1:]
-    n = len(best.probabilities)
+    n = len(best.labels)
     sentences = []
     if not others:
         sentences.append(f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy on {n:,} test images.")
     for label, run in others:
         gap = best.metrics["test_accuracy"] - run.metrics["test_accuracy"]
-        noise = 1.96 * math.sqrt(sum(p * (1 - p) / n for p in (best.metrics["test_accuracy"], run.metrics["test_accuracy"])))
+        p_value = mcnemar_p_value(best.probabilities.argmax(1) == best.labels, run.probabilities.argmax(1) == run.labels)
         comparison = (
-            f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy against {run.metrics['test_accuracy']:.2%} "
-            f"for {label}, {gap * 100:.1f} points higher"
+            f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy against "
+            f"{run.metrics['test_accuracy']:.2%} for {label}, {gap * 100:.1f} points higher"
         )
-        if gap <= noise:
-            comparison += f", which is within the noise of a {n:,}-image test set (about ±{noise * 100:.1f} points): call it a tie"
+        if p_value < 0.05:
+            comparison += f" (McNemar's test on the same {n:,} test images: p = {p_value:.2g})"
+        else:
+            comparison += (f", a difference McNemar's test on the same {n:,} test images cannot tell from chance "
+                           f"(p = {p_value:.2g}): call it a tie")
         sentences.append(comparison + ".")
         faster, slower = sorted([(label, run), (best_label, best)], key=lambda pair: pair[1].metrics["train_seconds"])
         ratio = slower[1].metrics["train_seconds"] / max(faster[1].metrics["train_seconds"], 1e-9)
@@ -184,8 +220,8 @@ def _table(runs: list[FinishedRun], labels: list[str]) -> tuple[list[str], list[
 
 def _environment(runs: list[FinishedRun]) -> list[str]:
     lines = []
-    for hardware, versions in {(_flat(run.metrics.get("hardware", {})), _flat(run.metrics.get("versions", {})))
-                               for run in runs}:
+    for hardware, versions in sorted({(_flat(run.metrics.get("hardware", {})), _flat(run.metrics.get("versions", {})))
+                                      for run in runs}):
         lines.append(f"Hardware: {hardware}. Libraries: {versions}.")
     lines.append(f"Report written {time.strftime('%Y-%m-%d %H:%M')} from: " + ", ".join(str(run.path) for run in runs))
     return lines

@@ -40,6 +40,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     temporary = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
     try:
         yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points at it, even after a power cut
         os.replace(temporary, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -56,6 +58,8 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CnnlabError(f"{path} not found") from None
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CnnlabError(f"{path} is not valid JSON") from None
 

@@ -54,7 +54,10 @@ class TrainingResult:
             "epoch_seconds": [round(seconds, 2) for seconds in self.epoch_seconds],
             "phases": self.phases,
             "parameters": int(self.model.count_params()),
-            "trainable_parameters": trainable_parameters(self.model),
+            # The most any phase trained: the saved model's own flags depend on which phase had the best epoch.
+            "trainable_parameters": max(
+                (phase["trainable_parameters"] for phase in self.phases), default=trainable_parameters(self.model)
+            ),
         }
 
 
@@ -123,7 +126,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best, self.best_epoch = -np.inf, None
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy")
+        logs = logs or {}
+        accuracy = logs.get("val_accuracy")
+        if not np.isfinite(logs.get("loss", 0.0)):
+            return  # a diverged model is never "best", whatever its validation accuracy
         if accuracy is not None and accuracy > self.best:
             self.best, self.best_epoch = accuracy, epoch + 1
             with rundir.atomic_path(self.path) as temporary:
@@ -137,10 +143,10 @@ class ShuffledBatches(keras.utils.PyDataset):
     their cached features see exactly the same batches.
     """
 
-    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int):
+    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int, epoch: int = 0):
         super().__init__()
         self.x, self.labels, self.num_classes, self.batch_size = x, labels, num_classes, batch_size
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch = seed, epoch
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
@@ -177,11 +183,12 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
     phase_records, epochs_done = [], 0
     for phase in phases_for(config):
         phase.prepare(model)
-        phase_start, epochs_before = time.perf_counter(), len(timer.seconds)
-        fit_model, x_train, x_val = model, splits.x_train, splits.x_val
+        epochs_before = len(timer.seconds)
+        fit_model, x_train, x_val, feature_seconds = model, splits.x_train, splits.x_val, None
         if phase.cached_features:
+            feature_start = time.perf_counter()
             fit_model, x_train, x_val = _cached_head(model, splits, config.train.batch_size)
-        feature_seconds = time.perf_counter() - phase_start
+            feature_seconds = round(time.perf_counter() - feature_start, 2)
         fit_model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=phase.learning_rate),
             loss="categorical_crossentropy",
@@ -195,7 +202,8 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
         print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
               f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
         fit_model.fit(
-            ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed),
+            ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed,
+                            epoch=epochs_done),
             validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
             initial_epoch=epochs_done,
             epochs=epochs_done + phase.epochs,
@@ -215,7 +223,7 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
             "learning_rate": phase.learning_rate,
             "trainable_parameters": trainable_parameters(fit_model),
             "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
-            "feature_cache_seconds": round(feature_seconds, 2) if phase.cached_features else None,
+            "feature_cache_seconds": feature_seconds,
         })
     train_seconds = time.perf_counter() - start
 

@@ -8,14 +8,30 @@ it fills memory.
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 MAX_MEMBER_BYTES = 64 * 2**20  # the largest official member is 31 MB
+MAX_TOTAL_BYTES = 512 * 2**20  # the official archive unpacks to 185 MB; headers count too
 MAX_MEMBERS = 1000  # the official archive holds 9
+
+
+class _CappedReader:
+    """A file-like view of the decompressed stream that stops at `limit` bytes, whatever the tar headers claim."""
+
+    def __init__(self, stream, limit: int, path: Path):
+        self.stream, self.limit, self.path, self.count = stream, limit, path, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise CnnlabError(f"{self.path}: unpacks to more than {self.limit:,} bytes; not a CIFAR-10 archive")
+        return data
 
 
 def read_tar_members(path: Path, folder: str, wanted: set[str]) -> dict[str, bytes]:
@@ -25,7 +41,11 @@ def read_tar_members(path: Path, folder: str, wanted: set[str]) -> dict[str, byt
     """
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
+        # Stream mode ("r|") reads front to back through the capped reader, so no header or member can make us
+        # decompress more than MAX_TOTAL_BYTES.
+        with gzip.open(path, "rb") as stream, tarfile.open(
+            fileobj=_CappedReader(stream, MAX_TOTAL_BYTES, path), mode="r|"
+        ) as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
                     raise CnnlabError(f"{path}: more than {MAX_MEMBERS} archive members; not a CIFAR-10 archive")
@@ -35,7 +55,7 @@ def read_tar_members(path: Path, folder: str, wanted: set[str]) -> dict[str, byt
                     handle = tar.extractfile(member)
                     found[name] = handle.read() if handle else b""
     except (tarfile.ReadError, tarfile.CompressionError, zlib.error, EOFError, OSError) as exc:
-        raise CnnlabError(f"{path}: not a readable gzip-compressed tar archive ({_reason(exc)})") from None
+        raise CnnlabError(f"{path}: not a readable gzip-compressed tar archive ({first_line(exc)})") from None
     return found
 
 
@@ -59,8 +79,3 @@ def _check_member(path: Path, member: tarfile.TarInfo) -> None:
 def _split(name: str) -> tuple[str, str]:
     parts = PurePosixPath(name).parts
     return ("/".join(parts[:-1]), parts[-1]) if parts else ("", "")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

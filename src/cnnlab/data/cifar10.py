@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnlab.data.archive import read_tar_members
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.rundir import atomic_path
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -64,6 +64,8 @@ def load_cifar10(
     path = _download_official() if source is None else Path(source).expanduser()
     if not path.exists():
         raise CnnlabError(f"data path not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise CnnlabError(f"{path} is neither a file nor a folder")
     if path.is_dir():
         if sha256 is not None:
             raise CnnlabError(f"--sha256 checks an archive, but {path} is a folder")
@@ -110,9 +112,8 @@ def _download_official() -> Path:
             extract=False,
         )
     except Exception as exc:  # Keras raises bare Exceptions for network failures and ValueError for a bad hash
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CnnlabError(
-            f"could not download CIFAR-10 from {OFFICIAL_URL} ({reason}); "
+            f"could not download CIFAR-10 from {OFFICIAL_URL} ({first_line(exc)}); "
             "give a local copy with --data PATH or CNNLAB_DATA"
         ) from None
     return Path(fetched)
@@ -136,9 +137,12 @@ def _hash_status(path: Path, digest: str, wanted: str | None, from_download: boo
 
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**22), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(2**22), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 
@@ -147,7 +151,10 @@ def _read_folder(folder: Path) -> dict[str, bytes]:
     for name in (*BATCH_FILES, META_FILE):
         file = folder / name
         if file.is_file():
-            files[name] = file.read_bytes()
+            try:
+                files[name] = file.read_bytes()
+            except OSError as exc:
+                raise CnnlabError(f"cannot read {file}: {exc.strerror or exc}") from None
     return files
 
 
@@ -185,7 +192,8 @@ def _unpickle_dict(payload: bytes, where: str) -> dict[str, object]:
         loaded = safe_loads(payload)
     except UnsafePickleError as exc:
         raise CnnlabError(f"{where}: {exc}; the file is not a CIFAR-10 batch and may be malicious") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError) as exc:
         raise CnnlabError(f"{where}: truncated or corrupt pickle ({type(exc).__name__})") from None
     if not isinstance(loaded, dict):
         raise CnnlabError(f"{where}: expected a dict, found {type(loaded).__name__}")
@@ -220,8 +228,8 @@ def _decode_meta(payload: bytes, source: str) -> list[str]:
     if not isinstance(names, (list, tuple)) or len(names) != NUM_CLASSES:
         raise CnnlabError(f"{source}: {META_FILE}: 'label_names' must list {NUM_CLASSES} class names")
     decoded = [name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names]
-    if not all(isinstance(name, str) and name for name in decoded):
-        raise CnnlabError(f"{source}: {META_FILE}: class names must be non-empty strings")
+    if not all(isinstance(name, str) and name for name in decoded) or len(set(decoded)) != len(decoded):
+        raise CnnlabError(f"{source}: {META_FILE}: class names must be distinct non-empty strings")
     return decoded
 
 

@@ -20,9 +20,18 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
     return _codecs.encode(text, encoding)
 
 
+_reconstruct = np.ndarray.__reduce__(np.empty(0))[0]
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's array reconstructor, but always starting empty: the real shape arrives with the data in
+    __setstate__, so a file cannot make us allocate a huge array it does not contain."""
+    return _reconstruct(subtype, (0,), dtype)
+
+
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-    ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,

@@ -29,6 +29,8 @@ def make_splits(data: Cifar10, val_size: int, seed: int, train_limit: int | None
     full runs are validated on the same images.
     """
     total = len(data.y_train)
+    if val_size < 0 or not 0 <= seed < 2**32:
+        raise CnnlabError(f"validation size must be >= 0 and the seed in 0..2**32-1 (got {val_size}, {seed})")
     if val_size >= total:
         raise CnnlabError(f"validation size {val_size} leaves no training images (the training set has {total})")
     val_index = stratified_sample(data.y_train, val_size, seed)

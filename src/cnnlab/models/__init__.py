@@ -6,7 +6,7 @@ import keras
 
 from cnnlab.config import RunConfig
 from cnnlab.models.cnn import build_cnn
-from cnnlab.models.vgg16 import build_vgg16, weights_label
+from cnnlab.models.vgg16 import build_vgg16, vgg16_label
 
 
 def build_model(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)) -> keras.Model:
@@ -18,4 +18,4 @@ def build_model(config: RunConfig, num_classes: int, image_shape: tuple[int, int
 
 def model_label(config: RunConfig) -> str:
     """The name a person sees in tables and figures."""
-    return weights_label(config.vgg16.weights) if config.model == "vgg16" else "CNN from scratch"
+    return vgg16_label(config.vgg16) if config.model == "vgg16" else "CNN from scratch"

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from cnnlab.config import Vgg16Config
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 BASE_NAME = "vgg16"
 PREPROCESS_NAME = "vgg16_preprocess"
@@ -24,11 +24,14 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # keras.applications.imagenet_ut
 NUM_BLOCKS = 5
 
 
-def weights_label(weights: str) -> str:
-    """How tables and figures name a VGG16 run: a random start is never called fine-tuned."""
-    if weights == "none":
+def vgg16_label(config: Vgg16Config) -> str:
+    """How tables and figures name a VGG16 run: a random start is never called fine-tuned, nor a frozen base."""
+    if config.weights == "none":
         return "VGG16 from scratch"
-    return "VGG16 fine-tuned (ImageNet)" if weights == "imagenet" else f"VGG16 fine-tuned ({Path(weights).name})"
+    source = "ImageNet" if config.weights == "imagenet" else Path(config.weights).name
+    if config.unfreeze_blocks and config.finetune_epochs:
+        return f"VGG16 fine-tuned ({source})"
+    return f"VGG16 on frozen {source} features"
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -61,16 +64,12 @@ def build_vgg16_base(config: Vgg16Config) -> keras.Model:
             raise
         if weights == "imagenet":
             raise CnnlabError(_download_hint(exc)) from None
-        raise CnnlabError(f"{config.weights} does not hold VGG16 no-top weights: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnlabError(f"{config.weights} does not hold VGG16 no-top weights: {first_line(exc)}") from None
 
 
 def _download_hint(exc: BaseException) -> str:
     return (
-        f"could not get the ImageNet VGG16 weights ({_first_line(exc)}); offline, pass --weights PATH to a copy of "
+        f"could not get the ImageNet VGG16 weights ({first_line(exc)}); offline, pass --weights PATH to a copy of "
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or --weights none to train VGG16 from scratch"
     )
 
