@@ -22,7 +22,7 @@ def run_cli(capsys, *args):
 
 def assert_one_line_error(code, err, expected, exit_code=1):
     assert code == exit_code
-    informational = ("warning:", "run directory:")
+    informational = ("warning:", "run directory:", "phase ", "computing ")
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(informational)]
     assert len(lines) == 1, err
     assert lines[0].startswith("cnnlab") and "Traceback" not in err
@@ -41,7 +41,7 @@ def test_train_writes_a_complete_run_directory(trained_run, synthetic_archive):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["preset"] == "seed" and config["train"]["epochs"] == 2 and config["data"]["train_limit"] == 1000
     assert config["data"]["source"] == str(synthetic_archive.resolve())
-    assert config["model"]["conv_blocks"] == [[8], [16]]
+    assert config["model"] == "cnn" and config["cnn"]["conv_blocks"] == [[8], [16]]
     assert json.loads((trained_run / "status.json").read_text())["state"] == "finished"
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix", "epochs", "train_seconds",

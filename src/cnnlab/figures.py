@@ -74,9 +74,9 @@ def plot_prediction_grid(
         for line, (label, predicted) in enumerate(predictions.items()):
             right = predicted[index] == labels[index]
             text = f"{label.split(' ')[0]}: {class_names[predicted[index]]}" + ("" if right else " ✗")
-            axis.text(0.5, -0.08 - 0.14 * line, text, transform=axis.transAxes, ha="center", va="top", fontsize=7,
+            axis.text(0.5, -0.05 - 0.12 * line, text, transform=axis.transAxes, ha="center", va="top", fontsize=7,
                       color="black" if right else "#c62828")
-    figure.tight_layout(h_pad=0.6 + 1.2 * len(predictions))  # room for one line per model under each image
+    figure.tight_layout(h_pad=1.0 + 2.2 * len(predictions))  # room for one line per model under each image
     _save(figure, path)
 
 

@@ -179,10 +179,10 @@ def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
             f"{run.metrics['test_accuracy']:.2%} for {label}, {gap * 100:.1f} points higher"
         )
         if p_value < 0.05:
-            comparison += f" (McNemar's test on the same {n:,} test images: p = {p_value:.2g})"
+            comparison += f" (McNemar's test on the same {n:,} test images: {_p(p_value)})"
         else:
             comparison += (f", a difference McNemar's test on the same {n:,} test images cannot tell from chance "
-                           f"(p = {p_value:.2g}): call it a tie")
+                           f"({_p(p_value)}): call it a tie")
         sentences.append(comparison + ".")
         faster, slower = sorted([(label, run), (best_label, best)], key=lambda pair: pair[1].metrics["train_seconds"])
         ratio = slower[1].metrics["train_seconds"] / max(faster[1].metrics["train_seconds"], 1e-9)
@@ -193,6 +193,10 @@ def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
     if any(run.config.model == "vgg16" and run.config.vgg16.weights == "none" for run in runs):
         sentences.append("VGG16 here started from random weights, not ImageNet: this is no test of transfer learning.")
     return " ".join(sentences)
+
+
+def _p(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
 
 
 def _duration(seconds: float) -> str:
