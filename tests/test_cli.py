@@ -111,6 +111,36 @@ def test_predict_refuses_bad_images(trained_run, tmp_path, capsys):
     assert_one_line_error(code, err, "image not found")
 
 
+def test_evaluate_refuses_while_another_process_writes_the_run(trained_run, capsys):
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (trained_run / rundir.LOCK).write_text(str(writer.pid))
+        code, _, err = run_cli(capsys, "evaluate", trained_run)
+        assert_one_line_error(code, err, f"is in use by process {writer.pid}")
+    finally:
+        writer.kill()
+        writer.wait()
+    code, _, _ = run_cli(capsys, "evaluate", trained_run)  # the writer is gone: its lock is stale and taken over
+    assert code == 0 and not (trained_run / rundir.LOCK).exists()
+
+
+def test_models_with_code_in_them_are_refused(trained_run, tmp_path, capsys):
+    import shutil
+
+    hostile = tmp_path / "hostile"
+    shutil.copytree(trained_run, hostile)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Lambda(lambda x: x * 2.0),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.save(hostile / "model.keras")
+    before = (hostile / "metrics.json").read_bytes()
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    for command in (["evaluate", hostile], ["predict", hostile, tmp_path / "x.png"]):
+        code, _, err = run_cli(capsys, *command)
+        assert_one_line_error(code, err, "cannot load")
+        assert "Lambda" in err
+    assert (hostile / "metrics.json").read_bytes() == before
+
+
 def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
     run_dir = rundir.create_run_dir(tmp_path / "run")
     rundir.write_json(run_dir / rundir.CONFIG, {})

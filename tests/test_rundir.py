@@ -56,3 +56,29 @@ def test_require_finished_explains_what_is_wrong(tmp_path):
         rundir.require_finished(tmp_path)
     (tmp_path / rundir.MODEL).write_bytes(b"model")
     assert rundir.require_finished(tmp_path) == tmp_path
+
+
+def test_lock_refuses_a_second_writer_and_is_released(tmp_path):
+    with rundir.locked(tmp_path):
+        assert (tmp_path / rundir.LOCK).read_text() == str(__import__("os").getpid())
+        with pytest.raises(CnnlabError, match=f"in use by process {__import__('os').getpid()}"):
+            with rundir.locked(tmp_path):
+                pass
+    assert not (tmp_path / rundir.LOCK).exists()
+    with pytest.raises(RuntimeError):
+        with rundir.locked(tmp_path):
+            raise RuntimeError("crash")
+    assert not (tmp_path / rundir.LOCK).exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / rundir.LOCK).write_text(finished.stdout.strip())  # that process has exited: a killed writer's lock
+    with rundir.locked(tmp_path):
+        assert (tmp_path / rundir.LOCK).read_text() != finished.stdout.strip()
+    (tmp_path / rundir.LOCK).write_text("half-writ")  # unreadable pid: also stale
+    with rundir.locked(tmp_path):
+        pass

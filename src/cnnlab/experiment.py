@@ -31,13 +31,21 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
     import keras  # imported only once the input has been checked: it takes seconds
 
-    from cnnlab.models import build_model, model_label
-    from cnnlab.train import train_model
+    from cnnlab.models import build_model
 
     keras.utils.set_random_seed(config.train.seed)
     # Built before the run directory exists, so that a bad weights file or setting leaves nothing behind.
     model = build_model(config, len(data.class_names), image_shape=splits.x_train.shape[1:])
     run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model))
+    with rundir.locked(run_dir):
+        _train_into(run_dir, config, model, data, splits)
+    return run_dir
+
+
+def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits) -> None:
+    from cnnlab.models import model_label
+    from cnnlab.train import train_model
+
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
     rundir.set_status(run_dir, "running")
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -61,7 +69,6 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
         rundir.set_status(run_dir, "failed", first_line(exc))
         raise
     rundir.set_status(run_dir, "finished")
-    return run_dir
 
 
 def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | None = None) -> dict[str, object]:
@@ -72,10 +79,11 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     wanted_hash = sha256 if (data_source or sha256) else config.data.sha256
     data = load_cifar10(data_source or config.data.source, wanted_hash)
     model = load_run_model(run_dir)
-    metrics_file = run_dir / rundir.METRICS
-    metrics = rundir.read_json(metrics_file) if metrics_file.is_file() else {}
-    metrics["data"] = _data_record(data)
-    return _evaluate_and_record(run_dir, model, data, metrics, batch_size=config.train.batch_size)
+    with rundir.locked(run_dir):
+        metrics_file = run_dir / rundir.METRICS
+        metrics = rundir.read_json(metrics_file) if metrics_file.is_file() else {}
+        metrics["data"] = _data_record(data)
+        return _evaluate_and_record(run_dir, model, data, metrics, batch_size=config.train.batch_size)
 
 
 def load_run_model(run_dir: Path):

@@ -9,6 +9,7 @@ Layout:
     metrics.json     test metrics, timings, library versions, hardware
     test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
+    .lock            the process writing here now (removed when it is done; a dead process's lock is taken over)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MODEL = "model.keras"
 TEST_PREDICTIONS = "test_predictions.npz"
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
+LOCK = ".lock"
 
 
 @contextlib.contextmanager
@@ -87,6 +89,51 @@ def create_run_dir(path: Path) -> Path:
     except OSError as exc:
         raise CnnlabError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock while writing into it: a second process refuses, and the lock of a process
+    that died (killed, crashed) is taken over."""
+    lock = Path(run_dir) / LOCK
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and _alive(holder):
+                raise CnnlabError(f"{run_dir} is in use by process {holder}; wait for it to finish") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+        except OSError as exc:
+            raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: treated as stale
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:
