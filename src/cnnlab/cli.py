@@ -67,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and evaluate it on the test set")
     _add_config_arguments(train, default_preset="seed")
     train.add_argument("--out", type=Path, help="run directory (default: runs/PRESET-MODEL-TIME)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last saved state")
     train.set_defaults(handler=_train)
 
     compare = commands.add_parser("compare", help="train the CNN and VGG16 under one preset and report on both")
     _add_config_arguments(compare, default_preset="quick", choose_model=False)
     compare.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR", help="report on these finished runs instead")
     compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-PRESET-...)")
+    compare.add_argument("--resume", type=Path, metavar="OUT", help="finish an interrupted comparison")
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", help="the comparison report (HTML and Markdown) of finished runs")
@@ -162,9 +164,13 @@ def _resolved_config(args):
 
 
 def _train(args) -> int:
-    from cnnlab.experiment import train_run
+    from cnnlab.experiment import resume_run, train_run
 
-    run_dir = train_run(_resolved_config(args), args.out)
+    if args.resume:
+        _refuse_training_options(args, "--resume continues a run with its own saved settings", extra=["--out"])
+        run_dir = resume_run(args.resume)
+    else:
+        run_dir = train_run(_resolved_config(args), args.out)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
     return 0
@@ -173,17 +179,26 @@ def _train(args) -> int:
 def _compare(args) -> int:
     from cnnlab import experiment
 
+    if args.runs and args.resume:
+        raise CnnlabError("--runs and --resume cannot be combined")
     if args.runs:
-        training_options = [flag for flag, (key, _, _) in TRAIN_OVERRIDES.items()
-                            if getattr(args, flag[2:].replace("-", "_"), None) is not None]
-        training_options += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--tensorboard"] * args.tensorboard
-        if training_options:
-            raise CnnlabError(f"--runs reports on finished runs; {', '.join(training_options)} would change nothing")
+        _refuse_training_options(args, "--runs reports on finished runs")
         html_path = experiment.report(args.runs, args.out)
+    elif args.resume:
+        _refuse_training_options(args, "--resume continues a comparison with its own saved settings", extra=["--out"])
+        html_path = experiment.resume_compare(args.resume)
     else:
         html_path = experiment.compare(_resolved_config(args), args.out)
     print(f"report: {html_path} (and report.md beside it)")
     return 0
+
+
+def _refuse_training_options(args, why: str, extra: list[str] = ()) -> None:
+    given = [flag for flag in TRAIN_OVERRIDES if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    given += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--sha256"] * bool(args.sha256)
+    given += ["--tensorboard"] * args.tensorboard + [flag for flag in extra if getattr(args, flag[2:]) is not None]
+    if given:
+        raise CnnlabError(f"{why}; {', '.join(given)} cannot be used with it")
 
 
 def _report(args) -> int:

@@ -58,6 +58,7 @@ class TrainConfig:
     epochs: int = 50  # for VGG16: phase 1
     seed: int = 0
     tensorboard: bool = False
+    save_every_steps: int = 0  # resume state is saved every epoch, and also every N steps when N > 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,8 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"learning rate must be positive, got {train.learning_rate}")
     if not 0 <= train.seed < 2**32:
         problems.append(f"seed must be between 0 and 2**32 - 1, got {train.seed}")
+    if train.save_every_steps < 0:
+        problems.append(f"save_every_steps must be zero or positive, got {train.save_every_steps}")
     if data.val_size < 0:
         problems.append(f"validation size must be zero or positive, got {data.val_size}")
     if data.train_limit is not None and data.train_limit <= 0:

@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,30 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
     return run_dir
 
 
-def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits) -> None:
+def resume_run(run_dir: Path) -> Path:
+    """Continue an interrupted run (killed, crashed or stopped with Ctrl-C) from its last saved state."""
+    run_dir = Path(run_dir)
+    if not (run_dir / rundir.CONFIG).is_file() or not (run_dir / rundir.STATUS).is_file():
+        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
+    if rundir.read_json(run_dir / rundir.STATUS).get("state") == "finished":
+        raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
+    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
+    data = load_cifar10(config.data.source, config.data.sha256)
+    splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
+    import keras
+
+    from cnnlab.models import build_model
+
+    keras.utils.set_random_seed(config.train.seed)
+    # Only the architecture is needed: every weight comes back from the saved state, so no download happens.
+    architecture = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
+    model = build_model(architecture, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    with rundir.locked(run_dir):
+        _train_into(run_dir, config, model, data, splits, resume=True)
+    return run_dir
+
+
+def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, resume: bool = False) -> None:
     from cnnlab.models import model_label
     from cnnlab.train import train_model
 
@@ -50,7 +76,8 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits) 
     rundir.set_status(run_dir, "running")
     print(f"run directory: {run_dir}", file=sys.stderr)
     try:
-        result = train_model(config, model, splits, run_dir)
+        with _interrupts_finish_the_epoch() as stop_requested:
+            result = train_model(config, model, splits, run_dir, resume=resume, stop_requested=stop_requested)
         metrics = {
             "model": config.model,
             "label": model_label(config),
@@ -63,12 +90,36 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits) 
         }
         _evaluate_and_record(run_dir, result.model, data, metrics, batch_size=config.train.batch_size)
     except KeyboardInterrupt:
-        rundir.set_status(run_dir, "failed", "interrupted by the user")
+        rundir.set_status(run_dir, "failed", f"interrupted; continue with: cnnlab train --resume {run_dir}")
+        print(f"stopped; the last saved state is kept. Continue with: cnnlab train --resume {run_dir}",
+              file=sys.stderr)
         raise
     except Exception as exc:
         rundir.set_status(run_dir, "failed", first_line(exc))
         raise
     rundir.set_status(run_dir, "finished")
+
+
+@contextlib.contextmanager
+def _interrupts_finish_the_epoch():
+    """The first Ctrl-C asks training to stop once the current epoch's state is saved; a second stops at once."""
+    asked = []
+
+    def on_interrupt(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        print("\nstopping at the end of this epoch, once its state is saved (Ctrl-C again to stop now)",
+              file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | None = None) -> dict[str, object]:
@@ -122,11 +173,29 @@ def _data_record(data: Cifar10) -> dict[str, object]:
     return {"source": data.source, "sha256": data.sha256, "hash_status": data.hash_status, "classes": data.class_names}
 
 
+def resume_compare(out: Path) -> Path:
+    """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
+    missing one is trained, then the report is written."""
+    out = Path(out)
+    run_dirs = [out / name for name in ("cnn", "vgg16")]
+    if not (run_dirs[0] / rundir.CONFIG).is_file():
+        raise CnnlabError(f"{out} is not an interrupted comparison (no cnn/{rundir.CONFIG})")
+    config = config_from_dict(rundir.read_json(run_dirs[0] / rundir.CONFIG))
+    for name, run_dir in zip(("cnn", "vgg16"), run_dirs):
+        if not (run_dir / rundir.STATUS).is_file():
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise CnnlabError(f"{run_dir} holds files but no run status; move it away and resume again")
+            train_run(dataclasses.replace(config, model=name), run_dir)
+        elif rundir.read_json(run_dir / rundir.STATUS).get("state") != "finished":
+            resume_run(run_dir)
+    return report(run_dirs, out)
+
+
 def compare(config: RunConfig, out: Path | None = None) -> Path:
     """Train the CNN and VGG16 under one preset into `out/cnn` and `out/vgg16`, then write the report in `out`."""
     out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "cnn-vgg16")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder")
+        raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
     from cnnlab.models.vgg16 import build_vgg16_base
 
     build_vgg16_base(config.vgg16)  # missing or mismatched weights fail now, not after the CNN has trained

@@ -39,7 +39,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final` (same suffix, so writers that check it are happy); on success rename
     it over `final` in one step, on failure remove it. A reader sees the old file or the new one, never half."""
     final = Path(final)
-    temporary = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+    temporary = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # the whole name kept: writers check suffixes
     try:
         yield temporary
         with open(temporary, "rb") as written:

@@ -9,6 +9,7 @@ epoch by validation accuracy becomes the run's `model.keras`.
 
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import vgg16
 
 BEST_CHECKPOINT = "best.keras"
+RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
+PROGRESS = "progress.json"
 
 
 @dataclass
@@ -97,6 +100,8 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        if logs is not None:
+            logs["seconds"] = self.seconds[-1]  # into history.csv, so a resumed run keeps its earlier timings
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -110,6 +115,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
             self.bad_batch = batch
+            self.model.stop_training = True
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Ends training at the end of an epoch once `asked()` is true; placed after the state is saved."""
+
+    def __init__(self, asked: Callable[[], bool]):
+        super().__init__()
+        self.asked = asked
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.asked():
             self.model.stop_training = True
 
 
@@ -172,18 +189,47 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 # Training
 
 
-def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path) -> TrainingResult:
-    """Train `model` (built by the caller, seeded) through the phases of `config`; save the best to model.keras."""
+def train_model(
+    config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path, resume: bool = False,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> TrainingResult:
+    """Train `model` (built by the caller, seeded) through the phases of `config`; save the best to model.keras.
+
+    State is saved every epoch (and every `save_every_steps` steps): Keras's BackupAndRestore keeps each phase's
+    weights, optimizer and epoch; a finished phase leaves the full model's weights. With `resume=True`, finished
+    phases are skipped, the phase in progress continues from its last saved state, and history.csv is cut back to
+    the epochs that state includes, so that every epoch appears once. When `stop_requested()` turns true, training
+    ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt.
+    """
     run_dir = Path(run_dir)
     num_classes = len(splits.class_names)
     has_validation = len(splits.y_val) > 0
     timer, nan_guard = EpochTimer(), StopOnNonFiniteLoss()
     checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
+    state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    progress = _read_progress(state_dir) if resume else {"phases_done": [], "records": {}}
+    phases = phases_for(config)
+    if resume:
+        resume_epoch = 0
+        for phase in phases:
+            if phase.name not in progress["phases_done"]:
+                resume_epoch = _backed_up_epoch(state_dir / phase.name) or resume_epoch
+                break
+            resume_epoch += phase.epochs
+        timer.seconds = _restore_history(run_dir / rundir.HISTORY, resume_epoch, checkpoint)
+        print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
     start = time.perf_counter()
     phase_records, epochs_done = [], 0
-    for phase in phases_for(config):
+    for phase in phases:
+        if phase.name in progress["phases_done"]:
+            model.load_weights(state_dir / f"after-{phase.name}.weights.h5")
+            phase_records.append(progress["records"][phase.name])
+            epochs_done += phase.epochs
+            continue
         phase.prepare(model)
-        epochs_before = len(timer.seconds)
+        start_epoch = _backed_up_epoch(state_dir / phase.name) or epochs_done
+        epochs_before = epochs_done
         fit_model, x_train, x_val, feature_seconds = model, splits.x_train, splits.x_val, None
         if phase.cached_features:
             feature_start = time.perf_counter()
@@ -194,16 +240,21 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
-        callbacks = [timer, nan_guard, keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=epochs_done > 0)]
+        history_log = keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=resume or epochs_done > 0)
+        callbacks = [timer, nan_guard, history_log]
         if has_validation:
-            callbacks.append(checkpoint)
+            callbacks.append(checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            str(state_dir / phase.name), save_freq=config.train.save_every_steps or "epoch", delete_checkpoint=False
+        ))
+        callbacks.append(StopWhenAsked(stop_requested))
         if config.train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
         print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
               f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
         fit_model.fit(
             ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed,
-                            epoch=epochs_done),
+                            epoch=start_epoch),
             validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
             initial_epoch=epochs_done,
             epochs=epochs_done + phase.epochs,
@@ -215,16 +266,24 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
                 f"training diverged: loss became NaN or infinite in epoch {len(timer.seconds)}, batch "
                 f"{nan_guard.bad_batch + 1} (try a lower --lr)"
             )
-        epochs_done = len(timer.seconds)
+        if stop_requested():
+            raise KeyboardInterrupt
+        epochs_done += phase.epochs
         phase_epoch_seconds = timer.seconds[epochs_before:]
-        phase_records.append({
+        record = {
             "name": phase.name,
-            "epochs": len(phase_epoch_seconds),
+            "epochs": phase.epochs,
             "learning_rate": phase.learning_rate,
             "trainable_parameters": trainable_parameters(fit_model),
             "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
             "feature_cache_seconds": feature_seconds,
-        })
+        }
+        phase_records.append(record)
+        with rundir.atomic_path(state_dir / f"after-{phase.name}.weights.h5") as temporary:
+            model.save_weights(temporary)
+        progress["phases_done"].append(phase.name)
+        progress["records"][phase.name] = record
+        rundir.write_json(state_dir / PROGRESS, progress)
     train_seconds = time.perf_counter() - start
 
     if checkpoint.best_epoch is not None:
@@ -232,6 +291,39 @@ def train_model(config: RunConfig, model: keras.Model, splits: Splits, run_dir: 
     with rundir.atomic_path(run_dir / rundir.MODEL) as temporary:
         model.save(temporary)
     return TrainingResult(model, epochs_done, checkpoint.best_epoch, train_seconds, timer.seconds, phase_records)
+
+
+def _read_progress(state_dir: Path) -> dict:
+    path = state_dir / PROGRESS
+    return rundir.read_json(path) if path.is_file() else {"phases_done": [], "records": {}}
+
+
+def _backed_up_epoch(backup_dir: Path) -> int | None:
+    """The epoch Keras's BackupAndRestore will restart at, if it saved state there."""
+    metadata = backup_dir / "training_metadata.json"
+    if not metadata.is_file():
+        return None
+    return int(rundir.read_json(metadata).get("epoch", 0)) or None
+
+
+def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheckpoint) -> list[float]:
+    """Cut history.csv back to the epochs before `resume_epoch`; return their durations and re-arm the checkpoint
+    with the best validation accuracy among them."""
+    if not history_csv.is_file():
+        return []
+    with open(history_csv, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < resume_epoch]
+    with rundir.atomic_path(history_csv) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    for row in rows:
+        accuracy = float(row.get("val_accuracy") or "nan")
+        if accuracy > checkpoint.best:
+            checkpoint.best, checkpoint.best_epoch = accuracy, int(row["epoch"]) + 1
+    return [float(row.get("seconds") or 0.0) for row in rows]
 
 
 def _cached_head(model: keras.Model, splits: Splits, batch_size: int):

@@ -1,0 +1,104 @@
+"""Crash and resume, for real: a training process is killed part-way, then resumed to the configured end."""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+
+from cnnlab.cli import main
+from conftest import TINY_MODEL, TINY_VGG16
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def epochs_in(history_csv):
+    if not history_csv.is_file():
+        return []
+    with open(history_csv, newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def wait_for_epochs(history_csv, count, process, timeout=180):
+    deadline = time.monotonic() + timeout
+    while len(epochs_in(history_csv)) < count:
+        assert process.poll() is None, f"training ended before it could be interrupted: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+def state(run_dir):
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synthetic_archive, capsys):
+    run_dir = tmp_path / "run"
+    process = start("train", "--data", synthetic_archive, "--epochs", "8", "--train-limit", "8000", "--val-size",
+                    "500", *TINY_MODEL, "--out", run_dir)
+    wait_for_epochs(run_dir / "history.csv", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state(run_dir)["state"] == "running" and not (run_dir / "model.keras").exists()
+    assert 2 <= len(epochs_in(run_dir / "history.csv")) < 8
+
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    resumed_at = int(re.search(r"resuming at epoch (\d+)", capsys.readouterr().err).group(1))
+    assert resumed_at >= 2  # the saved epochs were restored, not trained again
+    assert epochs_in(run_dir / "history.csv") == list(range(8))  # each epoch exactly once
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 8 and len(metrics["epoch_seconds"]) == 8
+    assert state(run_dir)["state"] == "finished" and not (run_dir / ".lock").exists()
+    assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive, capsys):
+    run_dir = tmp_path / "run"
+    process = start("train", "--data", synthetic_archive, "--epochs", "8", "--train-limit", "8000", "--val-size",
+                    "500", *TINY_MODEL, "--out", run_dir)
+    wait_for_epochs(run_dir / "history.csv", 1, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err
+    assert f"Continue with: cnnlab train --resume {run_dir}" in err
+    assert "stopping at the end of this epoch, once its state is saved" in err
+    assert state(run_dir)["state"] == "failed" and "--resume" in state(run_dir)["reason"]
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    resumed_at = int(re.search(r"resuming at epoch (\d+)", capsys.readouterr().err).group(1))
+    assert resumed_at >= 2  # the interrupted epoch was finished and saved before stopping
+    assert epochs_in(run_dir / "history.csv") == list(range(8))
+
+
+def test_killed_compare_resumes_without_retraining_the_finished_model(tmp_path, synthetic_archive):
+    out = tmp_path / "both"
+    process = start("compare", "--preset", "quick", "--data", synthetic_archive, "--epochs", "2", "--train-limit",
+                    "1000", "--val-size", "100", *TINY_MODEL, *TINY_VGG16, "--out", out)
+    wait_for_epochs(out / "vgg16" / "history.csv", 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state(out / "cnn")["state"] == "finished" and state(out / "vgg16")["state"] == "running"
+    cnn_model = (out / "cnn" / "model.keras").read_bytes()
+    cnn_metrics = (out / "cnn" / "metrics.json").read_bytes()
+
+    assert main(["compare", "--resume", str(out)]) == 0
+    assert (out / "cnn" / "model.keras").read_bytes() == cnn_model  # the finished CNN was not retrained
+    assert (out / "cnn" / "metrics.json").read_bytes() == cnn_metrics
+    assert state(out / "vgg16")["state"] == "finished"
+    assert epochs_in(out / "vgg16" / "history.csv") == [0, 1, 2]  # two head epochs, one fine-tuning epoch
+    assert (out / "report.html").is_file()
+
+
+def test_resume_refuses_finished_runs_and_other_options(trained_run, tmp_path, capsys):
+    assert main(["train", "--resume", str(trained_run)]) == 1
+    assert "has already finished; nothing to resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(trained_run), "--epochs", "3"]) == 1
+    assert "--epochs cannot be used with it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert "not a cnnlab run directory" in capsys.readouterr().err
