@@ -20,6 +20,11 @@ def start(*args):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+def start_eight_epochs(archive, run_dir):
+    return start("train", "--data", archive, "--epochs", "8", "--train-limit", "8000", "--val-size", "500",
+                 *TINY_MODEL, "--out", run_dir)
+
+
 def epochs_in(history_csv):
     if not history_csv.is_file():
         return []
@@ -41,8 +46,7 @@ def state(run_dir):
 
 def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synthetic_archive, capsys):
     run_dir = tmp_path / "run"
-    process = start("train", "--data", synthetic_archive, "--epochs", "8", "--train-limit", "8000", "--val-size",
-                    "500", *TINY_MODEL, "--out", run_dir)
+    process = start_eight_epochs(synthetic_archive, run_dir)
     wait_for_epochs(run_dir / "history.csv", 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -61,8 +65,7 @@ def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synt
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive, capsys):
     run_dir = tmp_path / "run"
-    process = start("train", "--data", synthetic_archive, "--epochs", "8", "--train-limit", "8000", "--val-size",
-                    "500", *TINY_MODEL, "--out", run_dir)
+    process = start_eight_epochs(synthetic_archive, run_dir)
     wait_for_epochs(run_dir / "history.csv", 1, process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
