@@ -82,3 +82,26 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / rundir.LOCK).write_text("half-writ")  # unreadable pid: also stale
     with rundir.locked(tmp_path):
         pass
+
+
+def test_a_full_disk_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(CnnlabError, match="cannot write .*metrics.json: No space left on device"):
+        rundir.write_json(target, {"new": 1})
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(CnnlabError, match="cannot create run directory"):
+        rundir.create_run_dir(blocker / "run")

@@ -139,3 +139,15 @@ def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
     for layer in model.get_layer("vgg16").layers:
         changed = any(not np.allclose(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
         assert changed == (layer.name.startswith("block5_") and bool(before[layer.name])), layer.name
+
+
+def test_a_half_written_history_line_is_dropped_on_resume(tmp_path):
+    from cnnlab.train import BestCheckpoint, _restore_history
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,loss,seconds,val_accuracy,val_loss\n0,0.3,2.0,1.5,0.35,1.9\n"
+                       "1,0.4,1.8,1.4,0.45,1.7\n2,0.5,1.")
+    checkpoint = BestCheckpoint(None, tmp_path / "best.keras")
+    assert _restore_history(history, 5, checkpoint) == [1.5, 1.4]
+    assert (checkpoint.best, checkpoint.best_epoch) == (0.45, 2)
+    assert history.read_text().splitlines()[-1].startswith("1,")

@@ -45,6 +45,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())  # the data is on disk before the name points at it, even after a power cut
         os.replace(temporary, final)
+    except OSError as exc:  # a full disk or a folder that turned read-only: the old file stays as it was
+        raise CnnlabError(f"cannot write {final}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

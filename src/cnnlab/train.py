@@ -312,7 +312,7 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
     if not history_csv.is_file():
         return []
     with open(history_csv, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < resume_epoch]
+        rows = [row for row in csv.DictReader(handle) if _complete_row(row) and int(row["epoch"]) < resume_epoch]
     with rundir.atomic_path(history_csv) as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             if rows:
@@ -324,6 +324,15 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
         if accuracy > checkpoint.best:
             checkpoint.best, checkpoint.best_epoch = accuracy, int(row["epoch"]) + 1
     return [float(row.get("seconds") or 0.0) for row in rows]
+
+
+def _complete_row(row: dict) -> bool:
+    """False for the half-written last line a kill can leave in history.csv."""
+    try:
+        int(row["epoch"])
+        return all(value not in (None, "") for value in row.values())
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _cached_head(model: keras.Model, splits: Splits, batch_size: int):
