@@ -59,6 +59,7 @@ def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synt
     assert epochs_in(run_dir / "history.csv") == list(range(8))  # each epoch exactly once
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 8 and len(metrics["epoch_seconds"]) == 8
+    assert metrics["train_seconds"] >= sum(metrics["epoch_seconds"])  # the time before the kill is counted too
     assert state(run_dir)["state"] == "finished" and not (run_dir / ".lock").exists()
     assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
 

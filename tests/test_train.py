@@ -151,3 +151,28 @@ def test_a_half_written_history_line_is_dropped_on_resume(tmp_path):
     assert _restore_history(history, 5, checkpoint) == [1.5, 1.4]
     assert (checkpoint.best, checkpoint.best_epoch) == (0.45, 2)
     assert history.read_text().splitlines()[-1].startswith("1,")
+
+
+def test_a_backup_damaged_by_a_kill_falls_back_to_the_previous_generation(tmp_path):
+    import json
+
+    import h5py
+
+    from cnnlab.train import _backed_up_epoch
+
+    backup = tmp_path / "head"
+    backup.mkdir()
+    assert _backed_up_epoch(backup) is None  # nothing saved yet
+    backup.mkdir(exist_ok=True)
+    with h5py.File(backup / "latest.weights.h5.bkp", "w") as handle:
+        handle.create_dataset("w", data=[1.0])
+    (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 3, "batch": 0}))
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # cut off mid-write
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 4, "batch": 0}))
+    assert _backed_up_epoch(backup) == 3
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
+    with h5py.File(backup / "latest.weights.h5", "r") as handle:
+        assert list(handle["w"]) == [1.0]
+    (backup / "latest.weights.h5").write_bytes(b"garbage")
+    (backup / "latest.weights.h5.bkp").write_bytes(b"garbage")
+    assert _backed_up_epoch(backup) is None and not backup.exists()  # nothing whole: the phase starts over

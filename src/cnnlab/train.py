@@ -10,6 +10,8 @@ epoch by validation accuracy becomes the run's `model.keras`.
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -219,6 +221,7 @@ def train_model(
             resume_epoch += phase.epochs
         timer.seconds = _restore_history(run_dir / rundir.HISTORY, resume_epoch, checkpoint)
         print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
+    earlier_seconds = sum(timer.seconds)  # training done before an interruption still counts
     start = time.perf_counter()
     phase_records, epochs_done = [], 0
     for phase in phases:
@@ -244,8 +247,10 @@ def train_model(
         callbacks = [timer, nan_guard, history_log]
         if has_validation:
             callbacks.append(checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
+        # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
         callbacks.append(keras.callbacks.BackupAndRestore(
-            str(state_dir / phase.name), save_freq=config.train.save_every_steps or "epoch", delete_checkpoint=False
+            str(state_dir / phase.name), save_freq=config.train.save_every_steps or "epoch",
+            double_checkpoint=True, delete_checkpoint=False,
         ))
         callbacks.append(StopWhenAsked(stop_requested))
         if config.train.tensorboard:
@@ -284,7 +289,7 @@ def train_model(
         progress["phases_done"].append(phase.name)
         progress["records"][phase.name] = record
         rundir.write_json(state_dir / PROGRESS, progress)
-    train_seconds = time.perf_counter() - start
+    train_seconds = earlier_seconds + time.perf_counter() - start
 
     if checkpoint.best_epoch is not None:
         model = keras.saving.load_model(checkpoint.path)
@@ -298,12 +303,31 @@ def _read_progress(state_dir: Path) -> dict:
     return rundir.read_json(path) if path.is_file() else {"phases_done": [], "records": {}}
 
 
+BACKUP_GENERATIONS = (("latest.weights.h5", "training_metadata.json"),
+                      ("latest.weights.h5.bkp", "training_metadata.json.bkp"))  # Keras BackupAndRestore's names
+
+
 def _backed_up_epoch(backup_dir: Path) -> int | None:
-    """The epoch Keras's BackupAndRestore will restart at, if it saved state there."""
-    metadata = backup_dir / "training_metadata.json"
-    if not metadata.is_file():
-        return None
-    return int(rundir.read_json(metadata).get("epoch", 0)) or None
+    """The epoch Keras's BackupAndRestore will restart at, after making sure what it will read is whole.
+
+    A kill while Keras writes its state can leave a truncated weights file or metadata. The newest whole generation
+    is put where Keras looks; if neither is whole, the phase starts again from its beginning.
+    """
+    import h5py
+
+    for weights, metadata in BACKUP_GENERATIONS:
+        try:
+            epoch = int(json.loads((backup_dir / metadata).read_text(encoding="utf-8"))["epoch"])
+            with h5py.File(backup_dir / weights, "r"):
+                pass
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if weights != BACKUP_GENERATIONS[0][0]:
+            for older, newer in zip((weights, metadata), BACKUP_GENERATIONS[0]):
+                shutil.copyfile(backup_dir / older, backup_dir / newer)
+        return epoch or None
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return None
 
 
 def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheckpoint) -> list[float]:
