@@ -29,16 +29,8 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 def train_run(config: RunConfig, out: Path | None = None) -> Path:
     """Train and evaluate one model; return its run directory. Data problems surface before anything is written."""
-    data = load_cifar10(config.data.source, config.data.sha256)
-    splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
-    import keras  # imported only once the input has been checked: it takes seconds
-
-    from cnnlab.models import build_model
-
-    keras.utils.set_random_seed(config.train.seed)
-    # Built before the run directory exists, so that a bad weights file or setting leaves nothing behind.
-    model = build_model(config, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    config, data, splits, model = _data_and_model(config)
+    # The model is built before the run directory exists, so a bad weights file or setting leaves nothing behind.
     run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model))
     with rundir.locked(run_dir):
         _train_into(run_dir, config, model, data, splits)
@@ -52,20 +44,30 @@ def resume_run(run_dir: Path) -> Path:
         raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
     if rundir.read_json(run_dir / rundir.STATUS).get("state") == "finished":
         raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
-    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
+    # Only the architecture is needed: every weight comes back from the saved state, so no download happens.
+    config, data, splits, model = _data_and_model(
+        config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True
+    )
+    with rundir.locked(run_dir):
+        _train_into(run_dir, config, model, data, splits, resume=True)
+    return run_dir
+
+
+def _data_and_model(config: RunConfig, architecture_only: bool = False):
+    """Load and split the data, then build the seeded model; returns the config with its data source resolved."""
     data = load_cifar10(config.data.source, config.data.sha256)
     splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
-    import keras
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
+    import keras  # imported only once the input has been checked: it takes seconds
 
     from cnnlab.models import build_model
 
     keras.utils.set_random_seed(config.train.seed)
-    # Only the architecture is needed: every weight comes back from the saved state, so no download happens.
-    architecture = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
-    model = build_model(architecture, len(data.class_names), image_shape=splits.x_train.shape[1:])
-    with rundir.locked(run_dir):
-        _train_into(run_dir, config, model, data, splits, resume=True)
-    return run_dir
+    built_from = config
+    if architecture_only:
+        built_from = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
+    model = build_model(built_from, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    return config, data, splits, model
 
 
 def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, resume: bool = False) -> None:

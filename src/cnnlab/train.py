@@ -231,7 +231,7 @@ def train_model(
             epochs_done += phase.epochs
             continue
         phase.prepare(model)
-        start_epoch = _backed_up_epoch(state_dir / phase.name) or epochs_done
+        start_epoch = (_backed_up_epoch(state_dir / phase.name) if resume else None) or epochs_done
         epochs_before = epochs_done
         fit_model, x_train, x_val, feature_seconds = model, splits.x_train, splits.x_val, None
         if phase.cached_features:
