@@ -55,6 +55,20 @@ def test_preset_file_path(tmp_path):
         ({"cnn.batch_norm": 1}, "must be true or false"),
         ({"train.nonsense": 1}, "unknown setting 'train.nonsense'"),
         ({"nonsense": 1}, "unknown setting 'nonsense'"),
+        ({"train.optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
+        ({"train.precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
+        ({"train.lr_schedule": "cosine"}, "lr_schedule must be one of"),
+        ({"train.momentum": 1.0}, "momentum must be in [0, 1)"),
+        ({"train.label_smoothing": -0.1}, "label_smoothing must be in [0, 1)"),
+        ({"train.final_lr_fraction": 1.5}, "final_lr_fraction must be in [0, 1]"),
+        ({"train.steps_per_execution": 0}, "steps_per_execution must be at least 1"),
+        ({"train.lookahead_every": -1}, "lookahead_every must be zero or positive"),
+        ({"train.test_time_augmentation": 3}, "test_time_augmentation must be 0, 1 or 2"),
+        ({"data.translate": 9}, "translate must be between 0 and 8"),
+        ({"fastnet.whiten_patch": 0}, "whiten_patch must be between 1 and 4"),
+        ({"fastnet.bias_lr_scale": 0}, "bias_lr_scale must be positive"),
+        ({"fastnet.weight_decay": -1e-3}, "weight_decay must be zero or positive"),
+        ({"fastnet.batchnorm_momentum": 0}, "batchnorm_momentum must be in (0, 1]"),
     ],
 )
 def test_bad_values_are_refused_with_a_named_reason(overrides, message):
@@ -89,3 +103,21 @@ def test_bad_preset_files_are_refused(tmp_path, text, message):
 def test_missing_preset_file():
     with pytest.raises(CnnlabError, match="preset file not found"):
         load_config("/no/such/preset.toml")
+
+
+@pytest.mark.parametrize("preset", ["fast", "scratch"])
+def test_speed_presets_train_the_fast_net_from_scratch(preset):
+    config = load_config(preset)
+    assert config.model == "fastnet" and config.data.flip and config.data.translate > 0
+    assert config.train.precision == "auto" and config.train.test_time_augmentation == 2
+
+
+def test_scratch_preset_keeps_the_tutorial_budget():
+    train = load_config("scratch").train
+    assert (train.optimizer, train.learning_rate, train.batch_size, train.epochs) == ("adam", 0.001, 32, 50)
+    assert train.lr_schedule == "constant"
+
+
+def test_fast_preset_holds_out_no_validation_images():
+    # The 50,000 training images all train; the test set is touched once, for the final number.
+    assert load_config("fast").data.val_size == 0

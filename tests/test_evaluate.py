@@ -25,3 +25,39 @@ def test_read_history(tmp_path):
     csv_file.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,0.4,1.6\n1,0.6,1.2,0.5,1.4\n")
     history = read_history(csv_file)
     assert history["epoch"] == [0, 1] and history["val_loss"] == [1.6, 1.4]
+
+
+def mirror_sensitive_model():
+    """Class 0 for bright left halves, class 1 for bright right halves."""
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inputs)
+    weights = np.zeros((16, 2))
+    weights.reshape(4, 4, 2)[:, :2, 0] = 1.0
+    weights.reshape(4, 4, 2)[:, 2:, 1] = 1.0
+    dense = keras.layers.Dense(2, activation="softmax", use_bias=False)
+    model = keras.Model(inputs, dense(flat))
+    dense.set_weights([weights])
+    return model
+
+
+def test_test_time_augmentation_blends_the_mirror_and_shifted_images():
+    from cnnlab.evaluate import predict_probabilities
+
+    model = mirror_sensitive_model()
+    images = np.zeros((2, 4, 4, 1), dtype="float32")
+    images[0, :, 0] = 1.0  # bright left column
+    images[1, :, 1] = 1.0
+    plain = predict_probabilities(model, images)
+    np.testing.assert_allclose(plain, model.predict(images, verbose=0), rtol=1e-6)
+    assert plain[0].argmax() == 0
+    # The model answers a mirror image the opposite way: blended with it, it can no longer tell.
+    mirrored = predict_probabilities(model, images, augmentation=1)
+    np.testing.assert_allclose(mirrored, 0.5, atol=1e-6)
+    shifted = predict_probabilities(model, images, augmentation=2)
+    np.testing.assert_allclose(shifted.sum(axis=1), 1.0)
+    log = lambda p: np.log(np.clip(p, 1e-7, 1))
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    parts = [images, padded[:, :4, :4], padded[:, 2:6, 2:6]]
+    blends = [0.5 * (log(model.predict(p, verbose=0)) + log(model.predict(p[:, :, ::-1], verbose=0))) for p in parts]
+    expected = np.exp(0.5 * blends[0] + 0.25 * blends[1] + 0.25 * blends[2])
+    np.testing.assert_allclose(shifted, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)

@@ -8,6 +8,7 @@ commands:
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
     cnnlab data info [--data PATH]                                           where the data came from, split counts
+    cnnlab bench [--data PATH] [--steps N] [--rounds N]                      training and evaluation speed vs plain Keras
 
 Offline, or with your own copy of CIFAR-10: --data PATH (a cifar-10-python.tar.gz or the extracted folder), or set
 CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG=1 adds the traceback.
@@ -31,7 +32,7 @@ EXIT_INTERRUPTED = 130
 
 # flag -> (dotted config key, type, help)
 TRAIN_OVERRIDES = {
-    "--model": ("model", str, "model to train: cnn or vgg16"),
+    "--model": ("model", str, "model to train: cnn, vgg16 or fastnet"),
     "--epochs": ("train.epochs", int, "number of epochs"),
     "--batch-size": ("train.batch_size", int, "batch size"),
     "--lr": ("train.learning_rate", float, "learning rate"),
@@ -101,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--val-size", type=int, default=5000, help="validation images (default: 5000)")
     info.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
     info.set_defaults(handler=_data_info)
+
+    bench = commands.add_parser("bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
+    _add_data_arguments(bench)
+    bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (default: 300)")
+    bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
+    bench.add_argument("--preset", default="seed", help="preset whose speed settings cnnlab uses (default: seed)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a preset value, e.g. --set train.precision=float32")
+    bench.set_defaults(handler=_bench)
     return parser
 
 
@@ -255,6 +265,24 @@ def _predict(args) -> int:
     for result in results:
         guesses = ", ".join(f"{guess['class']} {guess['probability']:.1%}" for guess in result["top"])
         print(f"{result['image']}: {guesses}")
+    return 0
+
+
+def _bench(args) -> int:
+    from cnnlab import system_info
+    from cnnlab.bench import format_results, run_bench
+    from cnnlab.config import load_config
+    from cnnlab.data import load_cifar10
+
+    if args.steps < 1 or args.rounds < 1:
+        raise CnnlabError("--steps and --rounds must be at least 1")
+    config = load_config(args.preset, _parse_set(args.set))
+    data = load_cifar10(_data_source(args), args.sha256)
+    hardware = system_info.hardware()
+    print(f"{hardware['cpu']}, {hardware['cpu_cores']} cores, native bfloat16: {hardware['native_bfloat16']}; "
+          f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and 10,000 test images each")
+    contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
+    print(format_results(contenders))
     return 0
 
 

@@ -1,8 +1,8 @@
 """One resolved configuration for a run: preset file, then command-line overrides, then validation.
 
-A preset is a TOML file: `model = "cnn" | "vgg16"` plus the sections of `RunConfig` ([data], [train], [cnn],
-[vgg16]); one preset configures both models, so that `compare` trains them under the same recipe. Presets shipped with cnnlab live
-in `cnnlab/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
+A preset is a TOML file: `model = "cnn" | "vgg16" | "fastnet"` plus the sections of `RunConfig` ([data], [train],
+[cnn], [vgg16], [fastnet]); one preset configures both the CNN and VGG16, so that `compare` trains them under the same
+recipe. Presets shipped with cnnlab live in `cnnlab/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
 overridden from the command line, and the result is checked once here, so later stages can trust it.
 """
 
@@ -27,6 +27,8 @@ class DataConfig:
     sha256: str | None = None  # a hash the local archive must match exactly (strict mode)
     val_size: int = 5000  # validation images carved from the training set, stratified by class
     train_limit: int | None = None  # train on the first N training images (after the validation split)
+    flip: bool = False  # mirror training images left-right, every other epoch each
+    translate: int = 0  # shift training images by up to N pixels (reflected border)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ class Vgg16Config:
 
 
 @dataclass(frozen=True)
+class FastnetConfig:
+    widths: tuple[int, ...] = (64, 256, 256)  # filters of the three conv groups
+    whiten_patch: int = 2  # size of the image patches the first layer whitens
+    batchnorm_momentum: float = 0.6  # weight of each new batch in BatchNorm's running averages
+    bias_lr_scale: float = 64.0  # BatchNorm shifts learn this many times faster than other weights
+    weight_decay: float = 0.0  # each step adds weight_decay * kernel to the conv and dense kernels' gradients
+    logit_scale: float = 1 / 9
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     learning_rate: float = 0.001  # for VGG16: phase 1, the head alone
     batch_size: int = 32
@@ -59,6 +71,18 @@ class TrainConfig:
     seed: int = 0
     tensorboard: bool = False
     save_every_steps: int = 0  # resume state is saved every epoch, and also every N steps when N > 0
+    optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    label_smoothing: float = 0.0
+    lr_schedule: str = "constant"  # or "warmup_linear": up from lr*warmup_start, then linearly down to lr*final
+    warmup_fraction: float = 0.2
+    warmup_start: float = 0.2
+    final_lr_fraction: float = 0.07
+    lookahead_every: int = 0  # every N steps, pull the weights towards their running average; 0 disables
+    precision: str = "auto"  # "auto": bfloat16 compute where the CPU does it natively, else float32
+    steps_per_execution: int = 1  # training steps per call into the backend; more cuts Python overhead
+    test_time_augmentation: int = 0  # 0: none, 1: average with the mirror image, 2: mirror and 1-pixel shifts
 
 
 @dataclass(frozen=True)
@@ -70,14 +94,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cnn: CnnConfig = field(default_factory=CnnConfig)
     vgg16: Vgg16Config = field(default_factory=Vgg16Config)
+    fastnet: FastnetConfig = field(default_factory=FastnetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16": Vgg16Config}
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16": Vgg16Config, "fastnet": FastnetConfig}
 TOP_LEVEL = {"description": str, "model": str}
-MODEL_NAMES = ("cnn", "vgg16")
+MODEL_NAMES = ("cnn", "vgg16", "fastnet")
+PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_CONV_BLOCKS = 5
 
 
@@ -232,5 +258,48 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"finetune_epochs must be zero or positive, got {vgg16.finetune_epochs}")
     if not (vgg16.finetune_learning_rate > 0 and math.isfinite(vgg16.finetune_learning_rate)):
         problems.append(f"finetune_learning_rate must be positive, got {vgg16.finetune_learning_rate}")
+    problems += _recipe_problems(config)
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))
+
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "warmup_linear")
+MAX_TRANSLATE = 8
+
+
+def _recipe_problems(config: RunConfig) -> list[str]:
+    """Range checks of the training recipe's finer settings and of the fast net."""
+    problems = []
+    train, data, fastnet = config.train, config.data, config.fastnet
+    choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS))
+    for name, allowed in choices:
+        if getattr(train, name) not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}, got '{getattr(train, name)}'")
+    for name in ("momentum", "label_smoothing", "warmup_fraction"):
+        if not 0 <= getattr(train, name) < 1:
+            problems.append(f"{name} must be in [0, 1), got {getattr(train, name)}")
+    for name in ("warmup_start", "final_lr_fraction"):
+        if not 0 <= getattr(train, name) <= 1:
+            problems.append(f"{name} must be in [0, 1], got {getattr(train, name)}")
+    if train.lookahead_every < 0:
+        problems.append(f"lookahead_every must be zero or positive, got {train.lookahead_every}")
+    if train.steps_per_execution < 1:
+        problems.append(f"steps_per_execution must be at least 1, got {train.steps_per_execution}")
+    if train.test_time_augmentation not in (0, 1, 2):
+        problems.append(f"test_time_augmentation must be 0, 1 or 2, got {train.test_time_augmentation}")
+    if not 0 <= data.translate <= MAX_TRANSLATE:
+        problems.append(f"translate must be between 0 and {MAX_TRANSLATE} pixels, got {data.translate}")
+    # 32 px images: the whitening patch trims a little, then each of the groups halves the image.
+    if not 1 <= len(fastnet.widths) <= 4 or min(fastnet.widths, default=0) <= 0:
+        problems.append("fastnet widths must be one to four positive filter counts")
+    if not 1 <= fastnet.whiten_patch <= 4:
+        problems.append(f"whiten_patch must be between 1 and 4, got {fastnet.whiten_patch}")
+    if not 0 < fastnet.batchnorm_momentum <= 1:
+        problems.append(f"batchnorm_momentum must be in (0, 1], got {fastnet.batchnorm_momentum}")
+    for name in ("bias_lr_scale", "logit_scale"):
+        if not (getattr(fastnet, name) > 0 and math.isfinite(getattr(fastnet, name))):
+            problems.append(f"{name} must be positive, got {getattr(fastnet, name)}")
+    if not fastnet.weight_decay >= 0:
+        problems.append(f"weight_decay must be zero or positive, got {fastnet.weight_decay}")
+    return problems

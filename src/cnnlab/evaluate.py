@@ -12,8 +12,30 @@ from cnnlab.errors import CnnlabError, first_line
 EPSILON = 1e-7  # Keras clips probabilities the same way in categorical_crossentropy
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augmentation: int = 0) -> np.ndarray:
+    """Class probabilities for `images`; with test-time augmentation, a blend of the model's answers for variants.
+
+    Level 1 averages each image with its mirror image; level 2 gives that half the weight and the other half to the
+    same for the image shifted one pixel up-left and one down-right (reflected border). Answers are averaged as
+    log-probabilities, as one would average logits.
+    """
+    def log_probabilities(variant: np.ndarray) -> np.ndarray:
+        predicted = np.asarray(model.predict(variant, batch_size=batch_size, verbose=0), dtype=np.float64)
+        return np.log(np.clip(predicted, EPSILON, 1.0))
+
+    def with_mirror(variant: np.ndarray) -> np.ndarray:
+        if augmentation == 0:
+            return log_probabilities(variant)
+        return 0.5 * (log_probabilities(variant) + log_probabilities(variant[:, :, ::-1]))
+
+    blended = with_mirror(images)
+    if augmentation >= 2:
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        height, width = images.shape[1:3]
+        shifted = [padded[:, :height, :width], padded[:, 2 : height + 2, 2 : width + 2]]
+        blended = 0.5 * blended + 0.25 * sum(with_mirror(variant) for variant in shifted)
+    probabilities = np.exp(blended - blended.max(axis=1, keepdims=True))
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def metrics_from_probabilities(

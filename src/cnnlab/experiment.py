@@ -13,6 +13,7 @@ import dataclasses
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,15 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False):
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
     import keras  # imported only once the input has been checked: it takes seconds
 
-    from cnnlab.models import build_model
+    from cnnlab.models import build_model, prepare_with_data
 
     keras.utils.set_random_seed(config.train.seed)
     built_from = config
     if architecture_only:
         built_from = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
     model = build_model(built_from, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    if not architecture_only:
+        prepare_with_data(model, config, splits.x_train)
     return config, data, splits, model
 
 
@@ -90,7 +93,7 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, 
             "val_images": int(len(splits.y_val)),
             "data": _data_record(data),
         }
-        _evaluate_and_record(run_dir, result.model, data, metrics, batch_size=config.train.batch_size)
+        _evaluate_and_record(run_dir, result.model, data, metrics, config)
     except KeyboardInterrupt:
         rundir.set_status(run_dir, "failed", f"interrupted; continue with: cnnlab train --resume {run_dir}")
         print(f"stopped; the last saved state is kept. Continue with: cnnlab train --resume {run_dir}",
@@ -136,7 +139,7 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
         metrics_file = run_dir / rundir.METRICS
         metrics = rundir.read_json(metrics_file) if metrics_file.is_file() else {}
         metrics["data"] = _data_record(data)
-        return _evaluate_and_record(run_dir, model, data, metrics, batch_size=config.train.batch_size)
+        return _evaluate_and_record(run_dir, model, data, metrics, config)
 
 
 def load_run_model(run_dir: Path):
@@ -149,8 +152,12 @@ def load_run_model(run_dir: Path):
         raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
 
 
-def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, batch_size: int) -> dict:
-    probabilities = predict_probabilities(model, data.x_test, batch_size=max(batch_size, 256))
+def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, config: RunConfig) -> dict:
+    start = time.perf_counter()
+    probabilities = predict_probabilities(model, data.x_test, batch_size=max(config.train.batch_size, 256),
+                                          augmentation=config.train.test_time_augmentation)
+    metrics["test_seconds"] = round(time.perf_counter() - start, 2)
+    metrics["test_time_augmentation"] = config.train.test_time_augmentation
     with rundir.atomic_path(run_dir / rundir.TEST_PREDICTIONS) as temporary:
         # For reports: every model's answers side by side without running the models again.
         np.savez(temporary, probabilities=probabilities.astype(np.float16), labels=data.y_test.astype(np.uint8))

@@ -24,9 +24,31 @@ def hardware() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "native_bfloat16": native_bfloat16(),
         "platform": f"{platform.system()} {platform.machine()}",
         "accelerators": accelerators(),
     }
+
+
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that compute in bfloat16 natively
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux reports them; empty elsewhere."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(flags: set[str] | None = None) -> bool:
+    """True where bfloat16 math is native and fast; elsewhere it is emulated and slower than float32."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
 def cpu_model() -> str:

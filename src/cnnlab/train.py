@@ -24,6 +24,7 @@ import numpy as np
 from cnnlab import rundir
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
+from cnnlab.data.augment import Augmentation
 from cnnlab.errors import CnnlabError
 from cnnlab.models import vgg16
 
@@ -155,17 +156,94 @@ class BestCheckpoint(keras.callbacks.Callback):
                 self.full_model.save(temporary)
 
 
-class ShuffledBatches(keras.utils.PyDataset):
-    """Batches in a fresh seeded order each epoch, one-hot labels made per batch.
+class Lookahead(keras.callbacks.Callback):
+    """Every `every` steps, move a running average of the weights towards the weights, then the weights onto it.
 
-    The order depends only on the seed and the epoch, never on the model, so training on images and training on
-    their cached features see exactly the same batches.
+    The average's memory grows over training (0 at the start, 0.95**5 by the end, cubically), and the final weights
+    are the average: the late, noisy steps of a high learning rate are smoothed out (Zhang et al., 2019; Jordan,
+    2024). The average starts from the weights when training (or a resumed run) begins.
     """
 
-    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int, epoch: int = 0):
+    def __init__(self, every: int, total_steps: int):
+        super().__init__()
+        self.every, self.total_steps = every, total_steps
+        self.average: list[np.ndarray] | None = None
+
+    def _variables(self):
+        return [variable for variable in self.model.weights if "float" in str(variable.dtype)]
+
+    def _pull(self, decay: float) -> None:
+        variables = self._variables()
+        if self.average is None:
+            self.average = [np.array(variable.numpy()) for variable in variables]
+        for average, variable in zip(self.average, variables):
+            average *= decay
+            average += (1 - decay) * np.asarray(variable.numpy())
+            variable.assign(average)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self._pull(0.95**5 * min(step / self.total_steps, 1.0) ** 3)
+
+    def on_train_end(self, logs=None):
+        if self.average is not None:
+            self._pull(1.0)
+
+
+@keras.saving.register_keras_serializable(package="cnnlab")
+class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `peak * start` to `peak` over the first `warmup` of the steps, then linear decay to
+    `peak * final` at the last step."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float, start: float, final: float):
+        self.peak, self.total_steps, self.warmup, self.start, self.final = peak, total_steps, warmup, start, final
+
+    def __call__(self, step):
+        progress = keras.ops.cast(step, "float32") / self.total_steps
+        rising = self.start + (1 - self.start) * progress / max(self.warmup, 1e-9)
+        falling = 1 - (1 - self.final) * (progress - self.warmup) / max(1 - self.warmup, 1e-9)
+        return self.peak * keras.ops.maximum(
+            keras.ops.where(progress < self.warmup, rising, falling), self.final
+        )
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "start": self.start,
+                "final": self.final}
+
+
+def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: float, total_steps: int) -> None:
+    """The optimizer, schedule and loss of the recipe; Keras's default of XLA is left off, as it is slower on CPUs."""
+    train = config.train
+    rate = learning_rate
+    if train.lr_schedule == "warmup_linear":
+        rate = WarmupLinear(learning_rate, total_steps, train.warmup_fraction, train.warmup_start,
+                            train.final_lr_fraction)
+    if train.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=train.momentum, nesterov=train.nesterov)
+    else:
+        optimizer = keras.optimizers.Adam(rate)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=False,
+        steps_per_execution=train.steps_per_execution,
+    )
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """Batches in a fresh seeded order each epoch, one-hot labels made per batch, optionally augmented.
+
+    The order (and the augmentation) depends only on the seed and the epoch, never on the model, so training on
+    images and training on their cached features see exactly the same batches, and so does a resumed run.
+    """
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int, epoch: int = 0,
+                 augmentation: Augmentation | None = None):
         super().__init__()
         self.x, self.labels, self.num_classes, self.batch_size = x, labels, num_classes, batch_size
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.augmentation = seed, epoch, augmentation
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
@@ -176,7 +254,11 @@ class ShuffledBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.x[chosen], one_hot(self.labels[chosen], self.num_classes)
+        if self.augmentation is None:
+            images = self.x[chosen]
+        else:
+            images = self.augmentation(chosen, np.random.default_rng([self.seed, self.epoch, index]), self.epoch)
+        return images, one_hot(self.labels[chosen], self.num_classes)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -212,6 +294,9 @@ def train_model(
     state_dir.mkdir(parents=True, exist_ok=True)
     progress = _read_progress(state_dir) if resume else {"phases_done": [], "records": {}}
     phases = phases_for(config)
+    augmentation = None
+    if config.data.flip or config.data.translate:
+        augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
     if resume:
         resume_epoch = 0
         for phase in phases:
@@ -238,11 +323,10 @@ def train_model(
             feature_start = time.perf_counter()
             fit_model, x_train, x_val = _cached_head(model, splits, config.train.batch_size)
             feature_seconds = round(time.perf_counter() - feature_start, 2)
-        fit_model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=phase.learning_rate),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        batches = ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed,
+                                  epoch=start_epoch, augmentation=augmentation if x_train is splits.x_train else None)
+        phase_steps = phase.epochs * len(batches)
+        compile_for_phase(fit_model, config, phase.learning_rate, phase_steps)
         history_log = keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=resume or epochs_done > 0)
         callbacks = [timer, nan_guard, history_log]
         if has_validation:
@@ -253,13 +337,14 @@ def train_model(
             double_checkpoint=True, delete_checkpoint=False,
         ))
         callbacks.append(StopWhenAsked(stop_requested))
+        if config.train.lookahead_every:
+            callbacks.insert(0, Lookahead(config.train.lookahead_every, phase_steps))
         if config.train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
         print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
               f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
         fit_model.fit(
-            ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed,
-                            epoch=start_epoch),
+            batches,
             validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
             initial_epoch=epochs_done,
             epochs=epochs_done + phase.epochs,

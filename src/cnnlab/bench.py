@@ -1,0 +1,127 @@
+"""`cnnlab bench`: how fast cnnlab trains and evaluates the seed model, next to plain Keras, in one process.
+
+The baseline is the tutorial as people write it: the seed CNN as a Keras Sequential model, float32 NumPy arrays
+scaled to [0, 1] handed to `model.fit(batch_size=32)` and `model.predict`, every setting at Keras's default. The
+contenders train the same architecture on the same images through cnnlab's own pipeline (`build_model`,
+`compile_for_phase`, `ShuffledBatches`, `predict_probabilities`): once in float32, to show what the pipeline alone
+changes, and once as configured (by default: bfloat16 where the CPU has it natively).
+
+Each contender trains for the same number of steps per round, in an order that rotates every round, so a machine
+whose speed drifts treats them alike; each one's first round is a warm-up (graph tracing, memory pools) and is
+left out. The ratio is the contender's images/s over the baseline's, both summed over the same timed rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnlab.config import RunConfig, load_config
+from cnnlab.data import Cifar10
+
+BASELINE = "plain Keras (float32 arrays, defaults)"
+
+
+@dataclass
+class Contender:
+    name: str
+    train_images_per_second: float = 0.0
+    eval_images_per_second: float = 0.0
+    _train: list[float] = dataclasses.field(default_factory=list)
+    _eval: list[float] = dataclasses.field(default_factory=list)
+
+
+def plain_keras_model(num_classes: int):
+    """The tutorial's CNN written the way the tutorial writes it (cnnlab's seed preset builds the same layers)."""
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Dropout(0.25),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(512, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(num_classes, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, rounds: int = 4,
+              log=print) -> list[Contender]:
+    """Time the baseline and cnnlab's pipeline; returns one Contender per entry, the baseline first."""
+    import keras
+
+    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.models import build_model, resolve_precision
+    from cnnlab.train import ShuffledBatches, compile_for_phase, one_hot
+
+    config = config or load_config("seed")
+    batch_size = 32  # the baseline's, and the recipe's
+    count = min(steps * batch_size, len(data.y_train))
+    num_classes = len(data.class_names)
+    keras.utils.set_random_seed(config.train.seed)
+
+    # The baseline's preprocessing happens once, before any timing, as in the tutorial.
+    x_float, y_one_hot = data.x_train[:count].astype("float32") / 255.0, one_hot(data.y_train[:count], num_classes)
+    x_test_float = data.x_test.astype("float32") / 255.0
+    baseline = plain_keras_model(num_classes)
+
+    def cnnlab_model(precision: str):
+        variant = dataclasses.replace(config, model="cnn", train=dataclasses.replace(config.train, precision=precision))
+        model = build_model(variant, num_classes)
+        compile_for_phase(model, variant, variant.train.learning_rate, total_steps=steps * rounds)
+        return model
+
+    configured = resolve_precision(config.train.precision)
+    entries = [
+        (Contender(BASELINE),
+         lambda: baseline.fit(x_float, y_one_hot, batch_size=batch_size, epochs=1, verbose=0),
+         lambda: baseline.predict(x_test_float, verbose=0)),
+    ]
+    for precision in dict.fromkeys(["float32", configured]):
+        model = cnnlab_model(precision)
+        batches = ShuffledBatches(data.x_train[:count], data.y_train[:count], num_classes, batch_size,
+                                  config.train.seed)
+        entries.append((
+            Contender(f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}"),
+            lambda model=model, batches=batches: model.fit(batches, epochs=1, verbose=0),
+            lambda model=model: predict_probabilities(model, data.x_test),
+        ))
+
+    for round_index in range(rounds + 1):
+        shift = round_index % len(entries)
+        for contender, train, evaluate in entries[shift:] + entries[:shift]:
+            for timings, job in ((contender._train, train), (contender._eval, evaluate)):
+                start = time.perf_counter()
+                job()
+                timings.append(time.perf_counter() - start)
+        log(f"round {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
+    for contender, _, _ in entries:
+        contender.train_images_per_second = count * rounds / sum(contender._train[1:])
+        contender.eval_images_per_second = len(data.y_test) * rounds / sum(contender._eval[1:])
+    return [contender for contender, _, _ in entries]
+
+
+def format_results(contenders: list[Contender]) -> str:
+    baseline = contenders[0]
+    lines = [f"{'':58} {'train img/s':>12} {'ratio':>6} {'eval img/s':>11} {'ratio':>6}"]
+    for contender in contenders:
+        lines.append(
+            f"{contender.name:58} {contender.train_images_per_second:12,.0f} "
+            f"{contender.train_images_per_second / baseline.train_images_per_second:5.2f}x "
+            f"{contender.eval_images_per_second:11,.0f} "
+            f"{contender.eval_images_per_second / baseline.eval_images_per_second:5.2f}x"
+        )
+    return "\n".join(lines)
