@@ -16,7 +16,7 @@ def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
     assert [c.name for c in contenders][0] == BASELINE
     assert [c.name.split(",")[1].strip() for c in contenders[1:]] == ["float32", "bfloat16"]
     for contender in contenders:
-        assert len(contender._train) == len(contender._eval) == 3  # a warm-up round and two timed ones
+        assert len(contender.train_seconds) == len(contender.eval_seconds) == 3  # a warm-up round and two timed ones
         assert contender.train_images_per_second > 0 and contender.eval_images_per_second > 0
     assert len(lines) == 3 and "warm-up" in lines[0]
     table = format_results(contenders)

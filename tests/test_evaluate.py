@@ -61,3 +61,10 @@ def test_test_time_augmentation_blends_the_mirror_and_shifted_images():
     blends = [0.5 * (log(model.predict(p, verbose=0)) + log(model.predict(p[:, :, ::-1], verbose=0))) for p in parts]
     expected = np.exp(0.5 * blends[0] + 0.25 * blends[1] + 0.25 * blends[2])
     np.testing.assert_allclose(shifted, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_history_without_validation_reads_keras_na_cells_as_nan(tmp_path):
+    csv_file = tmp_path / "history.csv"
+    csv_file.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n")
+    history = read_history(csv_file)
+    assert history["accuracy"] == [0.5] and np.isnan(history["val_accuracy"][0])

@@ -178,49 +178,6 @@ def test_a_backup_damaged_by_a_kill_falls_back_to_the_previous_generation(tmp_pa
     assert _backed_up_epoch(backup) is None and not backup.exists()  # nothing whole: the phase starts over
 
 
-def test_warmup_linear_schedule_rises_then_falls_to_its_floor():
-    from cnnlab.train import WarmupLinear
-
-    schedule = WarmupLinear(peak=2.0, total_steps=100, warmup=0.2, start=0.2, final=0.07)
-    values = [float(schedule(step)) for step in (0, 10, 20, 60, 100, 150)]
-    np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 2.0 * (1 - 0.93 * 0.5), 0.14, 0.14], rtol=1e-5)
-    rebuilt = WarmupLinear(**schedule.get_config())
-    assert float(rebuilt(37)) == float(schedule(37))
-
-
-def test_compile_for_phase_builds_the_configured_recipe():
-    from cnnlab.train import WarmupLinear, compile_for_phase
-
-    config = tiny_config(**{"train.optimizer": "sgd", "train.momentum": 0.85, "train.nesterov": True,
-                            "train.label_smoothing": 0.2, "train.lr_schedule": "warmup_linear",
-                            "train.steps_per_execution": 4})
-    model = build_model(config, 10)
-    compile_for_phase(model, config, learning_rate=1.5, total_steps=50)
-    assert isinstance(model.optimizer, keras.optimizers.SGD)
-    assert model.optimizer.nesterov and model.optimizer.momentum == 0.85
-    assert isinstance(model.optimizer._learning_rate, WarmupLinear) and model.optimizer._learning_rate.peak == 1.5
-    assert model.loss.label_smoothing == 0.2
-    assert model.jit_compile is False and model.steps_per_execution == 4
-
-
-def test_lookahead_pulls_weights_onto_their_running_average():
-    from cnnlab.train import Lookahead
-
-    inputs = keras.Input((2,))
-    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
-    lookahead = Lookahead(every=1, total_steps=10)
-    lookahead.set_model(model)
-    kernel = model.layers[-1].kernel
-    kernel.assign(np.array([[1.0], [2.0]]))
-    lookahead._pull(0.5)  # first pull: the average starts at the weights
-    kernel.assign(np.array([[3.0], [6.0]]))
-    lookahead._pull(0.5)
-    np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
-    kernel.assign(np.array([[10.0], [10.0]]))
-    lookahead.on_train_end()  # the final weights are the average
-    np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
-
-
 def test_augmented_batches_depend_only_on_seed_and_epoch():
     from cnnlab.data.augment import Augmentation
 

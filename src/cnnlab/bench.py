@@ -17,8 +17,6 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from cnnlab.config import RunConfig, load_config
 from cnnlab.data import Cifar10
 
@@ -30,8 +28,8 @@ class Contender:
     name: str
     train_images_per_second: float = 0.0
     eval_images_per_second: float = 0.0
-    _train: list[float] = dataclasses.field(default_factory=list)
-    _eval: list[float] = dataclasses.field(default_factory=list)
+    train_seconds: list[float] = dataclasses.field(default_factory=list)  # per round, the warm-up first
+    eval_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
 def plain_keras_model(num_classes: int):
@@ -65,7 +63,8 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
 
     from cnnlab.evaluate import predict_probabilities
     from cnnlab.models import build_model, resolve_precision
-    from cnnlab.train import ShuffledBatches, compile_for_phase, one_hot
+    from cnnlab.recipe import compile_for_phase
+    from cnnlab.train import ShuffledBatches, one_hot
 
     config = config or load_config("seed")
     batch_size = 32  # the baseline's, and the recipe's
@@ -103,14 +102,14 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
     for round_index in range(rounds + 1):
         shift = round_index % len(entries)
         for contender, train, evaluate in entries[shift:] + entries[:shift]:
-            for timings, job in ((contender._train, train), (contender._eval, evaluate)):
+            for timings, job in ((contender.train_seconds, train), (contender.eval_seconds, evaluate)):
                 start = time.perf_counter()
                 job()
                 timings.append(time.perf_counter() - start)
         log(f"round {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
     for contender, _, _ in entries:
-        contender.train_images_per_second = count * rounds / sum(contender._train[1:])
-        contender.eval_images_per_second = len(data.y_test) * rounds / sum(contender._eval[1:])
+        contender.train_images_per_second = count * rounds / sum(contender.train_seconds[1:])
+        contender.eval_images_per_second = len(data.y_test) * rounds / sum(contender.eval_seconds[1:])
     return [contender for contender, _, _ in entries]
 
 

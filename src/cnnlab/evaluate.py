@@ -57,6 +57,11 @@ def metrics_from_probabilities(
     }
 
 
+def history_number(value: str | None) -> float:
+    """A history.csv cell as a number; blank cells and Keras's "NA" (no validation set) are NaN."""
+    return float("nan") if value in ("", None, "NA") else float(value)
+
+
 def read_history(history_csv: Path) -> dict[str, list[float]]:
     """history.csv as columns: {"epoch": [...], "loss": [...], "val_accuracy": [...], ...}."""
     columns: dict[str, list[float]] = {}
@@ -64,7 +69,7 @@ def read_history(history_csv: Path) -> dict[str, list[float]]:
         with open(history_csv, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 for key, value in row.items():
-                    columns.setdefault(key, []).append(float(value) if value not in ("", None) else float("nan"))
+                    columns.setdefault(key, []).append(history_number(value))
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise CnnlabError(f"cannot read {history_csv}: {first_line(exc)}") from None
     return columns

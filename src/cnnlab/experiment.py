@@ -74,7 +74,7 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False):
 
 
 def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, resume: bool = False) -> None:
-    from cnnlab.models import model_label
+    from cnnlab.models import model_label, resolve_precision
     from cnnlab.train import train_model
 
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
@@ -88,6 +88,7 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, 
             "label": model_label(config),
             "preset": config.preset,
             "weights": config.vgg16.weights if config.model == "vgg16" else None,
+            "precision": resolve_precision(config.train.precision),
             **result.summary(),
             "train_images": int(len(splits.y_train)),
             "val_images": int(len(splits.y_val)),
