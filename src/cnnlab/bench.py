@@ -95,7 +95,7 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
                                   config.train.seed)
         entries.append((
             Contender(f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}"),
-            lambda model=model, batches=batches: model.fit(batches, epochs=1, verbose=0),
+            lambda model=model, batches=batches: _train_one_epoch(model, batches),
             lambda model=model: predict_probabilities(model, data.x_test),
         ))
 
@@ -111,6 +111,13 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
         contender.train_images_per_second = count * rounds / sum(contender.train_seconds[1:])
         contender.eval_images_per_second = len(data.y_test) * rounds / sum(contender.eval_seconds[1:])
     return [contender for contender, _, _ in entries]
+
+
+def _train_one_epoch(model, batches) -> None:
+    from cnnlab.train import fit_input
+
+    data, callbacks = fit_input(batches)
+    model.fit(data, epochs=1, shuffle=False, callbacks=callbacks, verbose=0)
 
 
 def format_results(contenders: list[Contender]) -> str:

@@ -170,25 +170,44 @@ class ShuffledBatches(keras.utils.PyDataset):
         super().__init__()
         self.x, self.labels, self.num_classes, self.batch_size = x, labels, num_classes, batch_size
         self.seed, self.epoch, self.augmentation = seed, epoch, augmentation
-        self.order = self._order()
+        self._order_epoch, self._order = None, None
 
-    def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch != self._order_epoch:
+            self._order_epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+        return self._order
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
-    def __getitem__(self, index: int):
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+    def batch(self, epoch: int, index: int):
+        """Batch `index` of `epoch`: images and one-hot labels."""
+        chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         if self.augmentation is None:
             images = self.x[chosen]
         else:
-            images = self.augmentation(chosen, np.random.default_rng([self.seed, self.epoch, index]), self.epoch)
+            images = self.augmentation(chosen, np.random.default_rng([self.seed, epoch, index]), epoch)
         return images, one_hot(self.labels[chosen], self.num_classes)
+
+    def __getitem__(self, index: int):
+        return self.batch(self.epoch, index)
 
     def on_epoch_end(self):
         self.epoch += 1
-        self.order = self._order()
+
+
+def fit_input(batches: ShuffledBatches) -> tuple[object, list[keras.callbacks.Callback]]:
+    """What `fit` reads for `batches`, and the callbacks that must go with it.
+
+    On TensorFlow a tf.data pipeline serves the same batches, each prepared while the model trains on the one before:
+    Keras's own PyDataset adapter halved training speed at batch 32 on a 2-core CPU (see benchmarks/RESULTS.md).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return batches, []
+    from cnnlab.data.tensorflow_pipeline import prefetched_batches
+
+    next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
+    return prefetched_batches(batches), [next_epoch]
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -269,12 +288,14 @@ def train_model(
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
         print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
               f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
+        fit_data, input_callbacks = fit_input(batches)
         fit_model.fit(
-            batches,
+            fit_data,
+            shuffle=False,  # the batches come in their own seeded order
             validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
             initial_epoch=epochs_done,
             epochs=epochs_done + phase.epochs,
-            callbacks=callbacks,
+            callbacks=input_callbacks + callbacks,
             verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
         )
         if nan_guard.bad_batch is not None:

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from cnnlab.data.augment import Augmentation
+from cnnlab.train import ShuffledBatches, fit_input
+from conftest import learnable_splits
+
+tf = pytest.importorskip("tensorflow")
+
+
+def test_pipeline_serves_the_pydatasets_batches_epoch_after_epoch():
+    splits = learnable_splits(train=70)
+    augmentation = Augmentation(splits.x_train, seed=4, flip=True, translate=2)
+    make = lambda: ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=4, epoch=3, augmentation=augmentation)
+    from cnnlab.data.tensorflow_pipeline import prefetched_batches
+
+    batches = make()
+    dataset = prefetched_batches(batches)
+    served = list(dataset.as_numpy_iterator())
+    batches.on_epoch_end()  # what fit_input's callback does at each epoch end
+    served += list(dataset.as_numpy_iterator())
+    reference = make()
+    expected = []
+    for _ in range(2):
+        expected += [reference[index] for index in range(len(reference))]
+        reference.on_epoch_end()
+    assert len(served) == len(expected) == 6 and served[2][0].shape == (6, 32, 32, 3)
+    for (images, labels), (want_images, want_labels) in zip(served, expected):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+    assert not np.array_equal(served[0][0], served[3][0])  # the second epoch is a new order
+
+
+def test_fit_input_on_tensorflow_is_the_pipeline_and_moves_the_epoch_on():
+    splits = learnable_splits(train=70)
+    batches = ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=0)
+    data, callbacks = fit_input(batches)
+    assert isinstance(data, tf.data.Dataset)
+    for callback in callbacks:
+        callback.on_epoch_end(0)
+    assert batches.epoch == 1
