@@ -39,3 +39,22 @@ def test_fit_input_on_tensorflow_is_the_pipeline_and_moves_the_epoch_on():
     for callback in callbacks:
         callback.on_epoch_end(0)
     assert batches.epoch == 1
+
+
+def test_fit_reads_each_epochs_own_batches_in_order():
+    import keras
+
+    class Recorded(ShuffledBatches):
+        def batch(self, epoch, index):
+            loaded.append((epoch, index))
+            return super().batch(epoch, index)
+
+    loaded = []
+    splits = learnable_splits(train=70)
+    batches = Recorded(splits.x_train, splits.y_train, 10, 32, seed=0, epoch=2)  # as a resumed run starts
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", steps_per_execution=2)
+    data, callbacks = fit_input(batches)
+    model.fit(data, initial_epoch=2, epochs=5, shuffle=False, callbacks=callbacks, verbose=0)
+    assert loaded == [(epoch, index) for epoch in (2, 3, 4) for index in range(3)]
