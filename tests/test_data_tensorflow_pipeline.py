@@ -6,6 +6,8 @@ from cnnlab.train import ShuffledBatches, fit_input
 from conftest import learnable_splits
 
 tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.skipif(__import__("keras").backend.backend() != "tensorflow",
+                                reason="the tf.data pipeline serves the TensorFlow backend only")
 
 
 def test_pipeline_serves_the_pydatasets_batches_epoch_after_epoch():

@@ -53,6 +53,11 @@ def test_test_time_augmentation_blends_the_mirror_and_shifted_images():
     # The model answers a mirror image the opposite way: blended with it, it can no longer tell.
     mirrored = predict_probabilities(model, images, augmentation=1)
     np.testing.assert_allclose(mirrored, 0.5, atol=1e-6)
+    # Level 2 with a model that depends on position in no symmetric way, so each shift changes the answer.
+    inputs = keras.Input((4, 4, 1))
+    dense = keras.layers.Dense(3, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(seed=1))
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    images = np.random.default_rng(0).random((2, 4, 4, 1)).astype("float32") * 3
     shifted = predict_probabilities(model, images, augmentation=2)
     np.testing.assert_allclose(shifted.sum(axis=1), 1.0)
     log = lambda p: np.log(np.clip(p, 1e-7, 1))
@@ -61,6 +66,8 @@ def test_test_time_augmentation_blends_the_mirror_and_shifted_images():
     blends = [0.5 * (log(model.predict(p, verbose=0)) + log(model.predict(p[:, :, ::-1], verbose=0))) for p in parts]
     expected = np.exp(0.5 * blends[0] + 0.25 * blends[1] + 0.25 * blends[2])
     np.testing.assert_allclose(shifted, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+    mirror_only = np.exp(blends[0]) / np.exp(blends[0]).sum(axis=1, keepdims=True)
+    assert np.abs(shifted - mirror_only).max() > 1e-3  # the shifts do count
 
 
 def test_history_without_validation_reads_keras_na_cells_as_nan(tmp_path):

@@ -14,6 +14,8 @@ def test_warmup_linear_schedule_rises_then_falls_to_its_floor():
     schedule = WarmupLinear(peak=2.0, total_steps=100, warmup=0.2, start=0.2, final=0.07)
     values = [float(schedule(step)) for step in (0, 10, 20, 60, 100, 150)]
     np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 2.0 * (1 - 0.93 * 0.5), 0.14, 0.14], rtol=1e-5)
+    from_zero = WarmupLinear(peak=1.0, total_steps=100, warmup=0.5, start=0.0, final=0.1)
+    assert float(from_zero(0)) == 0.0  # the floor holds only for the decay
     rebuilt = WarmupLinear(**schedule.get_config())
     assert float(rebuilt(37)) == float(schedule(37))
 
@@ -43,5 +45,24 @@ def test_lookahead_pulls_weights_onto_their_running_average():
     lookahead._pull(0.5)
     np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
     kernel.assign(np.array([[10.0], [10.0]]))
-    lookahead.on_train_end()  # the final weights are the average
+    lookahead.last_step = 10
+    lookahead.on_epoch_end(0)  # at the last step the weights become the average
     np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
+
+
+def test_lookahead_pulls_every_n_steps_whatever_the_steps_per_execution():
+    class Counted(Lookahead):
+        def _pull(self, decay):
+            pulls.append((self._step(), decay))
+            super()._pull(decay)
+
+    pulls = []
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=4)
+    x, y = np.zeros((24, 2)), np.zeros((24, 1))
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[Counted(every=5, total_steps=24)])
+    # 12 steps an epoch, seen by callbacks at steps 4, 8, 12, ...: a pull after passing each multiple of 5 (at 8, 12,
+    # 16 and 20), and the final one at the last step.
+    assert [step for step, _ in pulls] == [8, 12, 16, 20, 24]
+    assert pulls[-1][1] == 1.0 and pulls[0][1] < pulls[-2][1] < 0.95**5

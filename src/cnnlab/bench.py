@@ -77,8 +77,13 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
     x_test_float = data.x_test.astype("float32") / 255.0
     baseline = plain_keras_model(num_classes)
 
+    # The tutorial's model and recipe, whatever the preset: only its speed settings are taken.
+    tutorial = load_config("seed")
+
     def cnnlab_model(precision: str):
-        variant = dataclasses.replace(config, model="cnn", train=dataclasses.replace(config.train, precision=precision))
+        train = dataclasses.replace(tutorial.train, precision=precision,
+                                    steps_per_execution=config.train.steps_per_execution)
+        variant = dataclasses.replace(tutorial, train=train)
         model = build_model(variant, num_classes)
         compile_for_phase(model, variant, variant.train.learning_rate, total_steps=steps * rounds)
         return model

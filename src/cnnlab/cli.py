@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(bench)
     bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (default: 300)")
     bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
-    bench.add_argument("--preset", default="seed", help="preset whose speed settings cnnlab uses (default: seed)")
+    bench.add_argument("--preset", default="seed", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
+                       "the model and recipe are always the tutorial's (default: seed)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset value, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)

@@ -45,7 +45,7 @@ def resume_run(run_dir: Path) -> Path:
         raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
     if rundir.read_json(run_dir / rundir.STATUS).get("state") == "finished":
         raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
-    # Only the architecture is needed: every weight comes back from the saved state, so no download happens.
+    # Pretrained weights are not needed: they come back from the saved state, so no download happens.
     config, data, splits, model = _data_and_model(
         config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True
     )
@@ -68,8 +68,8 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False):
     if architecture_only:
         built_from = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
     model = build_model(built_from, len(data.class_names), image_shape=splits.x_train.shape[1:])
-    if not architecture_only:
-        prepare_with_data(model, config, splits.x_train)
+    # Also when resuming: a phase with no whole saved state yet starts again from this fresh model.
+    prepare_with_data(model, config, splits.x_train)
     return config, data, splits, model
 
 

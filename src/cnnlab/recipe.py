@@ -25,6 +25,10 @@ class Lookahead(keras.callbacks.Callback):
         super().__init__()
         self.every, self.total_steps = every, total_steps
         self.average: list[np.ndarray] | None = None
+        self.last_step = 0
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
 
     def _variables(self):
         return [variable for variable in self.model.weights if "float" in str(variable.dtype)]
@@ -38,13 +42,19 @@ class Lookahead(keras.callbacks.Callback):
             average += (1 - decay) * np.asarray(variable.numpy())
             variable.assign(average)
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every == 0:
-            self._pull(0.95**5 * min(step / self.total_steps, 1.0) ** 3)
+    def on_train_begin(self, logs=None):
+        self.last_step = self._step()  # a resumed run goes on from its restored step
 
-    def on_train_end(self, logs=None):
-        if self.average is not None:
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras calls this once per `steps_per_execution` steps: pull whenever a multiple of `every` was passed.
+        step = self._step()
+        if step // self.every > self.last_step // self.every:
+            self._pull(0.95**5 * min(step / self.total_steps, 1.0) ** 3)
+        self.last_step = step
+
+    def on_epoch_end(self, epoch, logs=None):
+        # At the last step the weights become the average, before checkpoints save the epoch.
+        if self.last_step >= self.total_steps and self.average is not None:
             self._pull(1.0)
 
 
@@ -60,9 +70,7 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
         progress = keras.ops.cast(step, "float32") / self.total_steps
         rising = self.start + (1 - self.start) * progress / max(self.warmup, 1e-9)
         falling = 1 - (1 - self.final) * (progress - self.warmup) / max(1 - self.warmup, 1e-9)
-        return self.peak * keras.ops.maximum(
-            keras.ops.where(progress < self.warmup, rising, falling), self.final
-        )
+        return self.peak * keras.ops.where(progress < self.warmup, rising, keras.ops.maximum(falling, self.final))
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "start": self.start,

@@ -63,7 +63,7 @@ def cpu_model() -> str:
 
 
 def accelerators() -> list[str]:
-    """GPU names as the active Keras backend sees them; the only backend-specific code in cnnlab's core."""
+    """GPU names as the active Keras backend sees them (one question, asked of each backend in its own words)."""
     import keras
 
     backend = keras.backend.backend()

@@ -1,6 +1,6 @@
 """Training: the recipe in phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
 
-The CNN trains in one phase. VGG16 trains in two, as transfer learning is done in practice: phase 1 fits the new head
+The CNN and the fast net train in one phase. VGG16 trains in two, as transfer learning is done in practice: phase 1 fits the new head
 with the base frozen (optionally on base features computed once per image, which gives the same head far faster);
 phase 2 unfreezes the base's last conv blocks and trains on at a much lower learning rate. Every phase is compiled
 by `recipe.py` (the tutorial's presets: Adam and categorical cross-entropy). `history.csv` gets one row per epoch across phases, and the best
@@ -379,7 +379,7 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
         accuracy = history_number(row.get("val_accuracy"))
         if accuracy > checkpoint.best:
             checkpoint.best, checkpoint.best_epoch = accuracy, int(row["epoch"]) + 1
-    return [history_number(row.get("seconds")) for row in rows]
+    return [0.0 if np.isnan(seconds) else seconds for seconds in (history_number(row.get("seconds")) for row in rows)]
 
 
 def _complete_row(row: dict) -> bool:
