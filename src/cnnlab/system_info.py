@@ -33,16 +33,21 @@ def hardware() -> dict[str, object]:
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that compute in bfloat16 natively
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags as Linux reports them; empty elsewhere."""
+def _cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The first `name : value` line of Linux's CPU description; None elsewhere."""
     try:
         with open(cpuinfo, encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux reports them; empty elsewhere."""
+    return set((_cpuinfo_field("flags", cpuinfo) or "").split())
 
 
 def native_bfloat16(flags: set[str] | None = None) -> bool:
@@ -52,14 +57,7 @@ def native_bfloat16(flags: set[str] | None = None) -> bool:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def accelerators() -> list[str]:

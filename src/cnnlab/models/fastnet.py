@@ -65,9 +65,12 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
         )(x)
         return ScaledBias(bias_scale, name=f"{name}_shift")(x)
 
+    def random_start():
+        # Uniform in +-1/sqrt(fan_in): PyTorch's default, which the recipe was tuned with.
+        return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=next(seeds))
+
     def conv(x, width, name):
-        initializer = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=next(seeds))
-        return keras.layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=initializer,
+        return keras.layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=random_start(),
                                    kernel_regularizer=_l2(config.weight_decay), name=name)(x)
 
     inputs = keras.Input(shape=image_shape, name="image")
@@ -84,10 +87,8 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
         x = conv(x, width, f"group{index}_conv2")
         x = gelu(batch_norm(x, f"group{index}_bn2"), f"group{index}_gelu2")
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    x = keras.layers.Dense(num_classes, use_bias=False, kernel_regularizer=_l2(config.weight_decay),
-                           kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform",
-                                                                                 seed=next(seeds)),
-                           name="logits")(x)
+    x = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=random_start(),
+                           kernel_regularizer=_l2(config.weight_decay), name="logits")(x)
     x = keras.layers.Rescaling(config.logit_scale, name="logit_scale")(x)
     # float32 output whatever the compute dtype, so probabilities and the loss stay numerically sound.
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
