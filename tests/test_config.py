@@ -2,6 +2,7 @@ import pytest
 
 from cnnlab.config import available_presets, config_from_dict, load_config
 from cnnlab.errors import CnnlabError
+from cnnlab.recipe import WarmupLinear
 
 
 def test_seed_preset_is_the_tutorial_recipe():
@@ -69,6 +70,7 @@ def test_preset_file_path(tmp_path):
         ({"fastnet.bias_lr_scale": 0}, "bias_lr_scale must be positive"),
         ({"fastnet.weight_decay": -1e-3}, "weight_decay must be zero or positive"),
         ({"fastnet.batchnorm_momentum": 0}, "batchnorm_momentum must be in (0, 1]"),
+        ({"fastnet.activation": "swish"}, "activation must be one of gelu, relu"),
     ],
 )
 def test_bad_values_are_refused_with_a_named_reason(overrides, message):
@@ -115,7 +117,12 @@ def test_speed_presets_train_the_fast_net_from_scratch(preset):
 def test_scratch_preset_keeps_the_tutorial_budget():
     train = load_config("scratch").train
     assert (train.optimizer, train.learning_rate, train.batch_size, train.epochs) == ("adam", 0.001, 32, 50)
-    assert train.lr_schedule == "constant"
+    # lr 0.001 is a ceiling: the schedule starts there and only ever falls.
+    schedule = WarmupLinear(train.learning_rate, 1000, train.warmup_fraction, train.warmup_start,
+                            train.final_lr_fraction)
+    rates = [float(schedule(step)) for step in (0, 1, 500, 999, 1000)]
+    assert rates[0] == pytest.approx(0.001)
+    assert rates == sorted(rates, reverse=True)
 
 
 def test_fast_preset_holds_out_no_validation_images():

@@ -90,3 +90,10 @@ def test_depth_is_bounded_by_the_image_size(widths):
 
     with pytest.raises(CnnlabError, match="widths"):
         load_config("fast", {"fastnet.widths": widths})
+
+
+def test_activation_is_chosen_by_the_config():
+    for activation in ("gelu", "relu"):
+        _, model = tiny_fastnet(**{"fastnet.activation": activation})
+        used = {layer.get_config()["activation"] for layer in model.layers if isinstance(layer, keras.layers.Activation)}
+        assert used == {activation, "softmax"}

@@ -61,6 +61,7 @@ class FastnetConfig:
     bias_lr_scale: float = 64.0  # BatchNorm shifts learn this many times faster than other weights
     weight_decay: float = 0.0  # each step adds weight_decay * kernel to the conv and dense kernels' gradients
     logit_scale: float = 1 / 9
+    activation: str = "gelu"  # "gelu" or "relu": ReLU is much cheaper on CPUs without fast transcendental math
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _check_ranges(config: RunConfig) -> None:
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "warmup_linear")
 MAX_TRANSLATE = 8
+FASTNET_ACTIVATIONS = ("gelu", "relu")
 
 
 def _recipe_problems(config: RunConfig) -> list[str]:
@@ -300,6 +302,8 @@ def _recipe_problems(config: RunConfig) -> list[str]:
     for name in ("bias_lr_scale", "logit_scale"):
         if not (getattr(fastnet, name) > 0 and math.isfinite(getattr(fastnet, name))):
             problems.append(f"{name} must be positive, got {getattr(fastnet, name)}")
+    if fastnet.activation not in FASTNET_ACTIVATIONS:
+        problems.append(f"activation must be one of {', '.join(FASTNET_ACTIVATIONS)}, got '{fastnet.activation}'")
     if not fastnet.weight_decay >= 0:
         problems.append(f"weight_decay must be zero or positive, got {fastnet.weight_decay}")
     return problems

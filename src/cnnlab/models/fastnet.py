@@ -1,8 +1,9 @@
 """A wide, shallow net built for fast CIFAR-10 training, after the ideas of Keller Jordan's airbench (2024).
 
 The network: per-channel standardisation, a frozen 2x2 conv that whitens image patches, then three groups of
-[conv 3x3 -> max pool 2 -> BatchNorm -> GELU -> conv 3x3 -> BatchNorm -> GELU], a final max pool, one bias-free
-dense layer and a fixed 1/9 scale on the logits. What makes it train in a few epochs:
+[conv 3x3 -> max pool 2 -> BatchNorm -> act -> conv 3x3 -> BatchNorm -> act], a final max pool, one bias-free
+dense layer and a fixed 1/9 scale on the logits; "act" is GELU, or ReLU where speed matters more. What makes it
+train in a few epochs:
 
 - the whitening layer is computed from the training images (`fit_input_layers`), not learned;
 - every conv starts as an identity on its first input channels ("dirac" initialisation), so signals pass through
@@ -55,8 +56,8 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     whiten_width = 2 * channels * config.whiten_patch**2  # each whitening direction, and its negative
     bias_scale = math.sqrt(config.bias_lr_scale)
 
-    def gelu(x, name):
-        return keras.layers.Activation("gelu", name=name)(x)
+    def activate(x, name):
+        return keras.layers.Activation(config.activation, name=name)(x)
 
     def batch_norm(x, name):
         # PyTorch-style momentum 0.6 (weight of the new batch) is Keras momentum 0.4 (weight of the old average).
@@ -79,13 +80,13 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     x = keras.layers.Conv2D(whiten_width, config.whiten_patch, padding="valid", trainable=False,
                             name=WHITEN_LAYER)(inputs)
     x = ScaledBias(1.0, name=f"{WHITEN_LAYER}_shift")(x)
-    x = gelu(x, "whiten_gelu")
+    x = activate(x, "whiten_act")
     for index, width in enumerate(config.widths, start=1):
         x = conv(x, width, f"group{index}_conv1")
         x = keras.layers.MaxPooling2D(2, name=f"group{index}_pool")(x)
-        x = gelu(batch_norm(x, f"group{index}_bn1"), f"group{index}_gelu1")
+        x = activate(batch_norm(x, f"group{index}_bn1"), f"group{index}_act1")
         x = conv(x, width, f"group{index}_conv2")
-        x = gelu(batch_norm(x, f"group{index}_bn2"), f"group{index}_gelu2")
+        x = activate(batch_norm(x, f"group{index}_bn2"), f"group{index}_act2")
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     x = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=random_start(),
                            kernel_regularizer=_l2(config.weight_decay), name="logits")(x)
@@ -118,7 +119,7 @@ def fit_input_layers(model: keras.Model, images: np.ndarray) -> None:
     """Set the whitening conv from training images (uint8 or float, NHWC, 0-255).
 
     The filters are the eigenvectors of the covariance of standardised image patches, each divided by the square
-    root of its eigenvalue, plus their negatives (so that GELU after them loses no information). Standardising
+    root of its eigenvalue, plus their negatives (so that the activation after them loses no information). Standardising
     each channel is folded into the same conv's kernel and bias.
     """
     images = np.asarray(images[:WHITENING_SAMPLE], dtype=np.float64)
