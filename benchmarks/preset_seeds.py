@@ -29,7 +29,8 @@ def main() -> None:
         command = [sys.executable, "-m", "cnnlab", "train", "--preset", args.preset, "--data", args.data,
                    "--seed", str(seed), "--out", str(run_dir), *args.extra]
         start = time.perf_counter()
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode:
+            sys.exit(f"preset_seeds: seed {seed}: cnnlab train failed (its error is above); later seeds not run")
         minutes.append((time.perf_counter() - start) / 60)
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         accuracies.append(100 * metrics["test_accuracy"])

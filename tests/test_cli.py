@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -257,3 +258,28 @@ def test_errors_never_show_a_traceback():
     assert result.stderr.strip() == "cnnlab: error: data path not found: /no/such/cifar.tar.gz"
     result = cnnlab_subprocess("bogus")
     assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, capsys):
+    import shutil
+
+    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.experiment import load_run_model
+    from cnnlab.predict import load_image
+
+    run_dir = tmp_path / "with-tta"
+    shutil.copytree(trained_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["test_time_augmentation"] = 2
+    (run_dir / "config.json").write_text(json.dumps(config))
+    picture = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(picture)
+    code, out, _ = run_cli(capsys, "predict", run_dir, picture, "--json", "--top", "10")
+    assert code == 0
+    answered = {guess["class"]: guess["probability"] for guess in json.loads(out)[0]["top"]}
+    model, image = load_run_model(run_dir), load_image(picture, (32, 32))[None]
+    class_names = json.loads((run_dir / "metrics.json").read_text())["data"]["classes"]
+    for augmentation, matches in ((2, True), (0, False)):
+        expected = predict_probabilities(model, image, augmentation=augmentation)[0]
+        close = np.allclose([answered[name] for name in class_names], expected, rtol=1e-4, atol=1e-6)
+        assert close == matches

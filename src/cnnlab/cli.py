@@ -3,6 +3,7 @@
 commands:
     cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
     cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--image-size N]   fine-tune VGG16 instead
+    cnnlab train --preset fast                                              94% in about 17 minutes on 2 CPU cores
     cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
@@ -58,7 +59,8 @@ class _UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cnnlab",
-        description="Train a CNN from scratch on CIFAR-10, fine-tune VGG16, and compare the two.",
+        description="Train a CNN from scratch on CIFAR-10 (the tutorial's, or a fast whitened net: presets fast and "
+                    "scratch), fine-tune VGG16, and compare the two.",
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -109,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
     bench.add_argument("--preset", default="seed", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
-    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset value, e.g. --set train.precision=float32")
+    _add_set_argument(bench, "train.precision=float32")
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -123,10 +124,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, 
         if choose_model or flag != "--model":
             parser.add_argument(flag, type=kind, help=text)
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]' (TOML syntax)",
-    )
+    _add_set_argument(parser, "cnn.conv_blocks='[[16],[32]]'")
+
+
+def _add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override any preset value, e.g. --set {example} (TOML syntax)")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
@@ -247,6 +250,7 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab import rundir
+    from cnnlab.config import config_from_dict
     from cnnlab.experiment import load_run_model
     from cnnlab.predict import load_image, predict_images
 
@@ -259,7 +263,9 @@ def _predict(args) -> int:
     class_names = tuple(metrics.get("data", {}).get("classes", ())) if isinstance(metrics, dict) else ()
     if not class_names:
         raise CnnlabError(f"{run_dir / rundir.METRICS} does not list the class names")
-    results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)))
+    augmentation = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)).train.test_time_augmentation
+    results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
+                             augmentation)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, first_line
+from cnnlab.evaluate import predict_probabilities
 
 MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
 BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as most viewers do
@@ -59,9 +60,11 @@ def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 3) -
     return [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
 
 
-def predict_images(model, paths: list[Path], class_names: tuple[str, ...], k: int = 3) -> list[dict[str, object]]:
-    """Top-k classes for each image; every image is read (and refused if bad) before the model runs."""
+def predict_images(model, paths: list[Path], class_names: tuple[str, ...], k: int = 3,
+                   augmentation: int = 0) -> list[dict[str, object]]:
+    """Top-k classes for each image, with the run's own test-time augmentation so that answers match its test
+    accuracy; every image is read (and refused if bad) before the model runs."""
     height, width = model.input_shape[1:3]
     images = np.stack([load_image(path, (height, width)) for path in paths])
-    probabilities = np.asarray(model.predict(images, verbose=0))
+    probabilities = predict_probabilities(model, images, augmentation=augmentation)
     return [{"image": str(path), "top": top_k(row, class_names, k)} for path, row in zip(paths, probabilities)]
