@@ -147,6 +147,15 @@ def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys):
     assert not (out / "cnn").exists()  # nothing was trained again
 
 
+def test_compare_refuses_a_preset_for_another_model_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "fast-compare"
+    assert main(["compare", "--preset", "fast", "--data", str(tmp_path / "unused"), "--out", str(out)]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("cnnlab: error: compare trains the CNN and VGG16 under one recipe")
+    assert "'fastnet'" in error and "cnnlab report RUN_DIR RUN_DIR" in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, capsys, monkeypatch):
     from cnnlab import experiment
 
