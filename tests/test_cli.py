@@ -269,9 +269,9 @@ def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, cap
 
     run_dir = tmp_path / "with-tta"
     shutil.copytree(trained_run, run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    config["train"]["test_time_augmentation"] = 2
-    (run_dir / "config.json").write_text(json.dumps(config))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["test_time_augmentation"] = 2
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
     picture = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(picture)
     code, out, _ = run_cli(capsys, "predict", run_dir, picture, "--json", "--top", "10")
@@ -283,3 +283,9 @@ def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, cap
         expected = predict_probabilities(model, image, augmentation=augmentation)[0]
         close = np.allclose([answered[name] for name in class_names], expected, rtol=1e-4, atol=1e-6)
         assert close == matches
+
+    metrics["test_time_augmentation"] = 7
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = run_cli(capsys, "predict", run_dir, picture)
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "test_time_augmentation must be 0, 1 or 2, got 7" in err

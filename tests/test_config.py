@@ -121,7 +121,8 @@ def test_scratch_preset_keeps_the_tutorial_budget():
     schedule = WarmupLinear(train.learning_rate, 1000, train.warmup_fraction, train.warmup_start,
                             train.final_lr_fraction)
     rates = [float(schedule(step)) for step in (0, 1, 500, 999, 1000)]
-    assert rates[0] == pytest.approx(0.001)
+    assert train.lr_schedule == "warmup_linear"
+    assert rates[0] == pytest.approx(0.001) and rates[-1] == pytest.approx(0.0, abs=1e-9)
     assert rates == sorted(rates, reverse=True)
 
 

@@ -95,5 +95,6 @@ def test_depth_is_bounded_by_the_image_size(widths):
 def test_activation_is_chosen_by_the_config():
     for activation in ("gelu", "relu"):
         _, model = tiny_fastnet(**{"fastnet.activation": activation})
-        used = {layer.get_config()["activation"] for layer in model.layers if isinstance(layer, keras.layers.Activation)}
+        activations = [layer for layer in model.layers if isinstance(layer, keras.layers.Activation)]
+        used = {layer.get_config()["activation"] for layer in activations}
         assert used == {activation, "softmax"}

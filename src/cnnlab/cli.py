@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
     bench.add_argument("--preset", default="seed", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
-    _add_set_argument(bench, "train.precision=float32")
+    _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -124,12 +124,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, 
         if choose_model or flag != "--model":
             parser.add_argument(flag, type=kind, help=text)
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
-    _add_set_argument(parser, "cnn.conv_blocks='[[16],[32]]'")
+    _add_set_argument(parser, "any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]'")
 
 
-def _add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override any preset value, e.g. --set {example} (TOML syntax)")
+                        help=f"override {what} (TOML syntax)")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
@@ -250,7 +250,6 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab import rundir
-    from cnnlab.config import config_from_dict
     from cnnlab.experiment import load_run_model
     from cnnlab.predict import load_image, predict_images
 
@@ -263,7 +262,9 @@ def _predict(args) -> int:
     class_names = tuple(metrics.get("data", {}).get("classes", ())) if isinstance(metrics, dict) else ()
     if not class_names:
         raise CnnlabError(f"{run_dir / rundir.METRICS} does not list the class names")
-    augmentation = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)).train.test_time_augmentation
+    augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation had none
+    if augmentation not in (0, 1, 2):
+        raise CnnlabError(f"{run_dir / rundir.METRICS}: test_time_augmentation must be 0, 1 or 2, got {augmentation!r}")
     results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
                              augmentation)
     if args.json:

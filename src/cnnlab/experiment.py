@@ -205,9 +205,9 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
     """Train the CNN and VGG16 under one preset into `out/cnn` and `out/vgg16`, then write the report in `out`."""
     if config.model != "cnn":
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for VGG16's head.
-        raise CnnlabError(f"compare trains the CNN and VGG16 under one recipe, and preset {config.preset!r} is for "
-                          f"model {config.model!r}; train each run on its own and compare them with "
-                          "`cnnlab report RUN_DIR RUN_DIR`")
+        raise CnnlabError(f"compare trains the CNN and VGG16 under one recipe, and this configuration (preset "
+                          f"{config.preset!r}) is for model {config.model!r}; train each run on its own and compare "
+                          "them with `cnnlab report RUN_DIR RUN_DIR`")
     out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "cnn-vgg16")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
