@@ -278,7 +278,7 @@ def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, cap
     assert code == 0
     answered = {guess["class"]: guess["probability"] for guess in json.loads(out)[0]["top"]}
     model, image = load_run_model(run_dir), load_image(picture, (32, 32))[None]
-    class_names = json.loads((run_dir / "metrics.json").read_text())["data"]["classes"]
+    class_names = metrics["data"]["classes"]
     for augmentation, matches in ((2, True), (0, False)):
         expected = predict_probabilities(model, image, augmentation=augmentation)[0]
         close = np.allclose([answered[name] for name in class_names], expected, rtol=1e-4, atol=1e-6)

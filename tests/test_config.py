@@ -2,7 +2,7 @@ import pytest
 
 from cnnlab.config import available_presets, config_from_dict, load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.recipe import WarmupLinear
+from cnnlab.recipe import learning_rate_schedule
 
 
 def test_seed_preset_is_the_tutorial_recipe():
@@ -118,8 +118,7 @@ def test_scratch_preset_keeps_the_tutorial_budget():
     train = load_config("scratch").train
     assert (train.optimizer, train.learning_rate, train.batch_size, train.epochs) == ("adam", 0.001, 32, 50)
     # lr 0.001 is a ceiling: the schedule starts there and only ever falls.
-    schedule = WarmupLinear(train.learning_rate, 1000, train.warmup_fraction, train.warmup_start,
-                            train.final_lr_fraction)
+    schedule = learning_rate_schedule(train, train.learning_rate, 1000)
     rates = [float(schedule(step)) for step in (0, 1, 500, 999, 1000)]
     assert train.lr_schedule == "warmup_linear"
     assert rates[0] == pytest.approx(0.001) and rates[-1] == pytest.approx(0.0, abs=1e-9)

@@ -250,6 +250,7 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab import rundir
+    from cnnlab.config import TTA_LEVELS
     from cnnlab.experiment import load_run_model
     from cnnlab.predict import load_image, predict_images
 
@@ -263,7 +264,7 @@ def _predict(args) -> int:
     if not class_names:
         raise CnnlabError(f"{run_dir / rundir.METRICS} does not list the class names")
     augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation had none
-    if augmentation not in (0, 1, 2):
+    if augmentation not in TTA_LEVELS:
         raise CnnlabError(f"{run_dir / rundir.METRICS}: test_time_augmentation must be 0, 1 or 2, got {augmentation!r}")
     results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
                              augmentation)

@@ -268,6 +268,7 @@ OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "warmup_linear")
 MAX_TRANSLATE = 8
 FASTNET_ACTIVATIONS = ("gelu", "relu")
+TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
 
 
 def _recipe_problems(config: RunConfig) -> list[str]:
@@ -288,7 +289,7 @@ def _recipe_problems(config: RunConfig) -> list[str]:
         problems.append(f"lookahead_every must be zero or positive, got {train.lookahead_every}")
     if train.steps_per_execution < 1:
         problems.append(f"steps_per_execution must be at least 1, got {train.steps_per_execution}")
-    if train.test_time_augmentation not in (0, 1, 2):
+    if train.test_time_augmentation not in TTA_LEVELS:
         problems.append(f"test_time_augmentation must be 0, 1 or 2, got {train.test_time_augmentation}")
     if not 0 <= data.translate <= MAX_TRANSLATE:
         problems.append(f"translate must be between 0 and {MAX_TRANSLATE} pixels, got {data.translate}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from cnnlab.config import RunConfig
+from cnnlab.config import RunConfig, TrainConfig
 
 
 class Lookahead(keras.callbacks.Callback):
@@ -77,13 +77,18 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
                 "final": self.final}
 
 
+def learning_rate_schedule(train: TrainConfig, learning_rate: float, total_steps: int):
+    """The phase's learning rate: a constant, or a `WarmupLinear` schedule over its `total_steps`."""
+    if train.lr_schedule == "warmup_linear":
+        return WarmupLinear(learning_rate, total_steps, train.warmup_fraction, train.warmup_start,
+                            train.final_lr_fraction)
+    return learning_rate
+
+
 def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: float, total_steps: int) -> None:
     """The optimizer, schedule and loss of the recipe; Keras's default of XLA is left off, as it is slower on CPUs."""
     train = config.train
-    rate = learning_rate
-    if train.lr_schedule == "warmup_linear":
-        rate = WarmupLinear(learning_rate, total_steps, train.warmup_fraction, train.warmup_start,
-                            train.final_lr_fraction)
+    rate = learning_rate_schedule(train, learning_rate, total_steps)
     if train.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(rate, momentum=train.momentum, nesterov=train.nesterov)
     else:
