@@ -9,11 +9,22 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Fuzz tests: a fixed, repeatable example budget in CI; HYPOTHESIS_PROFILE=long for the longer runs that
+# docs/reliability.md records.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("long", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -21,6 +32,12 @@ BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/cifar-10-python.tar.gz")
 TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]"]
 TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1"]
+
+
+def run_cnnlab(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m cnnlab ARGS` in a fresh process, as a user runs it: nothing imported by the tests helps it."""
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
 
 
 def batch_payload(seed: int, images: int = 10_000, dtype=np.uint8, labels=None, **extra) -> bytes:
