@@ -159,9 +159,9 @@ def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, expected, exit_code",
     [
-        (["--epochs", "0"], "epochs must be positive", 1),
-        (["--batch-size", "-4"], "batch size must be positive", 1),
-        (["--lr", "0"], "learning rate must be positive", 1),
+        (["--epochs", "0"], "train.epochs must be between 1 and 10,000, got 0", 1),
+        (["--batch-size", "-4"], "train.batch_size must be between 1 and 65,536, got -4", 1),
+        (["--lr", "0"], "train.learning_rate must be in (0, 100], got 0.0", 1),
         (["--preset", "nope"], "unknown preset 'nope'", 1),
         (["--frobnicate"], "unrecognized arguments: --frobnicate", 2),
         (["--epochs", "many"], "invalid int value: 'many'", 2),
@@ -184,7 +184,7 @@ def test_bad_train_arguments(tmp_path, capsys, args, expected, exit_code):
         (["--weights", "/no/such/vgg16.h5"], "weights file not found"),
         (["--weights", "NOT_HDF5"], "is not an HDF5 weights file"),
         (["--weights", "WRONG_LAYERS"], "does not hold VGG16 no-top weights"),
-        (["--image-size", "16"], "image size must be at least 32"),
+        (["--image-size", "16"], "vgg16.image_size must be between 32 and 1,024, got 16"),
     ],
 )
 def test_bad_vgg16_arguments(tmp_path, capsys, synthetic_archive, args, expected):

@@ -1,6 +1,15 @@
-import pytest
+import dataclasses
+import json
+import math
+import re
+import types
+import typing
 
-from cnnlab.config import available_presets, config_from_dict, load_config
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.recipe import learning_rate_schedule
 
@@ -39,19 +48,19 @@ def test_preset_file_path(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"train.epochs": 0}, "epochs must be positive"),
-        ({"train.epochs": -3}, "epochs must be positive"),
-        ({"train.batch_size": 0}, "batch size must be positive"),
-        ({"train.learning_rate": 0.0}, "learning rate must be positive"),
-        ({"train.learning_rate": -0.1}, "learning rate must be positive"),
-        ({"data.val_size": -1}, "validation size"),
-        ({"data.train_limit": 0}, "train limit must be positive"),
-        ({"data.sha256": "abc"}, "64 hexadecimal digits"),
-        ({"model": "resnet"}, "unknown model 'resnet'"),
-        ({"cnn.conv_blocks": []}, "conv_blocks"),
-        ({"cnn.conv_blocks": [[32]] * 6}, "at most 5 blocks"),
-        ({"cnn.conv_dropout": 1.0}, "conv_dropout must be in [0, 1)"),
-        ({"train.epochs": "ten"}, "must be an integer"),
+        ({"train.epochs": 0}, "train.epochs must be between 1 and 10,000, got 0"),
+        ({"train.epochs": -3}, "train.epochs must be between 1 and 10,000, got -3"),
+        ({"train.batch_size": 0}, "train.batch_size must be between 1 and 65,536"),
+        ({"train.learning_rate": 0.0}, "train.learning_rate must be in (0, 100], got 0.0"),
+        ({"train.learning_rate": -0.1}, "train.learning_rate must be in (0, 100]"),
+        ({"data.val_size": -1}, "data.val_size must be between 0 and 1,000,000"),
+        ({"data.train_limit": 0}, "data.train_limit must be between 1 and 1,000,000"),
+        ({"data.sha256": "abc"}, "data.sha256 must be 64 hexadecimal digits"),
+        ({"model": "resnet"}, "model must be one of cnn, vgg16, fastnet, got 'resnet'"),
+        ({"cnn.conv_blocks": []}, "cnn.conv_blocks must have between 1 and 5 entries, got 0"),
+        ({"cnn.conv_blocks": [[32]] * 6}, "cnn.conv_blocks must have between 1 and 5 entries, got 6"),
+        ({"cnn.conv_dropout": 1.0}, "cnn.conv_dropout must be in [0, 1), got 1.0"),
+        ({"train.epochs": "ten"}, "train.epochs must be an integer, got 'ten'"),
         ({"train.epochs": 2.5}, "must be an integer"),
         ({"cnn.batch_norm": 1}, "must be true or false"),
         ({"train.nonsense": 1}, "unknown setting 'train.nonsense'"),
@@ -62,13 +71,13 @@ def test_preset_file_path(tmp_path):
         ({"train.momentum": 1.0}, "momentum must be in [0, 1)"),
         ({"train.label_smoothing": -0.1}, "label_smoothing must be in [0, 1)"),
         ({"train.final_lr_fraction": 1.5}, "final_lr_fraction must be in [0, 1]"),
-        ({"train.steps_per_execution": 0}, "steps_per_execution must be at least 1"),
-        ({"train.lookahead_every": -1}, "lookahead_every must be zero or positive"),
-        ({"train.test_time_augmentation": 3}, "test_time_augmentation must be 0, 1 or 2"),
+        ({"train.steps_per_execution": 0}, "train.steps_per_execution must be between 1 and 10,000"),
+        ({"train.lookahead_every": -1}, "train.lookahead_every must be between 0 and 1,000,000,000"),
+        ({"train.test_time_augmentation": 3}, "train.test_time_augmentation must be between 0 and 2"),
         ({"data.translate": 9}, "translate must be between 0 and 8"),
         ({"fastnet.whiten_patch": 0}, "whiten_patch must be between 1 and 4"),
-        ({"fastnet.bias_lr_scale": 0}, "bias_lr_scale must be positive"),
-        ({"fastnet.weight_decay": -1e-3}, "weight_decay must be zero or positive"),
+        ({"fastnet.bias_lr_scale": 0}, "fastnet.bias_lr_scale must be in (0, 10000]"),
+        ({"fastnet.weight_decay": -1e-3}, "fastnet.weight_decay must be in [0, 1], got -0.001"),
         ({"fastnet.batchnorm_momentum": 0}, "batchnorm_momentum must be in (0, 1]"),
         ({"fastnet.activation": "swish"}, "activation must be one of gelu, relu"),
     ],
@@ -89,7 +98,7 @@ def test_unknown_preset_lists_the_available_ones():
     [
         ("[train]\nepochz = 3\n", "unknown key(s) in [train]: epochz"),
         ("[trian]\nepochs = 3\n", "unknown key(s) trian"),
-        ("[train]\nepochs = 'many'\n", "'train.epochs' must be an integer"),
+        ("[train]\nepochs = 'many'\n", "train.epochs must be an integer"),
         ("train = 3\n", "[train] must be a table"),
         ("[train\n", "not valid TOML"),
     ],
@@ -128,3 +137,282 @@ def test_scratch_preset_keeps_the_tutorial_budget():
 def test_fast_preset_holds_out_no_validation_images():
     # The 50,000 training images all train; the test set is touched once, for the final number.
     assert load_config("fast").data.val_size == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# every numeric setting has a finite range; values past it are refused with one line naming the key and the range
+
+
+def numeric_settings() -> dict[str, tuple[type, int]]:
+    """Each numeric setting: its number type and how many lists deep the numbers sit (0 for a plain number)."""
+    found = {}
+    for section, cls in SECTIONS.items():
+        for key, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `int | None`
+                (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+            depth = 0
+            while typing.get_origin(hint) is tuple:
+                hint, depth = typing.get_args(hint)[0], depth + 1
+            if hint in (int, float):
+                found[f"{section}.{key}"] = (hint, depth)
+    return found
+
+
+NUMERIC_SETTINGS = numeric_settings()
+HUGE = 10**300  # a 301-digit integer: past every range, and past float() when raised to 10**400
+
+
+def nested(value, depth: int):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("name", sorted(NUMERIC_SETTINGS))
+def test_every_numeric_setting_refuses_what_is_past_its_range(name):
+    kind, depth = NUMERIC_SETTINGS[name]
+    extremes = [HUGE, -HUGE, HUGE**2] + ([math.inf, -math.inf, math.nan] if kind is float else [])
+    for value in extremes:
+        with pytest.raises(CnnlabError) as caught:
+            load_config("seed", {name: nested(value, depth)})
+        message = str(caught.value)
+        assert "\n" not in message and len(message) < 300
+        assert re.search(rf"{re.escape(name)}( entries)? must be (between \S+ and \S+|in [(\[]\S+, \S+[)\]])", message)
+
+
+def test_infinite_and_nan_values_are_named_in_the_refusal():
+    with pytest.raises(CnnlabError, match=r"fastnet.weight_decay must be in \[0, 1\], got inf"):
+        load_config("fast", {"fastnet.weight_decay": math.inf})
+    with pytest.raises(CnnlabError, match=r"train.momentum must be in \[0, 1\), got nan"):
+        load_config("seed", {"train.momentum": math.nan})
+    with pytest.raises(CnnlabError, match=r"train.learning_rate must be in \(0, 100\], got <an integer of 401 digits>"):
+        load_config("seed", {"train.learning_rate": 10**400})  # float() of it raised OverflowError
+
+
+def test_every_range_is_finite_and_every_numeric_setting_has_one():
+    assert set(RANGES) == set(NUMERIC_SETTINGS)
+    assert all(math.isfinite(allowed.low) and math.isfinite(allowed.high) for allowed in RANGES.values())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"cnn.dense_units": [64] * 17}, "cnn.dense_units must have between 0 and 16 entries, got 17"),
+        ({"vgg16.head_units": [8] * 17}, "vgg16.head_units must have between 0 and 16 entries, got 17"),
+        ({"cnn.conv_blocks": [[8] * 17]}, "each of cnn.conv_blocks must hold between 1 and 16 filter counts"),
+        ({"cnn.conv_blocks": [[8], []]}, "each of cnn.conv_blocks must hold between 1 and 16 filter counts"),
+        ({"fastnet.widths": [8] * 5}, "fastnet.widths must have between 1 and 4 entries, got 5"),
+        ({"vgg16.image_size": 1025}, "vgg16.image_size must be between 32 and 1,024, got 1025"),
+        ({"cnn.dense_units": [0]}, "cnn.dense_units entries must be between 1 and 2,147,483,647, got 0"),
+    ],
+)
+def test_layer_lists_have_bounded_lengths_and_entries(overrides, message):
+    with pytest.raises(CnnlabError) as caught:
+        load_config("seed", overrides)
+    assert message in str(caught.value)
+
+
+def test_values_edge_of_range_are_accepted():
+    config = load_config("fast", {"fastnet.weight_decay": -0.0, "train.seed": 2**32 - 1, "vgg16.image_size": 1024,
+                                  "train.learning_rate": 100, "cnn.dense_units": [2**31 - 1]})
+    assert config.train.seed == 2**32 - 1 and config.fastnet.weight_decay == 0.0
+
+
+def test_messages_show_long_and_multiline_values_briefly():
+    with pytest.raises(CnnlabError) as caught:
+        load_config("seed", {"train.optimizer": "adam\n" + "x" * 100_000, "model": "\x1b[2J"})
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and len(message) < 400
+    assert "train.optimizer must be one of adam, sgd, got 'adam\\nxxx" in message
+
+
+def test_unknown_keys_are_shown_briefly(tmp_path):
+    preset = tmp_path / "keys.toml"
+    preset.write_text("[train]\n" + "".join(f'"bad\\nkey{index}" = 1\n' for index in range(40)))
+    with pytest.raises(CnnlabError) as caught:
+        load_config(str(preset))
+    assert "\n" not in str(caught.value) and "'bad\\nkey0'" in str(caught.value) and "and 35 more" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --set KEY=VALUE
+
+
+def test_set_values_are_read_as_toml_else_as_text():
+    overrides = parse_overrides(["train.epochs=3", "cnn.dense_units=[8, 16]", "train.optimizer=sgd", "description=a b"])
+    assert overrides == {"train.epochs": 3, "cnn.dense_units": [8, 16], "train.optimizer": "sgd", "description": "a b"}
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.learning_rate=1e400", "train.learning_rate must be in (0, 100], got inf"),
+        ("train.learning_rate=nan", "train.learning_rate must be in (0, 100], got nan"),
+        ("train.epochs=1e400", "train.epochs must be an integer, got inf"),
+        (f"data.val_size={10**299}", "data.val_size must be between 0 and 1,000,000, got <an integer of 300 digits>"),
+        (f"train.seed={10**299}", "train.seed must be between 0 and 4,294,967,295"),
+        (f"train.batch_size={10**299}", "train.batch_size must be between 1 and 65,536"),
+        (f"train.save_every_steps={10**299}", "train.save_every_steps must be between 0 and 1,000,000,000"),
+        (f"train.steps_per_execution={10**299}", "train.steps_per_execution must be between 1 and 10,000"),
+        ("fastnet.weight_decay=inf", "fastnet.weight_decay must be in [0, 1], got inf"),
+        ("cnn.dense_units=[1e400]", "cnn.dense_units must be an integer, got inf"),
+        ("train.epochs=" + "9" * 5000, "--set train.epochs: a number has too many digits"),
+        ("cnn.dense_units=" + "[" * 5000 + "]" * 5000, "--set cnn.dense_units: values are nested too deeply"),
+        # A second line is not a second setting: the whole text is the value, and not a number.
+        ('train.epochs=3\nmodel = "vgg16"', "train.epochs must be an integer, got '3\\nmodel = \"vgg16\"'"),
+    ],
+)
+def test_set_values_past_any_range_are_refused_in_one_line(item, message):
+    with pytest.raises(CnnlabError) as caught:
+        load_config("seed", parse_overrides([item]))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# preset files and config.json
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[train]\nepochs = " + b"9" * 5000 + b"\n", "a number has too many digits"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "values are nested too deeply"),
+        (b"[train]\nepochs = 3 # \xff\n", "cannot read preset file"),
+        (b"#" * (2**20 + 1), "is over 1,048,576 bytes: not a preset"),
+        (b"description = 1979-05-27\n", "description must be a string, got datetime.date(1979, 5, 27)"),
+    ],
+)
+def test_hostile_preset_files_are_refused_in_one_line(tmp_path, content, message):
+    preset = tmp_path / "hostile.toml"
+    preset.write_bytes(content)
+    with pytest.raises(CnnlabError) as caught:
+        load_config(str(preset))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ([1, 2], "a saved configuration must be a table of settings, got list"),
+        ({"preset": 7}, "preset must be a string, got 7"),
+        ({"train": {"epochs": 1e400}}, "train.epochs must be an integer, got inf"),
+        ({"train": {"learning_rate": 10**400}}, "train.learning_rate must be in (0, 100]"),
+        ({"fastnet": {"widths": [64, 10**5000]}}, "fastnet.widths entries must be between 1 and 2,147,483,647, got <an integer of 5001 digits>"),
+    ],
+)
+def test_bad_saved_configurations_are_refused(raw, message):
+    with pytest.raises(CnnlabError) as caught:
+        config_from_dict(raw)
+    assert message in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fuzzing: whatever the input, a checked RunConfig or a one-line CnnlabError, never another exception
+
+
+def loaded_or_refused(load) -> None:
+    """Run `load`: a config it returns must survive its JSON round trip unchanged (and so pass its checks again)."""
+    try:
+        config = load()
+    except CnnlabError as exc:
+        assert "\n" not in str(exc)
+        event("refused")
+        return
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    event("loaded")
+
+
+def in_range(allowed, kind):
+    if kind is int:
+        return st.integers(allowed.low, allowed.high)
+    return st.floats(allowed.low, allowed.high, exclude_min=allowed.low_open, exclude_max=allowed.high_open)
+
+
+def plausible(name: str):
+    """Values `name` may well accept: in its range, or one of its choices."""
+    default = load_config("seed")
+    section, _, key = name.rpartition(".")
+    value = getattr(getattr(default, section) if section else default, key)
+    if name in NUMERIC_SETTINGS:
+        kind, depth = NUMERIC_SETTINGS[name]
+        number = in_range(RANGES[name], kind)
+        return [number, st.lists(number, min_size=1, max_size=4), st.lists(st.lists(number, min_size=1, max_size=3),
+                                                                            min_size=1, max_size=5)][depth]
+    choices = {"model": ["cnn", "vgg16", "fastnet"], "train.optimizer": ["adam", "sgd"], "vgg16.head_pooling": ["avg"],
+               "train.lr_schedule": ["warmup_linear"], "train.precision": ["float32", "bfloat16"],
+               "data.source": ["/tmp/cifar-10-python.tar.gz"], "data.sha256": ["a" * 64]}
+    return st.sampled_from([choice for choice in [value, *choices.get(name, [])] if choice is not None])  # TOML has no null
+
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)  # surrogates cannot be written as UTF-8
+SCALARS = (st.integers() | st.sampled_from([HUGE, -HUGE, HUGE**2, -(HUGE**2), 2**63, 2**31, -1, 0]) | st.floats() | TEXT | st.booleans()
+           | st.sampled_from([-0.0, math.inf, -math.inf, math.nan]))
+ANY_VALUE = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
+                         max_leaves=12)
+SETTING_NAMES = ["model", "description", *(f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls))]
+
+
+def setting_value(name: str):
+    return plausible(name) | ANY_VALUE
+
+
+def documents():
+    """Dictionaries shaped like presets: the real sections and keys (and a few others), any values."""
+    sections = {
+        section: st.fixed_dictionaries({}, optional={f.name: setting_value(f"{section}.{f.name}") for f in dataclasses.fields(cls)})
+        for section, cls in SECTIONS.items()
+    }
+    optional = {"model": setting_value("model"), "description": setting_value("description"),
+                **{section: strategy | ANY_VALUE for section, strategy in sections.items()}}
+    return st.fixed_dictionaries({}, optional=optional) | st.dictionaries(TEXT, ANY_VALUE, max_size=3)
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # TOML writes inf, -inf, nan and exponents as Python does
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    return "{" + ", ".join(f"{json.dumps(key, ensure_ascii=False)} = {toml_value(item)}" for key, item in value.items()) + "}"
+
+
+@given(content=st.text() | st.binary())
+def test_fuzz_any_text_as_a_preset_file(tmp_path, content):
+    preset = tmp_path / "fuzz.toml"
+    if isinstance(content, str):
+        preset.write_text(content, encoding="utf-8", errors="surrogatepass")
+    else:
+        preset.write_bytes(content)
+    loaded_or_refused(lambda: load_config(str(preset)))
+
+
+@given(document=documents())
+def test_fuzz_preset_documents_of_real_keys_and_any_values(tmp_path, document):
+    preset = tmp_path / "fuzz.toml"
+    preset.write_text("".join(f"{json.dumps(key, ensure_ascii=False)} = {toml_value(value)}\n"
+                              for key, value in document.items()), encoding="utf-8")
+    loaded_or_refused(lambda: load_config(str(preset)))
+
+
+@given(items=st.lists(st.one_of(
+    st.tuples(st.sampled_from(SETTING_NAMES), ANY_VALUE.map(toml_value)).map("=".join),
+    st.tuples(st.sampled_from(SETTING_NAMES), st.text()).map("=".join),
+    st.tuples(st.sampled_from(SETTING_NAMES), st.integers(4290, 4310).map("9".__mul__)).map("=".join),  # int() limit
+    st.text(),
+), max_size=4))
+def test_fuzz_set_arguments(items):
+    loaded_or_refused(lambda: load_config("seed", parse_overrides(items)))
+
+
+@given(raw=documents().map(lambda document: {"preset": "fuzz", **document}) | ANY_VALUE | st.none())
+def test_fuzz_saved_configurations(raw):
+    # Through JSON, as config.json holds it: tuples become lists, non-string keys strings.
+    loaded_or_refused(lambda: config_from_dict(json.loads(json.dumps(raw))))
+
+
+@given(overrides=st.fixed_dictionaries({}, optional={name: plausible(name) for name in SETTING_NAMES}))
+def test_fuzz_every_accepted_configuration_round_trips(overrides):
+    loaded_or_refused(lambda: load_config("seed", overrides))

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 from cnnlab import __version__
@@ -224,16 +223,9 @@ def _report(args) -> int:
 
 
 def _parse_set(items: list[str]) -> dict[str, object]:
-    overrides = {}
-    for item in items:
-        key, equals, text = item.partition("=")
-        if not equals or not key.strip():
-            raise CnnlabError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = tomllib.loads(f"value = {text}")["value"]
-        except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = text  # a bare word is taken as a string
-    return overrides
+    from cnnlab.config import parse_overrides
+
+    return parse_overrides(items)
 
 
 def _evaluate(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import tomllib
 import types
 import typing
@@ -105,7 +106,97 @@ SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16":
 TOP_LEVEL = {"description": str, "model": str}
 MODEL_NAMES = ("cnn", "vgg16", "fastnet")
 PRECISIONS = ("auto", "float32", "bfloat16")
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "warmup_linear")
+HEAD_POOLINGS = ("flatten", "avg")
+FASTNET_ACTIVATIONS = ("gelu", "relu")
+TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
 MAX_CONV_BLOCKS = 5
+MAX_TRANSLATE = 8
+MAX_PRESET_BYTES = 1 << 20  # presets are a few hundred bytes: a bigger file is not one, and is never read whole
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows; an open end excludes the bound itself."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        # Comparisons that NaN fails: NaN is refused along with everything out of range.
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if isinstance(self.low, int) and isinstance(self.high, int) and not (self.low_open or self.high_open):
+            return f"between {self.low:,} and {self.high:,}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+# Every numeric setting has upper bounds as well as lower ones: a value far past any real run (a 300-digit batch size,
+# a learning rate of 1e400) would otherwise reach NumPy or Keras and overflow there, or allocate without end.
+MAX_IMAGES = 1_000_000  # far above CIFAR-10's 50,000 training images; the data loader checks the real count
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10**9
+# Finite, so the memory estimate stays a number; that estimate refuses far narrower layers on any real machine.
+MAX_LAYER_WIDTH = 2**31 - 1
+MAX_LAYERS = 16  # convs in one block, dense layers in one head
+FRACTION = Range(0.0, 1.0, high_open=True)
+UNIT_INTERVAL = Range(0.0, 1.0)
+LEARNING_RATE = Range(0.0, 100.0, low_open=True)
+RANGES = {  # for a list setting: the range of each entry
+    "data.val_size": Range(0, MAX_IMAGES),
+    "data.train_limit": Range(1, MAX_IMAGES),
+    "data.translate": Range(0, MAX_TRANSLATE),
+    "train.learning_rate": LEARNING_RATE,
+    "train.batch_size": Range(1, 65_536),
+    "train.epochs": Range(1, MAX_EPOCHS),
+    "train.seed": Range(0, 2**32 - 1),
+    "train.save_every_steps": Range(0, MAX_STEPS),
+    "train.momentum": FRACTION,
+    "train.label_smoothing": FRACTION,
+    "train.warmup_fraction": FRACTION,
+    "train.warmup_start": UNIT_INTERVAL,
+    "train.final_lr_fraction": UNIT_INTERVAL,
+    "train.lookahead_every": Range(0, MAX_STEPS),
+    "train.steps_per_execution": Range(1, 10_000),
+    "train.test_time_augmentation": Range(min(TTA_LEVELS), max(TTA_LEVELS)),
+    "cnn.conv_blocks": Range(1, MAX_LAYER_WIDTH),
+    "cnn.conv_dropout": FRACTION,
+    "cnn.dense_units": Range(1, MAX_LAYER_WIDTH),
+    "cnn.dense_dropout": FRACTION,
+    "vgg16.image_size": Range(32, 1024),  # VGG16 needs 32x32 or more
+    "vgg16.head_units": Range(1, MAX_LAYER_WIDTH),
+    "vgg16.head_dropout": FRACTION,
+    "vgg16.unfreeze_blocks": Range(0, 5),
+    "vgg16.finetune_epochs": Range(0, MAX_EPOCHS),
+    "vgg16.finetune_learning_rate": LEARNING_RATE,
+    "fastnet.widths": Range(1, MAX_LAYER_WIDTH),
+    "fastnet.whiten_patch": Range(1, 4),
+    "fastnet.batchnorm_momentum": Range(0.0, 1.0, low_open=True),
+    "fastnet.bias_lr_scale": Range(0.0, 10_000.0, low_open=True),
+    "fastnet.weight_decay": UNIT_INTERVAL,
+    "fastnet.logit_scale": Range(0.0, 100.0, low_open=True),
+}
+LENGTHS = {  # entries a list setting may hold
+    "cnn.conv_blocks": Range(1, MAX_CONV_BLOCKS),  # each block halves the image: 32 px allows five halvings
+    "cnn.dense_units": Range(0, MAX_LAYERS),
+    "vgg16.head_units": Range(0, MAX_LAYERS),
+    # 32 px images: the whitening patch trims a little, then each of the groups halves the image.
+    "fastnet.widths": Range(1, 4),
+}
+CHOICES = {
+    "model": MODEL_NAMES,
+    "train.optimizer": OPTIMIZERS,
+    "train.lr_schedule": LR_SCHEDULES,
+    "train.precision": PRECISIONS,
+    "vgg16.head_pooling": HEAD_POOLINGS,
+    "fastnet.activation": FASTNET_ACTIVATIONS,
+}
 
 
 def available_presets() -> list[str]:
@@ -124,33 +215,65 @@ def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
     return config
 
 
-def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+def config_from_dict(raw: Any) -> RunConfig:
     """Rebuild a RunConfig from a run directory's config.json (the output of `RunConfig.to_dict`)."""
+    if not isinstance(raw, dict):
+        raise CnnlabError(f"config: a saved configuration must be a table of settings, got {type(raw).__name__}")
     raw = dict(raw)
-    preset = raw.pop("preset", "unknown")
+    preset = _coerce("preset", raw.pop("preset", "unknown"), str)
     config = _from_dict(raw, preset)
     _check_ranges(config)
     return config
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` arguments as `load_config` overrides: VALUE is read as one TOML value, else taken as text."""
+    overrides = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise CnnlabError(f"--set expects KEY=VALUE, got {_brief(item)}")
+        try:
+            document = _parse_toml(f"value = {text}", f"--set {_name(key.strip())}")
+        except tomllib.TOMLDecodeError:
+            document = {"value": text}  # a bare word is taken as a string
+        # Text that holds more than one value (`3\nmodel = "vgg16"`) is not one value: it is kept whole, as text.
+        overrides[key.strip()] = document["value"] if len(document) == 1 else text
+    return overrides
 
 
 def _read_preset(preset: str) -> dict[str, Any]:
     if preset.endswith(".toml"):
         path = Path(preset)
         if not path.is_file():
-            raise CnnlabError(f"preset file not found: {preset}")
+            raise CnnlabError(f"preset file not found: {_name(preset)}")
         try:
+            if path.stat().st_size > MAX_PRESET_BYTES:
+                raise CnnlabError(f"preset file {_name(preset)} is over {MAX_PRESET_BYTES:,} bytes: not a preset")
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise CnnlabError(f"cannot read preset file {preset}: {first_line(exc)}") from None
+            raise CnnlabError(f"cannot read preset file {_name(preset)}: {first_line(exc)}") from None
     else:
         resource = resources.files("cnnlab") / "presets" / f"{preset}.toml"
         if not resource.is_file():
-            raise CnnlabError(f"unknown preset '{preset}' (available: {', '.join(available_presets())})")
+            raise CnnlabError(f"unknown preset {_brief(preset)} (available: {', '.join(available_presets())})")
         text = resource.read_text(encoding="utf-8")
     try:
-        return tomllib.loads(text)
+        return _parse_toml(text, f"preset {_brief(preset)}")
     except tomllib.TOMLDecodeError as exc:
-        raise CnnlabError(f"preset '{preset}' is not valid TOML: {exc}") from None
+        raise CnnlabError(f"preset {_brief(preset)} is not valid TOML: {first_line(exc)}") from None
+
+
+def _parse_toml(text: str, what: str) -> dict[str, Any]:
+    """tomllib.loads; its failures other than a TOMLDecodeError become one-line CnnlabErrors about `what`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except ValueError:  # int() refuses over 4,300 digits (Python's guard against quadratic-time conversion)
+        raise CnnlabError(f"{what}: a number has too many digits") from None
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        raise CnnlabError(f"{what}: values are nested too deeply") from None
 
 
 def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
@@ -158,7 +281,7 @@ def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
     unknown = set(raw) - set(SECTIONS) - set(TOP_LEVEL)
     if unknown:
         known = ", ".join([*TOP_LEVEL, *(f"[{name}]" for name in SECTIONS)])
-        raise CnnlabError(f"config: unknown key(s) {', '.join(sorted(unknown))} (known: {known})")
+        raise CnnlabError(f"config: unknown key(s) {_names(unknown)} (known: {known})")
     for section, cls in SECTIONS.items():
         values = raw.get(section, {})
         if not isinstance(values, dict):
@@ -166,7 +289,7 @@ def _from_dict(raw: dict[str, Any], preset: str) -> RunConfig:
         hints = typing.get_type_hints(cls)
         unknown = set(values) - set(hints)
         if unknown:
-            raise CnnlabError(f"config: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+            raise CnnlabError(f"config: unknown key(s) in [{section}]: {_names(unknown)}")
         sections[section] = cls(**{key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()})
     return RunConfig(preset=preset, **sections)
 
@@ -178,7 +301,7 @@ def _override(config: RunConfig, dotted: str, value: Any) -> RunConfig:
     cls = SECTIONS.get(section)
     hints = typing.get_type_hints(cls) if cls else {}
     if key not in hints:
-        raise CnnlabError(f"config: unknown setting '{dotted}'")
+        raise CnnlabError(f"config: unknown setting {_brief(dotted)}")
     updated = dataclasses.replace(getattr(config, section), **{key: _coerce(dotted, value, hints[key])})
     return dataclasses.replace(config, **{section: updated})
 
@@ -193,118 +316,107 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return _coerce(name, value, inner)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise CnnlabError(f"config: '{name}' must be a list, got {value!r}")
+            raise CnnlabError(f"config: {name} must be a list, got {_brief(value)}")
         return tuple(_coerce(name, item, args[0]) for item in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise CnnlabError(f"config: '{name}' must be true or false, got {value!r}")
+            raise CnnlabError(f"config: {name} must be true or false, got {_brief(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise CnnlabError(f"config: '{name}' must be an integer, got {value!r}")
+            raise CnnlabError(f"config: {name} must be an integer, got {_brief(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CnnlabError(f"config: '{name}' must be a number, got {value!r}")
-        return float(value)
+            raise CnnlabError(f"config: {name} must be a number, got {_brief(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float: out of every range, and float() cannot hold it
+            raise CnnlabError(f"config: {name} must be {RANGES[name]}, got {_brief(value)}") from None
     if hint is str:
         if not isinstance(value, str):
-            raise CnnlabError(f"config: '{name}' must be a string, got {value!r}")
+            raise CnnlabError(f"config: {name} must be a string, got {_brief(value)}")
         return value
     raise TypeError(f"no coercion for {hint}")  # a programming error: a field type this module does not know
 
 
 def _check_ranges(config: RunConfig) -> None:
-    problems = []
-    train, cnn, data, vgg16 = config.train, config.cnn, config.data, config.vgg16
-    if train.epochs <= 0:
-        problems.append(f"epochs must be positive, got {train.epochs}")
-    if train.batch_size <= 0:
-        problems.append(f"batch size must be positive, got {train.batch_size}")
-    if not (train.learning_rate > 0 and math.isfinite(train.learning_rate)):
-        problems.append(f"learning rate must be positive, got {train.learning_rate}")
-    if not 0 <= train.seed < 2**32:
-        problems.append(f"seed must be between 0 and 2**32 - 1, got {train.seed}")
-    if train.save_every_steps < 0:
-        problems.append(f"save_every_steps must be zero or positive, got {train.save_every_steps}")
-    if data.val_size < 0:
-        problems.append(f"validation size must be zero or positive, got {data.val_size}")
-    if data.train_limit is not None and data.train_limit <= 0:
-        problems.append(f"train limit must be positive, got {data.train_limit}")
-    if data.sha256 is not None and (len(data.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in data.sha256)):
-        problems.append("sha256 must be 64 hexadecimal digits")
-    if config.model not in MODEL_NAMES:
-        problems.append(f"unknown model '{config.model}' (available: {', '.join(MODEL_NAMES)})")
-    if not cnn.conv_blocks or any(not block or min(block) <= 0 for block in cnn.conv_blocks):
-        problems.append("conv_blocks must be a non-empty list of non-empty lists of positive filter counts")
-    if len(cnn.conv_blocks) > MAX_CONV_BLOCKS:  # each block halves the image: 32 px allows five halvings
-        problems.append(f"conv_blocks allows at most {MAX_CONV_BLOCKS} blocks, got {len(cnn.conv_blocks)}")
-    if any(units <= 0 for units in cnn.dense_units):
-        problems.append("dense_units must be positive")
-    for name in ("conv_dropout", "dense_dropout"):
-        rate = getattr(cnn, name)
-        if not 0 <= rate < 1:
-            problems.append(f"{name} must be in [0, 1), got {rate}")
-    if vgg16.image_size < 32:
-        problems.append(f"image size must be at least 32 (VGG16 needs 32x32 or more), got {vgg16.image_size}")
-    if vgg16.head_pooling not in ("flatten", "avg"):
-        problems.append(f"head_pooling must be 'flatten' or 'avg', got '{vgg16.head_pooling}'")
-    if any(units <= 0 for units in vgg16.head_units):
-        problems.append("head_units must be positive")
-    if not 0 <= vgg16.head_dropout < 1:
-        problems.append(f"head_dropout must be in [0, 1), got {vgg16.head_dropout}")
-    if not 0 <= vgg16.unfreeze_blocks <= 5:
-        problems.append(f"unfreeze_blocks must be between 0 and 5, got {vgg16.unfreeze_blocks}")
-    if vgg16.finetune_epochs < 0:
-        problems.append(f"finetune_epochs must be zero or positive, got {vgg16.finetune_epochs}")
-    if not (vgg16.finetune_learning_rate > 0 and math.isfinite(vgg16.finetune_learning_rate)):
-        problems.append(f"finetune_learning_rate must be positive, got {vgg16.finetune_learning_rate}")
-    problems += _recipe_problems(config)
+    problems = [*_choice_problems(config), *_length_problems(config), *_range_problems(config)]
+    sha256 = config.data.sha256
+    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+        problems.append("data.sha256 must be 64 hexadecimal digits")
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))
 
 
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "warmup_linear")
-MAX_TRANSLATE = 8
-FASTNET_ACTIVATIONS = ("gelu", "relu")
-TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
-
-
-def _recipe_problems(config: RunConfig) -> list[str]:
-    """Range checks of the training recipe's finer settings and of the fast net."""
+def _choice_problems(config: RunConfig) -> list[str]:
     problems = []
-    train, data, fastnet = config.train, config.data, config.fastnet
-    choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS))
-    for name, allowed in choices:
-        if getattr(train, name) not in allowed:
-            problems.append(f"{name} must be one of {', '.join(allowed)}, got '{getattr(train, name)}'")
-    for name in ("momentum", "label_smoothing", "warmup_fraction"):
-        if not 0 <= getattr(train, name) < 1:
-            problems.append(f"{name} must be in [0, 1), got {getattr(train, name)}")
-    for name in ("warmup_start", "final_lr_fraction"):
-        if not 0 <= getattr(train, name) <= 1:
-            problems.append(f"{name} must be in [0, 1], got {getattr(train, name)}")
-    if train.lookahead_every < 0:
-        problems.append(f"lookahead_every must be zero or positive, got {train.lookahead_every}")
-    if train.steps_per_execution < 1:
-        problems.append(f"steps_per_execution must be at least 1, got {train.steps_per_execution}")
-    if train.test_time_augmentation not in TTA_LEVELS:
-        problems.append(f"test_time_augmentation must be 0, 1 or 2, got {train.test_time_augmentation}")
-    if not 0 <= data.translate <= MAX_TRANSLATE:
-        problems.append(f"translate must be between 0 and {MAX_TRANSLATE} pixels, got {data.translate}")
-    # 32 px images: the whitening patch trims a little, then each of the groups halves the image.
-    if not 1 <= len(fastnet.widths) <= 4 or min(fastnet.widths, default=0) <= 0:
-        problems.append("fastnet widths must be one to four positive filter counts")
-    if not 1 <= fastnet.whiten_patch <= 4:
-        problems.append(f"whiten_patch must be between 1 and 4, got {fastnet.whiten_patch}")
-    if not 0 < fastnet.batchnorm_momentum <= 1:
-        problems.append(f"batchnorm_momentum must be in (0, 1], got {fastnet.batchnorm_momentum}")
-    for name in ("bias_lr_scale", "logit_scale"):
-        if not (getattr(fastnet, name) > 0 and math.isfinite(getattr(fastnet, name))):
-            problems.append(f"{name} must be positive, got {getattr(fastnet, name)}")
-    if fastnet.activation not in FASTNET_ACTIVATIONS:
-        problems.append(f"activation must be one of {', '.join(FASTNET_ACTIVATIONS)}, got '{fastnet.activation}'")
-    if not fastnet.weight_decay >= 0:
-        problems.append(f"weight_decay must be zero or positive, got {fastnet.weight_decay}")
+    for name, allowed in CHOICES.items():
+        value = _setting(config, name)
+        if value not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}, got {_brief(value)}")
     return problems
+
+
+def _length_problems(config: RunConfig) -> list[str]:
+    problems = [
+        f"{name} must have {allowed} entries, got {len(_setting(config, name)):,}"
+        for name, allowed in LENGTHS.items()
+        if not allowed.holds(len(_setting(config, name)))
+    ]
+    if not all(1 <= len(block) <= MAX_LAYERS for block in config.cnn.conv_blocks):
+        problems.append(f"each of cnn.conv_blocks must hold between 1 and {MAX_LAYERS} filter counts")
+    return problems
+
+
+def _range_problems(config: RunConfig) -> list[str]:
+    problems = []
+    for name, allowed in RANGES.items():
+        value = _setting(config, name)
+        outside = [number for number in _numbers(value) if not allowed.holds(number)]
+        if outside:
+            what = f"{name} entries" if isinstance(value, tuple) else name
+            problems.append(f"{what} must be {allowed}, got {_brief(outside[0])}")
+    return problems
+
+
+def _setting(config: RunConfig, dotted: str) -> Any:
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _numbers(value: Any) -> list[Any]:
+    """The numbers of a setting: itself, none for an unset one, every entry of a (nested) list."""
+    if value is None:
+        return []
+    if isinstance(value, tuple):
+        return [number for item in value for number in _numbers(item)]
+    return [value]
+
+
+class _BriefRepr(reprlib.Repr):
+    def repr_int(self, value: int, level: int) -> str:
+        if value.bit_length() > 256:  # repr() refuses ints over 4,300 digits; nobody reads 78 digits anyway
+            return f"<an integer of {math.floor(value.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(value, level)
+
+
+_BRIEF = _BriefRepr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+
+
+def _brief(value: Any) -> str:
+    """`value` as a message shows it: repr() cut short, on one line, for any value a user can write."""
+    return _BRIEF.repr(value)
+
+
+def _names(keys: set[Any]) -> str:
+    shown = sorted(map(_name, keys))
+    return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+
+
+def _name(key: Any) -> str:
+    """A key as a message shows it: as written when it is short and printable, else like a value."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else _brief(key)

@@ -62,7 +62,9 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False):
     import keras  # imported only once the input has been checked: it takes seconds
 
     from cnnlab.models import build_model, prepare_with_data
+    from cnnlab.models.memory import check_fits
 
+    check_fits(config, len(data.class_names), splits.x_train.shape[1:])  # before building: that allocates
     keras.utils.set_random_seed(config.train.seed)
     built_from = config
     if architecture_only:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 
 from cnnlab.config import CnnConfig
+from cnnlab.models.footprint import Tally
 
 
 def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, int]) -> keras.Model:
@@ -37,3 +38,25 @@ def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, 
     # float32 output whatever the compute dtype, so probabilities and the loss stay numerically sound.
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+def tally_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
+    """The model `build_cnn` builds, counted layer by layer without building it."""
+    tally = Tally(image_shape)
+    tally.elementwise()  # scale_to_unit
+    for filters in config.conv_blocks:
+        for width in filters:
+            tally.conv(width, bias=not config.batch_norm)
+            if config.batch_norm:
+                tally.batch_norm()
+            tally.elementwise()  # ReLU
+        tally.pool()
+        if config.conv_dropout:
+            tally.elementwise()
+    tally.flatten()
+    for units in config.dense_units:
+        tally.dense(units)
+        if config.dense_dropout:
+            tally.elementwise()
+    tally.dense(num_classes)
+    return tally

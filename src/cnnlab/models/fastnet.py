@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from cnnlab.config import FastnetConfig
+from cnnlab.models.footprint import Tally
 
 WHITEN_LAYER = "whiten"
 WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues: keeps noise directions from blowing up
@@ -139,3 +140,28 @@ def fit_input_layers(model: keras.Model, images: np.ndarray) -> None:
     kernel_on_raw = kernel / std[:, None]
     bias = -np.einsum("hwck,c->k", kernel_on_raw, mean)
     whiten.set_weights([kernel_on_raw.astype("float32"), bias.astype("float32")])
+
+
+def tally_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
+    """The model `build_fastnet` builds, counted layer by layer without building it."""
+    tally = Tally(image_shape)
+    tally.conv(2 * image_shape[-1] * config.whiten_patch**2, kernel=config.whiten_patch, padding="valid")
+    tally.channel_shift()
+    tally.elementwise()  # activation
+    for width in config.widths:
+        tally.conv(width, bias=False)
+        tally.pool()
+        _tally_norm_and_activation(tally)
+        tally.conv(width, bias=False)
+        _tally_norm_and_activation(tally)
+    tally.global_pool()
+    tally.dense(num_classes, bias=False)
+    tally.elementwise()  # logit scale
+    tally.elementwise()  # softmax
+    return tally
+
+
+def _tally_norm_and_activation(tally: Tally) -> None:
+    tally.batch_norm(scale_and_shift=False)
+    tally.channel_shift()  # ScaledBias
+    tally.elementwise()

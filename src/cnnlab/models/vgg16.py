@@ -15,13 +15,16 @@ import numpy as np
 
 from cnnlab.config import Vgg16Config
 from cnnlab.errors import CnnlabError, first_line
+from cnnlab.models.footprint import Tally
 
 BASE_NAME = "vgg16"
 PREPROCESS_NAME = "vgg16_preprocess"
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "probabilities"
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, "caffe" mode
-NUM_BLOCKS = 5
+# The filters of each conv in each of VGG16's blocks, as keras.applications.VGG16 builds them.
+BLOCK_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+NUM_BLOCKS = len(BLOCK_WIDTHS)
 
 
 def vgg16_label(config: Vgg16Config) -> str:
@@ -154,3 +157,25 @@ def head_model(model: keras.Model) -> keras.Model:
         if layer.name.startswith(HEAD_PREFIX) or layer.name == OUTPUT_NAME:
             x = layer(x)
     return keras.Model(features, x, name="vgg16_head")
+
+
+def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
+    """The model `build_vgg16` builds, counted layer by layer without building it (or loading any weights)."""
+    tally = Tally(image_shape)
+    if image_shape[:2] != (config.image_size, config.image_size):
+        tally.resize(config.image_size)
+    tally.conv(3, kernel=1)  # caffe_preprocessing
+    for widths in BLOCK_WIDTHS:
+        for width in widths:
+            tally.conv(width)  # with its ReLU inside
+        tally.pool()
+    if config.head_pooling == "flatten":
+        tally.flatten()
+    else:
+        tally.global_pool()
+    for units in config.head_units:
+        tally.dense(units)
+        if config.head_dropout:
+            tally.elementwise()
+    tally.dense(num_classes)
+    return tally
