@@ -2,83 +2,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import predict
-from cnnlab.errors import CnnlabError
-from cnnlab.predict import load_image, top_k
-
-
-def saved(tmp_path, image, name, **options):
-    path = tmp_path / name
-    image.save(path, **options)
-    return path
-
-
-@pytest.mark.parametrize(
-    "mode, name",
-    [("RGB", "rgb.png"), ("RGBA", "rgba.png"), ("L", "grey.png"), ("P", "palette.png"), ("LA", "grey-alpha.png"),
-     ("CMYK", "cmyk.jpg"), ("RGB", "photo.jpg"), ("1", "bilevel.bmp")],
-)
-def test_any_mode_becomes_rgb_at_the_model_size(tmp_path, mode, name):
-    path = saved(tmp_path, Image.new(mode, (97, 61)), name)
-    array = load_image(path, (32, 32))
-    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
-
-
-def test_transparent_pixels_are_shown_on_white(tmp_path):
-    path = saved(tmp_path, Image.new("RGBA", (8, 8), (255, 0, 0, 0)), "clear.png")
-    assert load_image(path, (4, 4)).tolist() == [[[255, 255, 255]] * 4] * 4
-
-
-def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
-    image = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
-    path = saved(tmp_path, image, "deep.png")
-    assert load_image(path, (4, 4)).min() == 255
-    half = saved(tmp_path, Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)), "half.png")
-    assert 126 <= load_image(half, (4, 4)).mean() <= 129
-
-
-def test_animated_gif_uses_the_first_frame(tmp_path):
-    frames = [Image.new("RGB", (8, 8), colour) for colour in ((0, 0, 255), (255, 0, 0))]
-    path = tmp_path / "anim.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:])
-    pixel = load_image(path, (4, 4))[0, 0]
-    assert pixel[2] > 200 and pixel[0] < 50
-
-
-def test_names_with_spaces_and_non_ascii(tmp_path):
-    path = saved(tmp_path, Image.new("RGB", (40, 40), (0, 128, 0)), "mon chat é 猫.png")
-    assert load_image(path, (32, 32))[0, 0].tolist() == [0, 128, 0]
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(CnnlabError, match="image not found"):
-        load_image(tmp_path / "nope.png", (32, 32))
-
-
-@pytest.mark.parametrize("content", [b"", b"definitely not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
-def test_not_an_image(tmp_path, content):
-    path = tmp_path / "fake.png"
-    path.write_bytes(content)
-    with pytest.raises(CnnlabError, match="not a readable image|damaged or truncated"):
-        load_image(path, (32, 32))
-
-
-def test_truncated_image(tmp_path):
-    whole = saved(tmp_path, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "w.png")
-    cut = tmp_path / "cut.png"
-    cut.write_bytes(whole.read_bytes()[:2000])
-    with pytest.raises(CnnlabError, match="damaged or truncated"):
-        load_image(cut, (32, 32))
-
-
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(predict, "MAX_PIXELS", 100 * 100)
-    path = saved(tmp_path, Image.new("L", (101, 100)), "bomb.png")
-    with pytest.raises(CnnlabError, match="over the 10,000-pixel limit"):
-        load_image(path, (32, 32))
+from cnnlab.experiment import load_run_model
+from cnnlab.predict import predict_images, top_k
+from conftest import run_cnnlab
 
 
 def test_top_k_orders_by_probability():
     result = top_k(np.array([0.1, 0.6, 0.05, 0.25]), ("a", "b", "c", "d"), k=3)
     assert [guess["class"] for guess in result] == ["b", "d", "a"]
     assert result[0]["probability"] == pytest.approx(0.6)
+
+
+def test_predict_images_answers_for_any_size_and_mode(trained_run, tmp_path):
+    paths = [tmp_path / "big.jpg", tmp_path / "clear.png"]
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(paths[0])
+    Image.new("RGBA", (7, 50), (0, 0, 0, 0)).save(paths[1])
+    classes = tuple(f"class{i}" for i in range(10))
+    results = predict_images(load_run_model(trained_run), paths, classes, k=2)
+    assert [result["image"] for result in results] == [str(path) for path in paths]
+    for result in results:
+        assert len(result["top"]) == 2 and {guess["class"] for guess in result["top"]} <= set(classes)
+        assert sum(guess["probability"] for guess in result["top"]) <= 1 + 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["picture.eps", "picture.ppm"])
+def test_cli_refuses_formats_outside_the_allow_list_in_one_line(trained_run, tmp_path, name):
+    good, bad = tmp_path / "good.png", tmp_path / name
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(good)
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(bad)
+    result = run_cnnlab("predict", trained_run, good, bad)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"cnnlab: error: {bad}: not a readable image "
+                                          "(not one of JPEG, PNG, BMP, GIF, WEBP, TIFF)"]

@@ -1,0 +1,80 @@
+"""One image loader for every image a user hands cnnlab: any allowed file becomes a uint8 RGB array of a given size.
+
+Only the formats in ALLOWED_FORMATS are ever decoded: Pillow is told not to try its other plugins, which read
+rarer formats (EPS through Ghostscript, PSD, FITS, ...) and are not hardened for hostile files. Whatever a damaged
+or hostile file makes the decoder raise becomes one CnnlabError.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.errors import CnnlabError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # Pillow's names for them
+MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust memory
+BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as most viewers do
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
+# What the allowed decoders raise on damaged files: the first three are all that fuzzing them produced
+# (tests/test_data_images.py); EOFError is how Pillow's frame readers report missing frame data.
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+
+
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Read `path` as a uint8 array of shape (height, width, 3) = `size`: the first frame of an animation, turned as
+    its EXIF orientation says, on white where transparent, stretched to `size`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"image not found: {path}")
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise CnnlabError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    with file:
+        try:
+            return _decode(file, path, size)
+        except UnidentifiedImageError:
+            raise CnnlabError(f"{path}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            # Pillow's own, higher limit, met while reading the header, before the size is known to the check below
+            raise CnnlabError(f"{path}: over the {MAX_PIXELS:,}-pixel limit") from None
+        except DECODER_ERRORS as exc:
+            raise CnnlabError(f"{path}: damaged or truncated image ({type(exc).__name__})") from None
+
+
+def _decode(file, path: Path, size: tuple[int, int]) -> np.ndarray:
+    with warnings.catch_warnings():
+        # Pillow warns about files it can still decode (odd EXIF, bad metadata); they would add lines to the CLI's
+        # one-line errors. Its decompression-bomb warning, though, is a refusal.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(file, formats=ALLOWED_FORMATS) as image:  # lazy: the header only, at the first frame
+            if image.width * image.height > MAX_PIXELS:
+                raise CnnlabError(f"{path}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+            upright = ImageOps.exif_transpose(image)  # decodes the pixels
+            rgb = _to_rgb(upright)
+            resized = rgb.resize((size[1], size[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            return np.asarray(resized, dtype=np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I"):
+        image = _grey_to_8_bits(image)
+    if image.mode == "La":  # premultiplied grey and alpha (TIFF): Pillow converts it only to LA
+        image = image.convert("LA")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _grey_to_8_bits(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grey scaled to 8 bits by the range the format allows, not clipped as Pillow's convert does."""
+    wide = image.convert("I")
+    top = 65535 if wide.getextrema()[1] > 255 else 255
+    return wide.point(lambda value: value * (255 / top)).convert("L")
