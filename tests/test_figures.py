@@ -1,6 +1,16 @@
+import json
+import shutil
+
+import matplotlib.figure
+import matplotlib.text
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from cnnlab import figures, rundir
+from cnnlab.cli import main
 from cnnlab.figures import plot_confusion_matrix, plot_learning_curves, plot_per_class_accuracy, plot_prediction_grid
 
 HISTORY = {"epoch": [0, 1, 2], "loss": [2, 1.5, 1.2], "val_loss": [2.1, 1.7, 1.6],
@@ -40,3 +50,87 @@ def test_per_class_and_prediction_grid_pngs(tmp_path):
     plot_prediction_grid(images, labels, {"CNN x": labels, "VGG16 y": 1 - labels}, ("cat", "dog"),
                          tmp_path / "grid.png", columns=4)
     assert_png(tmp_path / "grid.png")
+
+
+# Names anyone can give a class (the data set's meta file) or a run (its folder), and what a figure must show for each.
+HOSTILE_NAMES = {
+    "$\\nosuch$": "$\\nosuch$",  # math text that does not parse
+    "$x^2$": "$x^2$",  # math text that does: still shown as typed
+    "\x1b[31mred": "\\x1b[31mred",
+    "a\nb": "a\\nb",
+    "x" * 5000: "x" * 59 + "…",
+    "": "",
+    " ": " ",
+    "_hidden": "_hidden",  # matplotlib would leave this label out of a legend
+    "猫 é 🐱": "猫 é 🐱",
+    "bad\udcffbyte": "bad\\udcffbyte",
+}
+
+
+@pytest.fixture
+def drawn_texts(monkeypatch):
+    """Every text on every figure saved, as (text, drawn as plain text); the PNG is still written."""
+    texts = []
+    save = matplotlib.figure.Figure.savefig
+
+    def save_and_record(figure, *args, **kwargs):
+        save(figure, *args, **kwargs)
+        texts.extend((text.get_text().replace("\u200b", ""), not text.get_usetex() and not text.get_parse_math())
+                     for text in figure.findobj(matplotlib.text.Text))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", save_and_record)
+    return texts
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_figures_show_hostile_class_and_run_names_as_typed(tmp_path, drawn_texts):
+    names = tuple(HOSTILE_NAMES)
+    size = len(names)
+    plot_confusion_matrix(np.eye(size, dtype=int).tolist(), names, tmp_path / "confusion.png", "$\\nosuch$: test set")
+    plot_per_class_accuracy({"_hidden": [0.5] * size, "$x^2$ run": [0.7] * size}, names, tmp_path / "per_class.png")
+    plot_learning_curves({"_hidden": HISTORY, "a\nb": HISTORY}, tmp_path / "curves.png", "x" * 5000)
+    images = np.zeros((size, 32, 32, 3), np.uint8)
+    plot_prediction_grid(images, np.arange(size), {"$x^2$": np.arange(size)[::-1]}, names, tmp_path / "grid.png")
+    for png in ("confusion.png", "per_class.png", "curves.png", "grid.png"):
+        assert_png(tmp_path / png, 100)
+    shown = {text for text, _ in drawn_texts}
+    assert set(HOSTILE_NAMES.values()) <= shown  # tick labels: every class name, as typed
+    assert {"$\\nosuch$: test set", "$x^2$ run", "_hidden, training", "a\\nb, validation", "x" * 59 + "…"} <= shown
+    assert {f"true: {name}" for name in HOSTILE_NAMES.values()} <= shown
+    assert all(plain for _, plain in drawn_texts)  # no "$...$" is typeset as a formula
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+@settings(max_examples=15)
+@given(st.lists(st.text(max_size=80), min_size=2, max_size=4, unique=True), st.text(max_size=80))
+def test_fuzz_figures_draw_any_class_and_run_names(tmp_path, class_names, run_name):
+    size = len(class_names)
+    plot_confusion_matrix(np.ones((size, size), int).tolist(), tuple(class_names), tmp_path / "c.png", run_name)
+    plot_per_class_accuracy({run_name: [0.5] * size}, tuple(class_names), tmp_path / "p.png")
+    assert_png(tmp_path / "c.png", 100)
+    assert_png(tmp_path / "p.png", 100)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# After training: the figures come last, and a plotting problem costs only the figures
+
+
+@pytest.mark.slow
+def test_a_figure_failure_after_scoring_keeps_the_metrics(trained_run, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    for name in (rundir.METRICS, rundir.TEST_PREDICTIONS):
+        (run_dir / name).unlink()
+
+    def broken(*args, **kwargs):
+        raise ValueError("Unknown symbol: \\nosuch\nsecond line")
+
+    monkeypatch.setattr(figures, "plot_confusion_matrix", broken)
+    assert main(["evaluate", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: figures not drawn: Unknown symbol: \\nosuch (redraw them with: cnnlab evaluate" in err
+    assert "second line" not in err
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    assert metrics["test_accuracy"] > 0.5 and sum(map(sum, metrics["confusion_matrix"])) == 10_000
+    assert (run_dir / rundir.TEST_PREDICTIONS).is_file()

@@ -1,17 +1,26 @@
+import html
+import io
 import json
 import re
 import shutil
 import subprocess
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonMark renderer to check against
 
 from cnnlab import rundir
 from cnnlab.cli import main
-from cnnlab.config import load_config
+from cnnlab.config import RunConfig, load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.report import FinishedRun, build_report, mcnemar_p_value, verdict_paragraph
+from cnnlab.evaluate import metrics_from_probabilities
+from cnnlab.report import FinishedRun, build_report, load_finished_run, mcnemar_p_value, verdict_paragraph
+from conftest import CLASS_NAMES
 
 
 def fake_run(correct, seconds, model="cnn", weights="imagenet", images=10_000):
@@ -167,3 +176,170 @@ def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, 
     assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
     assert "no prediction grid" in capsys.readouterr().err
     assert "Test images and predictions" not in (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run directories written by hand: hostile names, damaged or tampered predictions
+
+REPORT_RENDERER = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])  # raw HTML passes through
+HOSTILE_CLASSES = ["<script>alert(1)</script>", "a|b", "**bold**", "[x](javascript:alert(1))", "line\nbreak",
+                   "$\\nosuch$", "<img src=x onerror=alert(1)>", "`code`", "&amp;", "\x1b[31mred"]
+
+
+def write_finished_run(path: Path, classes=tuple(CLASS_NAMES), label="CNN from scratch", images=20) -> Path:
+    """A finished run directory as `cnnlab train` leaves it, written directly: what the report reads."""
+    rngs = np.random.default_rng(len(path.name))
+    labels = (np.arange(images) % len(classes)).astype(np.uint8)
+    probabilities = rngs.dirichlet(np.ones(len(classes)), images).astype(np.float16)
+    path.mkdir(parents=True)
+    rundir.write_json(path / rundir.CONFIG, RunConfig().to_dict())
+    rundir.set_status(path, "finished")
+    (path / rundir.MODEL).write_bytes(b"")
+    (path / rundir.HISTORY).write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,0.4,1.6\n1,0.6,1.2,0.5,1.4\n")
+    np.savez(path / rundir.TEST_PREDICTIONS, probabilities=probabilities, labels=labels)
+    metrics = metrics_from_probabilities(probabilities.astype(np.float32), labels, tuple(classes))
+    metrics.update(label=label, parameters=1000, trainable_parameters=1000, epochs=1, train_seconds=10.0,
+                   seconds_per_epoch=10.0, phases=[], data={"classes": list(classes)}, hardware={}, versions={})
+    rundir.write_json(path / rundir.METRICS, metrics)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
+def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
+    # Both runs carry the same hostile label, so the report tells them apart by their (hostile) folder names.
+    label = "[x](javascript:alert(1)) <script>alert(1)</script>"
+    runs = [write_finished_run(tmp_path / name, HOSTILE_CLASSES, label)
+            for name in ("<script>alert(1)", "a|b **bold** [x](javascript:alert(1))\n$\\nosuch$")]
+    out = tmp_path / "report"
+    build_report(runs, out)
+
+    page = (out / "report.html").read_text()
+    assert "<script" not in page.lower() and "<img src=x" not in page
+    assert html.escape("<script>alert(1)</script>") in page and html.escape("(<script>alert(1))") in page
+    assert [src for src in re.findall(r'src="([^"]*)"', page) if not src.startswith("data:image/png")] == []
+    assert len(re.findall(r"<tr>", page)) == 3 and all(row.count("<td>") == 10 for row in page.split("<tr>")[2:])
+
+    markdown = (out / "report.md").read_text()
+    rendered = REPORT_RENDERER.render(markdown)
+    assert "<script" not in rendered.lower() and "<a " not in rendered and "<strong>" not in rendered
+    assert re.findall(r'<img src="([^"]*)"', rendered) == [f"figures/{name}.png" for name in (
+        "learning_curves", "per_class_accuracy", "confusion_matrix_1", "confusion_matrix_2")]
+    rows = rendered.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2 and all(row.count("<td>") == 10 for row in rows)
+    first_cells = [html.unescape(row.split("<td>")[1].split("</td>")[0]) for row in rows]
+    assert first_cells == [f"{label} (<script>alert(1))",
+                           f"{label} (a|b **bold** [x](javascript:alert(1))\\n$\\nosuch$)"]
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    return write_finished_run(tmp_path / "run")
+
+
+def npz_bytes(members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def npy_header(shape, dtype) -> bytes:
+    """The .npy header alone: an array that claims `shape` without any of its data."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+def valid_members(run_dir):
+    with np.load(run_dir / rundir.TEST_PREDICTIONS) as stored:
+        return {f"{name}.npy": npy_bytes(stored[name]) for name in ("probabilities", "labels")}
+
+
+def test_predictions_claiming_40_gib_are_refused_without_allocating(finished_run):
+    members = valid_members(finished_run)
+    members["probabilities.npy"] = npy_header((2**31, 10), np.float16) + b"\0" * 64  # 40 GiB of float16
+    (finished_run / rundir.TEST_PREDICTIONS).write_bytes(npz_bytes(members))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CnnlabError, match=r"is damaged \(probabilities.npy holds float16 \(2147483648, 10\), "
+                                              r"expected float16 \(20, 10\)\)$"):
+            load_finished_run(finished_run)
+        assert tracemalloc.get_traced_memory()[1] < 10 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_metrics_claiming_billions_of_test_images_are_refused(finished_run):
+    metrics = rundir.read_json(finished_run / rundir.METRICS)
+    metrics["confusion_matrix"][0][0] = 2**40
+    rundir.write_json(finished_run / rundir.METRICS, metrics)
+    with pytest.raises(CnnlabError, match=r"metrics.json is damaged \(its confusion matrix counts 1,099,"):
+        load_finished_run(finished_run)
+
+
+def replaced_predictions(run_dir, content: bytes) -> Path:
+    (run_dir / rundir.TEST_PREDICTIONS).write_bytes(content)
+    return run_dir
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda members: members | {"evil.npy": b""}, "holds 'probabilities.npy', 'labels.npy', 'evil.npy', expected"),
+    (lambda members: {"probabilities.npy": members["probabilities.npy"]}, "holds 'probabilities.npy', expected"),
+    (lambda members: members | {"labels.npy": npy_bytes(np.zeros(20, np.int64))},
+     "labels.npy holds int64 (20,), expected uint8 (20,)"),
+    (lambda members: members | {"labels.npy": npy_bytes(np.zeros(20, object))}, "labels.npy holds object"),
+    (lambda members: members | {"labels.npy": members["labels.npy"][:-1]}, "labels.npy is 147 bytes, expected 148"),
+    (lambda members: members | {"labels.npy": npy_bytes(np.full(20, 10, np.uint8))}, "a label is not one of the 10"),
+])
+def test_predictions_with_wrong_members_are_damaged(finished_run, damage, message):
+    replaced_predictions(finished_run, npz_bytes(damage(valid_members(finished_run))))
+    with pytest.raises(CnnlabError, match="test_predictions.npz is damaged") as caught:
+        load_finished_run(finished_run)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_predictions_zip_bomb_is_refused_before_inflating(finished_run):
+    members = valid_members(finished_run)
+    members["labels.npy"] = npy_header((20,), np.uint8) + bytes(20) + bytes(32 * 2**20)  # 32 MiB of zeros: 32 kB
+    replaced_predictions(finished_run, npz_bytes(members, zipfile.ZIP_DEFLATED))
+    with pytest.raises(CnnlabError, match=r"is damaged \(labels.npy is larger than its array can be\)"):
+        load_finished_run(finished_run)
+
+
+def test_predictions_file_that_is_no_zip_is_damaged(finished_run):
+    replaced_predictions(finished_run, b"not a zip archive at all\n" * 10)
+    with pytest.raises(CnnlabError, match=r"test_predictions.npz is damaged \(File is not a zip file\)"):
+        load_finished_run(finished_run)
+
+
+def test_predictions_written_compressed_still_load(finished_run):
+    replaced_predictions(finished_run, npz_bytes(valid_members(finished_run), zipfile.ZIP_DEFLATED))
+    run = load_finished_run(finished_run)
+    assert run.probabilities.shape == (20, 10) and run.labels.tolist() == list(range(10)) * 2
+
+
+@given(st.data())
+def test_fuzz_mutated_predictions_load_or_are_damaged(finished_run, data):
+    valid = (finished_run / rundir.TEST_PREDICTIONS).read_bytes()
+    mutated = bytearray(valid)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    mutated = mutated[: data.draw(st.integers(0, len(mutated)))] if data.draw(st.booleans()) else mutated
+    (finished_run / rundir.TEST_PREDICTIONS).write_bytes(bytes(mutated))
+    try:
+        run = load_finished_run(finished_run)
+    except CnnlabError as exc:
+        assert "is damaged (" in str(exc) and "\n" not in str(exc)
+    else:
+        assert run.probabilities.shape == (20, 10) and run.labels.shape == (20,) and run.labels.max() < 10
+    finally:
+        (finished_run / rundir.TEST_PREDICTIONS).write_bytes(valid)

@@ -229,20 +229,23 @@ def _parse_set(items: list[str]) -> dict[str, object]:
 
 
 def _evaluate(args) -> int:
+    from cnnlab.display import terminal_text
     from cnnlab.experiment import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.data, args.sha256)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
-    width = max(len(name) for name in metrics["per_class_accuracy"])
-    for name, accuracy in metrics["per_class_accuracy"].items():
+    shown = {terminal_text(name): accuracy for name, accuracy in metrics["per_class_accuracy"].items()}
+    width = max(len(name) for name in shown)
+    for name, accuracy in shown.items():
         print(f"  {name:<{width}}  {accuracy:.3f}")
-    print(f"figures: {args.run_dir / 'figures'}")
+    print(f"figures: {terminal_text(args.run_dir / 'figures')}")
     return 0
 
 
 def _predict(args) -> int:
     from cnnlab import rundir
     from cnnlab.config import TTA_LEVELS
+    from cnnlab.display import terminal_text
     from cnnlab.experiment import load_run_model
     from cnnlab.predict import load_image, predict_images
 
@@ -265,7 +268,7 @@ def _predict(args) -> int:
         return 0
     for result in results:
         guesses = ", ".join(f"{guess['class']} {guess['probability']:.1%}" for guess in result["top"])
-        print(f"{result['image']}: {guesses}")
+        print(terminal_text(f"{result['image']}: {guesses}"))
     return 0
 
 
@@ -291,16 +294,18 @@ def _data_info(args) -> int:
     import numpy as np
 
     from cnnlab.data import load_cifar10, make_splits
+    from cnnlab.display import terminal_text
 
     data = load_cifar10(_data_source(args), args.sha256)
     splits = make_splits(data, args.val_size, args.seed)
-    print(f"source:  {data.source}")
+    print(f"source:  {terminal_text(data.source)}")
     print(f"sha256:  {data.sha256 or '-'} ({data.hash_status})")
     columns = {"train": splits.y_train, "val": splits.y_val, "test": splits.y_test}
-    width = max(len(name) for name in data.class_names)
+    shown_names = [terminal_text(name) for name in data.class_names]
+    width = max(len(name) for name in shown_names)
     print(f"{'class':<{width}}  " + "  ".join(f"{name:>6}" for name in columns))
     counts = {name: np.bincount(labels, minlength=len(data.class_names)) for name, labels in columns.items()}
-    for index, class_name in enumerate(data.class_names):
+    for index, class_name in enumerate(shown_names):
         print(f"{class_name:<{width}}  " + "  ".join(f"{counts[name][index]:>6}" for name in columns))
     print(f"{'total':<{width}}  " + "  ".join(f"{len(labels):>6}" for labels in columns.values()))
     return 0

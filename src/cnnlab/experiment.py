@@ -21,6 +21,7 @@ import numpy as np
 from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Cifar10, load_cifar10, make_splits
+from cnnlab.display import terminal_text
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history
 
@@ -167,17 +168,22 @@ def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, con
     metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
     metrics["versions"] = system_info.library_versions()
     metrics["hardware"] = system_info.hardware()
-    figures_dir = run_dir / rundir.FIGURES
-    figures_dir.mkdir(exist_ok=True)
-    history_file = run_dir / rundir.HISTORY
-    if history_file.is_file():
-        figures.plot_learning_curves(
-            {run_dir.name: read_history(history_file)}, figures_dir / LEARNING_CURVES_PNG, run_dir.name
+    rundir.write_json(run_dir / rundir.METRICS, metrics)  # before the figures: a plotting problem cannot lose them
+    try:
+        figures_dir = run_dir / rundir.FIGURES
+        figures_dir.mkdir(exist_ok=True)
+        history_file = run_dir / rundir.HISTORY
+        if history_file.is_file():
+            figures.plot_learning_curves(
+                {run_dir.name: read_history(history_file)}, figures_dir / LEARNING_CURVES_PNG, run_dir.name
+            )
+        figures.plot_confusion_matrix(
+            metrics["confusion_matrix"], data.class_names, figures_dir / CONFUSION_MATRIX_PNG,
+            f"{run_dir.name}: test set",
         )
-    figures.plot_confusion_matrix(
-        metrics["confusion_matrix"], data.class_names, figures_dir / CONFUSION_MATRIX_PNG, f"{run_dir.name}: test set"
-    )
-    rundir.write_json(run_dir / rundir.METRICS, metrics)
+    except Exception as exc:  # any plotting error: the model and its numbers are kept, the figures are extras
+        print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
+              f"(redraw them with: cnnlab evaluate {terminal_text(run_dir)})", file=sys.stderr)
     return metrics
 
 

@@ -1,4 +1,9 @@
-"""Pictures instead of logs: learning curves and the confusion matrix, as PNG files written atomically."""
+"""Pictures instead of logs: learning curves and the confusion matrix, as PNG files written atomically.
+
+Names on the figures (classes, runs, models) are shown as they are: every figure is drawn with math text and LaTeX
+off, so "$x^2$" is five characters rather than a formula (and "$\\nosuch$" no parse error), and each name passes
+through `display.short_text` (invisible characters shown as escapes, long names cut).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from cnnlab.display import short_text  # noqa: E402
 from cnnlab.rundir import atomic_path  # noqa: E402
+
+# Applied while a figure is built and saved: tick labels and legend entries are made then, and read these settings.
+_PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def _save(figure, path: Path) -> None:
@@ -21,6 +30,13 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+def _legend_label(name: str) -> str:
+    # matplotlib leaves out of the legend every label that is empty or starts with "_"; a zero-width space keeps it.
+    shown = short_text(name)
+    return "\u200b" + shown if not shown or shown.startswith("_") else shown
+
+
+@matplotlib.rc_context(_PLAIN_TEXT)
 def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch: one colour per model, training solid, validation dashed."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -30,7 +46,7 @@ def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Pat
             for prefix, kind, style in (("", "training", "-"), ("val_", "validation", "--")):
                 values = history.get(prefix + metric)
                 if values:
-                    name = f"{label}, {kind}" if len(histories) > 1 else kind
+                    name = f"{_legend_label(label)}, {kind}" if len(histories) > 1 else kind
                     axis.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=name)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         axis.set_xlabel("epoch")
@@ -38,18 +54,20 @@ def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Pat
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle(title or "Learning curves")
+    figure.suptitle(short_text(title) or "Learning curves")
     _save(figure, path)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def plot_per_class_accuracy(accuracies: dict[str, list[float]], class_names: tuple[str, ...], path: Path) -> None:
     """Grouped bars: one group per class, one bar per model."""
     figure, axis = plt.subplots(figsize=(11, 4))
     width = 0.8 / max(len(accuracies), 1)
     positions = np.arange(len(class_names))
     for index, (label, values) in enumerate(accuracies.items()):
-        axis.bar(positions + (index - (len(accuracies) - 1) / 2) * width, values, width, label=label)
-    axis.set_xticks(positions, class_names, rotation=30, ha="right")
+        axis.bar(positions + (index - (len(accuracies) - 1) / 2) * width, values, width,
+                 label=_legend_label(label))
+    axis.set_xticks(positions, [short_text(name) for name in class_names], rotation=30, ha="right")
     axis.set_ylim(0, 1)
     axis.set_ylabel("test accuracy")
     axis.grid(axis="y", alpha=0.3)
@@ -58,6 +76,7 @@ def plot_per_class_accuracy(accuracies: dict[str, list[float]], class_names: tup
     _save(figure, path)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def plot_prediction_grid(
     images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray], class_names: tuple[str, ...],
     path: Path, columns: int = 6,
@@ -70,16 +89,18 @@ def plot_prediction_grid(
         if index >= len(images):
             continue
         axis.imshow(images[index], interpolation="nearest")
-        axis.set_title(f"true: {class_names[labels[index]]}", fontsize=8, fontweight="bold")
+        axis.set_title(f"true: {short_text(class_names[labels[index]])}", fontsize=8, fontweight="bold")
         for line, (label, predicted) in enumerate(predictions.items()):
             right = predicted[index] == labels[index]
-            text = f"{label.split(' ')[0]}: {class_names[predicted[index]]}" + ("" if right else " ✗")
+            guess = f"{label.split(' ')[0]}: {class_names[predicted[index]]}"
+            text = short_text(guess) + ("" if right else " ✗")
             axis.text(0.5, -0.05 - 0.12 * line, text, transform=axis.transAxes, ha="center", va="top", fontsize=7,
                       color="black" if right else "#c62828")
     figure.tight_layout(h_pad=1.0 + 2.2 * len(predictions))  # room for one line per model under each image
     _save(figure, path)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def plot_confusion_matrix(matrix: list[list[int]], class_names: tuple[str, ...], path: Path, title: str = "") -> None:
     """Counts with rows as the true class; the colour is the row-normalised rate so classes compare fairly."""
     counts = np.asarray(matrix)
@@ -87,8 +108,9 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: tuple[str, ...],
     size = len(class_names)
     figure, axis = plt.subplots(figsize=(0.7 * size + 2, 0.7 * size + 1.5))
     image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    axis.set_xticks(range(size), class_names, rotation=45, ha="right")
-    axis.set_yticks(range(size), class_names)
+    shown = [short_text(name) for name in class_names]
+    axis.set_xticks(range(size), shown, rotation=45, ha="right")
+    axis.set_yticks(range(size), shown)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     for row in range(size):
@@ -96,5 +118,5 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: tuple[str, ...],
             colour = "white" if rates[row, column] > 0.5 else "black"
             axis.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=7, color=colour)
     figure.colorbar(image, ax=axis, fraction=0.046, label="fraction of true class")
-    axis.set_title(title or "Confusion matrix (test set)")
+    axis.set_title(short_text(title) or "Confusion matrix (test set)")
     _save(figure, path)

@@ -13,6 +13,8 @@ import html
 import math
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +22,17 @@ import numpy as np
 
 from cnnlab import figures, rundir
 from cnnlab.config import RunConfig, config_from_dict
-from cnnlab.errors import CnnlabError
+from cnnlab.display import markdown_text, short_text, terminal_text
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import read_history
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 GRID_IMAGES = 24
+# test_predictions.npz is read only after its zip directory and .npy headers match what metrics.json says was scored:
+# a damaged or tampered file cannot make the report allocate more than this (CIFAR-10's hold 200 kB).
+MAX_PREDICTIONS_BYTES = 256 * 2**20
+NPZ_OVERHEAD_BYTES = 64 * 2**10  # zip headers and .npy headers beside the arrays themselves
 
 
 @dataclass(frozen=True)
@@ -48,20 +55,98 @@ def load_finished_run(path: Path) -> FinishedRun:
     metrics_file = path / rundir.METRICS
     if not metrics_file.is_file() or not predictions_file.is_file():
         raise CnnlabError(f"{path} has no test results (run `cnnlab evaluate {path}` first)")
-    try:
-        with np.load(predictions_file, allow_pickle=False) as stored:
-            probabilities, labels = stored["probabilities"].astype(np.float32), stored["labels"].astype(int)
-    except (OSError, ValueError, KeyError) as exc:
-        raise CnnlabError(f"{predictions_file} is damaged ({exc})") from None
+    metrics = rundir.read_json(metrics_file)
+    images, classes = _scored_shape(metrics, metrics_file)
+    probabilities, labels = _read_predictions(predictions_file, images, classes)
     history_file = path / rundir.HISTORY
     return FinishedRun(
         path=path,
         config=config_from_dict(rundir.read_json(path / rundir.CONFIG)),
-        metrics=rundir.read_json(metrics_file),
+        metrics=metrics,
         history=read_history(history_file) if history_file.is_file() else {},
-        probabilities=probabilities,
-        labels=labels,
+        probabilities=probabilities.astype(np.float32),
+        labels=labels.astype(int),
     )
+
+
+def _scored_shape(metrics: object, metrics_file: Path) -> tuple[int, int]:
+    """(test images, classes) that metrics.json says the run was scored on: the shape its predictions must have."""
+    data = metrics.get("data") if isinstance(metrics, dict) else None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise CnnlabError(f"{metrics_file} is damaged (no list of class names)")
+    matrix = metrics.get("confusion_matrix")
+    if not (isinstance(matrix, list) and len(matrix) == len(classes) and all(
+            isinstance(row, list) and len(row) == len(classes)
+            and all(type(count) is int and count >= 0 for count in row) for row in matrix)):
+        raise CnnlabError(f"{metrics_file} is damaged (its confusion matrix is not {len(classes)} x {len(classes)} "
+                          "counts)")
+    images = sum(map(sum, matrix))
+    if images < 1 or images * len(classes) * 2 > MAX_PREDICTIONS_BYTES:
+        raise CnnlabError(f"{metrics_file} is damaged (its confusion matrix counts {images:,} test images)")
+    return images, len(classes)
+
+
+def _read_predictions(path: Path, images: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (probabilities, labels) of test_predictions.npz. Its zip directory and .npy headers are checked against
+    the shapes the run was scored on before any array is read; anything else is reported as damage, in one line."""
+    expected = {"probabilities.npy": ((images, classes), np.dtype("<f2")), "labels.npy": ((images,), np.dtype("u1"))}
+    try:
+        if path.stat().st_size > _npz_size_limit(expected):  # checked before the zip directory is read
+            raise ValueError("larger than its arrays can be")
+        with zipfile.ZipFile(path) as archive:
+            _check_members(archive, expected)
+            probabilities, labels = (_read_member(archive, name) for name in expected)
+    except (OSError, EOFError, ValueError, TypeError, RecursionError, NotImplementedError, RuntimeError,
+            zipfile.BadZipFile, zlib.error) as exc:
+        # Damage shows up as any of these: truncated or corrupt zip data, an encrypted or unknown compression method,
+        # a .npy header that does not parse (numpy's ValueError, or RecursionError for deeply nested text).
+        raise CnnlabError(f"{path} is damaged ({short_text(first_line(exc), 200)})") from None
+    if labels.size and labels.max() >= classes:
+        raise CnnlabError(f"{path} is damaged (a label is not one of the {classes} classes)")
+    return probabilities, labels
+
+
+def _array_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def _npz_size_limit(expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> int:
+    return sum(_array_bytes(*layout) for layout in expected.values()) + NPZ_OVERHEAD_BYTES
+
+
+def _check_members(archive: zipfile.ZipFile, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Raise ValueError unless the archive holds exactly the expected .npy members, with the expected headers."""
+    names = archive.namelist()
+    if sorted(names) != sorted(expected):
+        raise ValueError(f"holds {', '.join(map(repr, names)) or 'nothing'}, expected {', '.join(expected)}")
+    for name, (shape, dtype) in expected.items():
+        info = archive.getinfo(name)
+        if info.file_size > _array_bytes(shape, dtype) + NPZ_OVERHEAD_BYTES:  # bounds what the header read inflates
+            raise ValueError(f"{name} is larger than its array can be")
+        with archive.open(info) as member:
+            header = _npy_header(member)
+            size = member.tell() + _array_bytes(shape, dtype)
+        if header != (shape, dtype):
+            raise ValueError(f"{name} holds {header[1]} {header[0]}, expected {dtype} {shape}")
+        if info.file_size != size:  # then reading the array inflates exactly what its header says
+            raise ValueError(f"{name} is {info.file_size:,} bytes, expected {size:,}")
+
+
+def _npy_header(member) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:  # cnnlab writes version 1.0; 3.0 only adds unicode field names, which no array of ours has
+        raise ValueError(f"unsupported .npy version {version}")
+    return shape, dtype
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def build_report(
@@ -240,12 +325,15 @@ def _flat(mapping: dict) -> str:
 
 
 def _markdown(title, verdict, table, pictures, environment, out_dir: Path) -> str:
+    """Every piece of text goes through `markdown_text`: a name cannot add a link, HTML or a table column."""
     header, rows = table
-    lines = [f"# {title}", "", verdict, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = [f"# {markdown_text(title)}", "", markdown_text(verdict), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
     for heading, caption, path in pictures:
-        lines += ["", f"## {heading}", "", caption, "", f"![{heading}]({path.relative_to(out_dir).as_posix()})"]
-    lines += ["", "## Environment", ""] + [f"- {line}" for line in environment]
+        lines += ["", f"## {markdown_text(heading)}", "", markdown_text(caption), "",
+                  f"![{markdown_text(heading)}]({path.relative_to(out_dir).as_posix()})"]
+    lines += ["", "## Environment", ""] + [f"- {markdown_text(line)}" for line in environment]
     return "\n".join(lines) + "\n"
 
 
@@ -263,18 +351,24 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 
 def _html(title, verdict, table, pictures, environment) -> str:
     header, rows = table
-    escape = html.escape
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
-        f"<style>{STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>", f'<p class="verdict">{escape(verdict)}</p>',
-        "<table><thead><tr>" + "".join(f"<th>{escape(cell)}</th>" for cell in header) + "</tr></thead><tbody>",
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{_html_text(title)}</title>",
+        f"<style>{STYLE}</style></head><body>", f"<h1>{_html_text(title)}</h1>",
+        f'<p class="verdict">{_html_text(verdict)}</p>',
+        "<table><thead><tr>" + "".join(f"<th>{_html_text(cell)}</th>" for cell in header) + "</tr></thead><tbody>",
     ]
-    parts += ["<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+    parts += ["<tr>" + "".join(f"<td>{_html_text(cell)}</td>" for cell in row) + "</tr>" for row in rows]
     parts.append("</tbody></table>")
     for heading, caption, path in pictures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts += [f"<h2>{escape(heading)}</h2>", f"<p>{escape(caption)}</p>",
-                  f'<img alt="{escape(heading)}" src="data:image/png;base64,{data}">']
-    parts += ['<h2>Environment</h2><div class="environment">'] + [f"<p>{escape(line)}</p>" for line in environment]
+        parts += [f"<h2>{_html_text(heading)}</h2>", f"<p>{_html_text(caption)}</p>",
+                  f'<img alt="{_html_text(heading)}" src="data:image/png;base64,{data}">']
+    parts += ['<h2>Environment</h2><div class="environment">'] + [f"<p>{_html_text(line)}</p>" for line in environment]
     parts.append("</div></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_text(text: str) -> str:
+    # Quotes too (html.escape's default), since some text goes into an attribute; invisible characters as escapes,
+    # which also keeps out surrogates from undecodable folder names, which UTF-8 cannot write.
+    return html.escape(terminal_text(text), quote=True)
