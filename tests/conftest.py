@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import tarfile
@@ -54,8 +55,48 @@ def batch_payload(seed: int, images: int = 10_000, dtype=np.uint8, labels=None, 
     return pickle.dumps(payload, protocol=2)
 
 
+def python2_batch_payload(images: int = 3) -> bytes:
+    """A batch written the way the official files are (cPickle, protocol 2: SHORT_BINSTRING keys, BINSTRING data,
+    `numpy.core.multiarray`), opcode for opcode as `pickletools.dis` shows data_batch_1, for `images` rows."""
+    labels = b"".join(b"K" + bytes([index % 10]) for index in range(images))  # BININT1 per label
+    data = bytes(range(256)) * (images * 3072 // 256)
+    return b"".join([
+        b"\x80\x02}(U\x06labels]", b"(" + labels + b"e" if images else b"",
+        b"U\x04data", b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R",
+        b"(K\x01M" + struct.pack("<H", images) + b"M\x00\x0c\x86",  # state: version 1, shape (images, 3072)
+        b"cnumpy\ndtype\nU\x02u1\x89\x88\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb",
+        b"\x89T" + struct.pack("<I", len(data)) + data + b"tb",  # C order, the raw bytes; BUILD
+        b"u.",
+    ])
+
+
 def meta_payload(names=CLASS_NAMES) -> bytes:
     return pickle.dumps({b"label_names": [n.encode() for n in names], b"num_vis": 3072}, protocol=2)
+
+
+class ArrayForm:
+    """Pickles the way numpy pickles an array, `_reconstruct(ndarray, (0,), b"b")` then BUILD, with any state: for
+    crafting the hostile arrays the safe unpickler must refuse."""
+
+    def __init__(self, state, arguments=(np.ndarray, (0,), b"b")):
+        self.state, self.arguments = state, arguments
+
+    def __reduce__(self):
+        return np.ndarray.__reduce__(np.empty(0))[0], self.arguments, self.state
+
+
+def array_state(shape, dtype, data, fortran_order=False) -> tuple:
+    return (1, shape, np.dtype(dtype), fortran_order, data)
+
+
+def run_in_limited_child(script: str, *args, stdin: bytes = b"") -> str:
+    """Run Python `script` in a fresh process limited to 2 GiB of address space, so that input which would crash
+    the interpreter or ask for gigabytes fails the calling test instead of killing pytest or the machine."""
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))\n"
+    child = subprocess.run([sys.executable, "-c", limit + script, *map(str, args)], input=stdin,
+                           capture_output=True, timeout=120)
+    assert child.returncode == 0, f"child exited with {child.returncode}: {child.stderr.decode()[-500:]}"
+    return child.stdout.decode().strip()
 
 
 def official_files() -> dict[str, bytes]:
@@ -74,11 +115,12 @@ def write_archive(path: Path, files: dict[str, bytes], folder: str = "cifar-10-b
 
 
 def write_folder(path: Path, files: dict[str, bytes | Path]) -> Path:
-    """Write an extracted-layout folder; a Path value is linked instead of copied, to keep tests fast."""
+    """Write an extracted-layout folder; a Path value is hard-linked instead of copied, to keep tests fast (a symbolic
+    link leaving the folder would be refused)."""
     path.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         if isinstance(content, Path):
-            (path / name).symlink_to(content)
+            os.link(content, path / name)
         else:
             (path / name).write_bytes(content)
     return path

@@ -8,9 +8,9 @@ from cnnlab.data.archive import read_tar_members
 from cnnlab.errors import CnnlabError
 
 
-def tar_with(path, *members):
+def tar_with(path, *members, format=tarfile.DEFAULT_FORMAT):
     """members: (TarInfo, bytes-or-None)."""
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", format=format) as tar:
         for info, content in members:
             tar.addfile(info, io.BytesIO(content) if content is not None else None)
     return path
@@ -85,3 +85,11 @@ def test_total_unpacked_size_is_capped_whatever_the_headers_say(tmp_path, monkey
     path = tar_with(tmp_path / "bomb.tar.gz", *(regular(f"top/part{i}", b"\0" * 9_000) for i in range(8)))
     with pytest.raises(CnnlabError, match="unpacks to more than 50,000 bytes"):
         read_tar_members(path, "top", {"part0"})
+
+
+def test_a_malformed_pax_sparse_map_is_refused_in_one_line(tmp_path):
+    info, content = regular("top/one")
+    info.pax_headers = {"GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.map": "x,y"}
+    path = tar_with(tmp_path / "pax.tar.gz", (info, content), format=tarfile.PAX_FORMAT)
+    with pytest.raises(CnnlabError, match="not a readable gzip-compressed tar archive .*invalid literal for int"):
+        read_tar_members(path, "top", {"one"})

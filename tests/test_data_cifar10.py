@@ -1,4 +1,5 @@
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -6,7 +7,8 @@ import pytest
 from cnnlab.data import cifar10
 from cnnlab.data.cifar10 import load_cifar10
 from cnnlab.errors import CnnlabError
-from conftest import CLASS_NAMES, batch_payload, meta_payload, write_archive, write_folder
+from conftest import (CLASS_NAMES, ArrayForm, array_state, batch_payload, meta_payload, run_in_limited_child,
+                      write_archive, write_folder)
 
 
 def warnings_into(messages):
@@ -140,7 +142,7 @@ BAD_CASES = {
     "truncated batch": ({"test_batch": batch_payload(9)[:5000]}, "test_batch: truncated or corrupt pickle"),
     "garbage batch": ({"data_batch_1": b"\x80\x02garbage"}, "data_batch_1: truncated or corrupt pickle"),
     "wrong shape": ({"data_batch_4": batch_payload(1, images=9_999)}, "'data' must be uint8 of shape (10000, 3072)"),
-    "wrong dtype": ({"data_batch_5": batch_payload(1, dtype=np.float32)}, "found float32"),
+    "wrong dtype": ({"data_batch_5": batch_payload(1, images=10, dtype=np.float32)}, "refusing array dtype 'f4'"),
     "labels out of range": (
         {"data_batch_1": batch_payload(1, labels=[10] * 10_000)},
         "labels out of range 0..9",
@@ -149,6 +151,10 @@ BAD_CASES = {
     "too few labels": ({"data_batch_1": batch_payload(1, labels=[1] * 9_999)}, "'labels' must be 10000 integers"),
     "not a dict": ({"data_batch_1": pickle.dumps([1, 2, 3], protocol=2)}, "expected a dict, found list"),
     "too few class names": ({"batches.meta": meta_payload(CLASS_NAMES[:9])}, "'label_names' must list 10"),
+    "class name too long": (
+        {"batches.meta": meta_payload(CLASS_NAMES[:9] + ["x" * 65])},
+        "class names must be distinct non-empty strings of at most 64 characters",
+    ),
     "hostile global": (
         {"data_batch_1": b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."},
         "refusing to load global os.system",
@@ -177,3 +183,115 @@ def test_archive_in_another_layout_is_refused(tmp_path, good_files):
     path = write_archive(tmp_path / "flat.tar.gz", {"readme.txt": b"hi"}, folder="")
     with pytest.raises(CnnlabError, match="missing data_batch_1.*official cifar-10-batches-py layout"):
         load_cifar10(path, warn=lambda message: None)
+
+
+def hard_linked_copy(folder, destination, **changes):
+    """`folder`'s files in a new folder `destination` (hard links: no copying), with `changes` written over them."""
+    return write_folder(destination, corrupted({path.name: path for path in folder.iterdir()}, **changes))
+
+
+def test_a_link_leaving_the_folder_is_refused(tmp_path, synthetic_folder):
+    folder = hard_linked_copy(synthetic_folder, tmp_path / "cifar-10-batches-py", data_batch_2=None)
+    (folder / "data_batch_2").symlink_to(synthetic_folder / "data_batch_2")
+    with pytest.raises(CnnlabError, match="data_batch_2: refusing a link to .* outside .*; copy the file into"):
+        load_cifar10(folder, cache_dir=tmp_path / "cache")
+
+
+def test_a_link_within_the_folder_is_followed(tmp_path, synthetic_folder):
+    folder = hard_linked_copy(synthetic_folder, tmp_path / "cifar-10-batches-py", test_batch=None)
+    (folder / "test_batch").symlink_to("data_batch_1")
+    data = load_cifar10(folder, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(data.x_test, data.x_train[:10_000])
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path, synthetic_folder):
+    folder = hard_linked_copy(synthetic_folder, tmp_path / "cifar-10-batches-py", data_batch_3=None)
+    with open(folder / "data_batch_3", "wb") as sparse:
+        sparse.truncate(100 * 2**30)  # 100 GiB that take no disk
+    with pytest.raises(CnnlabError) as caught:
+        load_cifar10(folder, cache_dir=tmp_path / "cache")
+    limit = "over the 67,108,864 limit for a CIFAR-10 file"
+    assert str(caught.value) == f"{folder / 'data_batch_3'}: 107,374,182,400 bytes, {limit}"
+
+
+@pytest.mark.parametrize(
+    "hostile_data, reason",
+    [
+        # numpy's __setstate__ dereferences NULL on this: the interpreter dies with a segfault
+        (ArrayForm(array_state((1,), object, [])), "refusing array dtype 'O8'"),
+        # 10,000 byte-swapped arrays on one 1 MiB block: numpy copies the block for each, 10 GiB from a 1.3 MB file
+        ([ArrayForm(array_state((2**17,), ">i8", bytes(2**20)))] * 10_000, "refusing dtype i8 with byte order '>'"),
+    ],
+    ids=["object dtype", "byte-swapped shared block"],
+)
+def test_crafted_arrays_are_refused_in_one_line_without_crash_or_big_allocation(tmp_path, hostile_data, reason):
+    files = {name: b"unread" for name in ("data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")}
+    files["batches.meta"] = meta_payload()
+    files["data_batch_1"] = pickle.dumps({b"data": hostile_data, b"labels": [0]}, protocol=2)
+    folder = write_folder(tmp_path / "cifar-10-batches-py", files)
+    script = (
+        "import sys\nfrom cnnlab.data.cifar10 import load_cifar10\nfrom cnnlab.errors import CnnlabError\n"
+        "try:\n    load_cifar10(sys.argv[1], cache_dir=sys.argv[2])\nexcept CnnlabError as exc:\n    print(exc)\n"
+    )
+    message = run_in_limited_child(script, folder, tmp_path / "cache")
+    assert message.startswith(f"{folder}: data_batch_1: {reason}") and "may be malicious" in message
+    assert "\n" not in message
+
+
+class DecodedAgain(Exception):
+    """Raised in place of decoding the source: the cache was not used."""
+
+
+def decoded_again(*args):
+    raise DecodedAgain
+
+
+@pytest.fixture(scope="module")
+def good_cache(tmp_path_factory, synthetic_folder):
+    """The cache file's name for the synthetic folder (cheaper to re-read than the archive), and its cached arrays."""
+    cache_dir = tmp_path_factory.mktemp("good-cache")
+    load_cifar10(synthetic_folder, cache_dir=cache_dir)
+    (cache_file,) = cache_dir.glob("cifar10-*.npz")
+    with np.load(cache_file) as stored:
+        return cache_file.name, dict(stored)
+
+
+def with_one_label(labels, value):
+    changed = labels.copy()
+    changed[7] = value
+    return changed
+
+
+CACHE_DEFECTS = {
+    "label out of range": lambda arrays: {"y_train": with_one_label(arrays["y_train"], 10)},
+    "labels not integers": lambda arrays: {"y_test": arrays["y_test"].astype(np.float32)},
+    "images not uint8": lambda arrays: {"x_test": arrays["x_test"].astype(np.int16)},
+    "nine class names": lambda arrays: {"class_names": arrays["class_names"][:9]},
+    "class names not strings": lambda arrays: {"class_names": np.arange(10)},
+    "a class name twice": lambda arrays: {"class_names": np.array(["cat"] * 10, dtype=arrays["class_names"].dtype)},
+}
+
+
+@pytest.mark.parametrize("defect", [None, *CACHE_DEFECTS])
+def test_a_cache_is_used_only_if_it_holds_exactly_what_load_cifar10_writes(
+    tmp_path, synthetic_folder, good_cache, monkeypatch, defect
+):
+    name, arrays = good_cache
+    np.savez(tmp_path / name, **{**arrays, **(CACHE_DEFECTS[defect](arrays) if defect else {})})
+    monkeypatch.setattr(cifar10, "_decode", decoded_again)
+    if defect is None:  # the control: the same arrays, re-written the same way, are used
+        assert load_cifar10(synthetic_folder, cache_dir=tmp_path).x_train.shape[0] == 50_000
+    else:
+        with pytest.raises(DecodedAgain):
+            load_cifar10(synthetic_folder, cache_dir=tmp_path)
+
+
+def test_a_cache_member_claiming_petabytes_is_ignored_without_allocating(tmp_path, synthetic_folder, good_cache,
+                                                                          monkeypatch):
+    name, _ = good_cache
+    with zipfile.ZipFile(tmp_path / name, "w") as cache, cache.open("x_train.npy", "w") as member:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (2**40, 32, 32, 3)}  # 3 PiB, in 128 bytes
+        np.lib.format.write_array_header_1_0(member, header)
+    monkeypatch.setattr(cifar10, "_decode", decoded_again)
+    with pytest.raises(DecodedAgain):
+        load_cifar10(synthetic_folder, cache_dir=tmp_path)

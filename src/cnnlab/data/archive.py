@@ -54,7 +54,8 @@ def read_tar_members(path: Path, folder: str, wanted: set[str]) -> dict[str, byt
                 if parent == folder and name in wanted and member.isfile():
                     handle = tar.extractfile(member)
                     found[name] = handle.read() if handle else b""
-    except (tarfile.ReadError, tarfile.CompressionError, zlib.error, EOFError, OSError) as exc:
+    # tarfile raises a bare ValueError for some malformed PAX headers (a sparse map that is not numbers).
+    except (tarfile.TarError, zlib.error, EOFError, OSError, ValueError) as exc:
         raise CnnlabError(f"{path}: not a readable gzip-compressed tar archive ({first_line(exc)})") from None
     return found
 

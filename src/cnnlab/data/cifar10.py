@@ -13,6 +13,7 @@ content hash, so a second load costs a hash and a read instead of six unpickling
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import sys
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnnlab.data.archive import read_tar_members
+from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.rundir import atomic_path
@@ -37,6 +38,8 @@ META_FILE = "batches.meta"
 BATCH_FILES = (*TRAIN_BATCHES, TEST_BATCH)
 IMAGES_PER_BATCH = 10_000
 NUM_CLASSES = 10
+MAX_CLASS_NAME_CHARS = 64  # the official names have at most 10; the cache stores them at this fixed width
+CLASS_NAMES_DTYPE = np.dtype(f"<U{MAX_CLASS_NAME_CHARS}")
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 
 
@@ -147,15 +150,31 @@ def _sha256_of(path: Path) -> str:
 
 
 def _read_folder(folder: Path) -> dict[str, bytes]:
-    files = {}
-    for name in (*BATCH_FILES, META_FILE):
-        file = folder / name
-        if file.is_file():
-            try:
-                files[name] = file.read_bytes()
-            except OSError as exc:
-                raise CnnlabError(f"cannot read {file}: {exc.strerror or exc}") from None
-    return files
+    root = folder.resolve()
+    return {name: _read_folder_file(folder / name, root) for name in (*BATCH_FILES, META_FILE)
+            if (folder / name).is_file()}
+
+
+def _read_folder_file(file: Path, root: Path) -> bytes:
+    """One file of an extracted folder, under the same size cap as an archive member.
+
+    A link that stays inside the folder is harmless (the content is still the folder's); one that leaves it is how a
+    folder from elsewhere would make us read any file on the machine, so it is refused.
+    """
+    target = file.resolve()
+    if not target.is_relative_to(root):
+        raise CnnlabError(f"{file}: refusing a link to {target}, outside {root}; copy the file into the folder")
+    try:
+        with open(target, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size <= MAX_MEMBER_BYTES:
+                content = handle.read(MAX_MEMBER_BYTES + 1)  # the read stops at the cap even if stat was stale
+                size = len(content)
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if size > MAX_MEMBER_BYTES:
+        raise CnnlabError(f"{file}: {size:,} bytes, over the {MAX_MEMBER_BYTES:,} limit for a CIFAR-10 file")
+    return content
 
 
 def _content_key(files: dict[str, bytes]) -> str:
@@ -181,7 +200,7 @@ def _decode(files: dict[str, bytes], source: str) -> dict[str, np.ndarray]:
         "y_train": np.concatenate([labels for _, labels in train]),
         "x_test": x_test,
         "y_test": y_test,
-        "class_names": np.array(class_names),
+        "class_names": np.array(class_names, dtype=CLASS_NAMES_DTYPE),
     }
 
 
@@ -191,13 +210,16 @@ def _unpickle_dict(payload: bytes, where: str) -> dict[str, object]:
     try:
         loaded = safe_loads(payload)
     except UnsafePickleError as exc:
-        raise CnnlabError(f"{where}: {exc}; the file is not a CIFAR-10 batch and may be malicious") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            MemoryError) as exc:
-        raise CnnlabError(f"{where}: truncated or corrupt pickle ({type(exc).__name__})") from None
+        raise CnnlabError(
+            f"{where}: {first_line(exc)}; the file is not a CIFAR-10 batch and may be malicious"
+        ) from None
+    except pickle.UnpicklingError as exc:
+        raise CnnlabError(f"{where}: truncated or corrupt pickle ({first_line(exc)})") from None
     if not isinstance(loaded, dict):
         raise CnnlabError(f"{where}: expected a dict, found {type(loaded).__name__}")
-    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in loaded.items()}
+    # Only text keys can name CIFAR-10 fields; others are skipped rather than printed (a key can be any tuple).
+    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in loaded.items()
+            if isinstance(key, (bytes, str))}
 
 
 def _decode_batch(payload: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -228,8 +250,12 @@ def _decode_meta(payload: bytes, source: str) -> list[str]:
     if not isinstance(names, (list, tuple)) or len(names) != NUM_CLASSES:
         raise CnnlabError(f"{source}: {META_FILE}: 'label_names' must list {NUM_CLASSES} class names")
     decoded = [name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names]
-    if not all(isinstance(name, str) and name for name in decoded) or len(set(decoded)) != len(decoded):
-        raise CnnlabError(f"{source}: {META_FILE}: class names must be distinct non-empty strings")
+    if (not all(isinstance(name, str) and 0 < len(name) <= MAX_CLASS_NAME_CHARS for name in decoded)
+            or len(set(decoded)) != len(decoded)):
+        raise CnnlabError(
+            f"{source}: {META_FILE}: class names must be distinct non-empty strings of at most "
+            f"{MAX_CLASS_NAME_CHARS} characters"
+        )
     return decoded
 
 
@@ -246,18 +272,48 @@ def _cache_dir(explicit: Path | None) -> Path:
     return Path(base) / "cnnlab"
 
 
+# Exactly what `_write_cache` stores; a cache holding anything else is stale or damaged and is rebuilt.
+_CACHED_ARRAYS = {
+    "x_train": ((len(TRAIN_BATCHES) * IMAGES_PER_BATCH, 32, 32, 3), np.dtype(np.uint8)),
+    "y_train": ((len(TRAIN_BATCHES) * IMAGES_PER_BATCH,), np.dtype(np.uint8)),
+    "x_test": ((IMAGES_PER_BATCH, 32, 32, 3), np.dtype(np.uint8)),
+    "y_test": ((IMAGES_PER_BATCH,), np.dtype(np.uint8)),
+    "class_names": ((NUM_CLASSES,), CLASS_NAMES_DTYPE),
+}
+# The arrays (184 MB) plus a few hundred bytes of zip and .npy headers each, with room to spare.
+MAX_CACHE_BYTES = sum(math.prod(shape) * dtype.itemsize for shape, dtype in _CACHED_ARRAYS.values()) + 2**16
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
-    if not cache_file.is_file():
-        return None
     try:
+        if not cache_file.is_file() or cache_file.stat().st_size > MAX_CACHE_BYTES:
+            return None
+        if not _cache_headers_match(cache_file):
+            return None
         with np.load(cache_file, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in ("x_train", "y_train", "x_test", "y_test", "class_names")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            arrays = {key: stored[key] for key in _CACHED_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache is rebuilt from the source, never trusted
-    expected = {"x_train": (50_000, 32, 32, 3), "y_train": (50_000,), "x_test": (10_000, 32, 32, 3), "y_test": (10_000,)}
-    if any(arrays[key].shape != shape for key, shape in expected.items()):
-        return None
-    return arrays
+    labels_fit = all(arrays[key].max() < NUM_CLASSES for key in ("y_train", "y_test"))
+    names = arrays["class_names"].tolist()
+    return arrays if labels_fit and all(names) and len(set(names)) == NUM_CLASSES else None
+
+
+def _cache_headers_match(cache_file: Path) -> bool:
+    """Whether each cached array's .npy header gives the expected shape and dtype, checked before numpy reads any:
+    numpy allocates what the header claims, so a header claiming petabytes must not reach it. (A zip member's
+    `file_size` does not bound that allocation; the header check does, and the file's size bounds the rest.)"""
+    with zipfile.ZipFile(cache_file) as archive:
+        for name, (shape, dtype) in _CACHED_ARRAYS.items():
+            with archive.open(f"{name}.npy") as member:
+                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(member))
+                if read_header is None:
+                    return False
+                stored_shape, _, stored_dtype = read_header(member)
+                if stored_shape != shape or stored_dtype != dtype:
+                    return False
+    return True
 
 
 def _write_cache(cache_file: Path, arrays: dict[str, np.ndarray], warn) -> None:
