@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 
 import keras
+import pytest
 
 from cnnlab.cli import main
 from conftest import TINY_MODEL, TINY_VGG16
@@ -60,7 +62,39 @@ def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synt
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 8 and len(metrics["epoch_seconds"]) == 8
     assert metrics["train_seconds"] >= sum(metrics["epoch_seconds"])  # the time before the kill is counted too
-    assert state(run_dir)["state"] == "finished" and not (run_dir / ".lock").exists()
+    assert state(run_dir)["state"] == "finished"
+    assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
+
+
+def faulty(point, nth, *args):
+    """`cnnlab ARGS` killed half-way through its Nth write at POINT (see tests/faults.py)."""
+    faults = os.path.join(os.path.dirname(__file__), "faults.py")
+    return subprocess.run([sys.executable, faults, point, str(nth), "--", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(tmp_path, synthetic_archive):
+    run_dir, epochs = tmp_path / "run", 6
+    rng = random.Random(20261126)
+    for _ in range(2):  # at random moments during training
+        process = start("train", "--resume", run_dir) if run_dir.exists() else start(
+            "train", "--data", synthetic_archive, "--epochs", epochs, "--train-limit", "4000", "--val-size", "500",
+            *TINY_MODEL, "--out", run_dir)
+        wait_for_epochs(run_dir / "history.csv", len(epochs_in(run_dir / "history.csv")) + 1, process)
+        time.sleep(rng.uniform(0.0, 1.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    for point, nth in (("state", 1), ("best", 1), ("state", 2), ("final", 1)):  # half-way through each kind of write
+        killed = faulty(point, nth, "train", "--resume", run_dir)
+        assert killed.returncode == -signal.SIGKILL, f"{point} #{nth} was never reached: {killed.stderr}"
+        assert state(run_dir)["state"] == "running"
+
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert epochs_in(run_dir / "history.csv") == list(range(epochs))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == epochs and len(metrics["epoch_seconds"]) == epochs
+    assert state(run_dir)["state"] == "finished" and not list(run_dir.rglob(".tmp-*"))
     assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
 
 

@@ -1,4 +1,12 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnnlab import rundir
 from cnnlab.errors import CnnlabError
@@ -60,28 +68,83 @@ def test_require_finished_explains_what_is_wrong(tmp_path):
 
 def test_lock_refuses_a_second_writer_and_is_released(tmp_path):
     with rundir.locked(tmp_path):
-        assert (tmp_path / rundir.LOCK).read_text() == str(__import__("os").getpid())
-        with pytest.raises(CnnlabError, match=f"in use by process {__import__('os').getpid()}"):
+        with pytest.raises(CnnlabError, match=f"in use by process {os.getpid()}"):
             with rundir.locked(tmp_path):
                 pass
-    assert not (tmp_path / rundir.LOCK).exists()
     with pytest.raises(RuntimeError):
         with rundir.locked(tmp_path):
             raise RuntimeError("crash")
-    assert not (tmp_path / rundir.LOCK).exists()
-
-
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    import subprocess
-    import sys
-
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / rundir.LOCK).write_text(finished.stdout.strip())  # that process has exited: a killed writer's lock
-    with rundir.locked(tmp_path):
-        assert (tmp_path / rundir.LOCK).read_text() != finished.stdout.strip()
-    (tmp_path / rundir.LOCK).write_text("half-writ")  # unreadable pid: also stale
-    with rundir.locked(tmp_path):
+    with rundir.locked(tmp_path):  # released after an error too
         pass
+
+
+HOLD_LOCK = "import sys, time\nfrom cnnlab import rundir\nwith rundir.locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+
+
+def test_the_lock_of_a_live_process_holds_and_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CnnlabError, match=f"in use by process {holder.pid}"):
+            with rundir.locked(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.locked(tmp_path):  # SIGKILL gave no chance to clean up; the kernel released the lock
+        pass
+
+
+@pytest.mark.parametrize("content", [str(os.getpid()), "1", "half-writ", ""])
+def test_what_a_lock_file_says_never_decides_who_holds_it(tmp_path, content):
+    # A PID in the file, even this process's own or PID 1 (alive forever in a container), is not a lock.
+    (tmp_path / rundir.LOCK).write_text(content)
+    with rundir.locked(tmp_path):
+        assert (tmp_path / rundir.LOCK).read_text() == str(os.getpid())
+
+
+def test_of_many_processes_racing_for_one_lock_exactly_one_wins(tmp_path):
+    race = ("import sys, time\nfrom cnnlab import rundir\nfrom cnnlab.errors import CnnlabError\n"
+            "time.sleep(float(sys.argv[2]) - time.time())\n"
+            "try:\n    with rundir.locked(sys.argv[1]):\n        print('won', flush=True)\n        time.sleep(3)\n"
+            "except CnnlabError:\n    print('refused')\n")
+    start = f"{time.time() + 4:.3f}"  # after every interpreter has started
+    racers = [subprocess.Popen([sys.executable, "-c", race, str(tmp_path), start], stdout=subprocess.PIPE, text=True)
+              for _ in range(6)]
+    outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
+    assert outcomes == ["refused"] * 5 + ["won"]
+
+
+def test_temporary_files_left_by_a_killed_writer_are_removed_by_the_next(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    leftovers = [tmp_path / ".tmp-123-metrics.json", tmp_path / "checkpoints" / ".tmp-123-best.keras"]
+    for path in leftovers:
+        path.write_text("half")
+    (tmp_path / "metrics.json").write_text("{}")
+    with rundir.locked(tmp_path):
+        assert not any(path.exists() for path in leftovers)
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_a_failure_keeps_one_line_in_the_status_and_the_whole_text_beside_it(tmp_path):
+    try:
+        raise ValueError("first line\x1b[2J\nsecond line\nthird line")
+    except ValueError as exc:
+        rundir.record_failure(tmp_path, exc)
+    status = rundir.read_status(tmp_path)
+    assert status["state"] == "failed" and "\n" not in status["reason"] and "\x1b" not in status["reason"]
+    assert status["reason"].startswith("first line\\x1b[2J (full text in ")
+    full = (tmp_path / rundir.ERROR_LOG).read_text()
+    assert "third line" in full and "Traceback" in full
+
+
+def test_atomic_writes_sync_the_folder_after_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd)))
+    rundir.write_json(tmp_path / "metrics.json", {"a": 1})
+    assert synced[-1] == str(tmp_path)  # the folder, after the file itself
 
 
 def test_a_full_disk_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypatch):
@@ -105,3 +168,23 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("")
     with pytest.raises(CnnlabError, match="cannot create run directory"):
         rundir.create_run_dir(blocker / "run")
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=4), max_leaves=16)
+
+
+@given(st.one_of(st.binary(max_size=200), JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+                 st.fixed_dictionaries({"state": st.sampled_from(["running", "finished", "failed", "x"]),
+                                        "reason": JSON_VALUES}).map(lambda value: json.dumps(value).encode())))
+def test_any_status_file_is_read_or_refused_with_one_error(tmp_path_factory, content):
+    run_dir = tmp_path_factory.mktemp("run")
+    (run_dir / rundir.STATUS).write_bytes(content)
+    try:
+        status = rundir.read_status(run_dir)
+    except CnnlabError as exc:
+        assert str(rundir.STATUS) in str(exc)
+        return
+    assert status["state"] in ("running", "finished", "failed")
+    assert status["reason"] is None or (status["reason"].isprintable() and "\n" not in status["reason"])

@@ -1,15 +1,18 @@
 import csv
+import json
 
 import keras
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnnlab import rundir
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
 from cnnlab.models.vgg16 import HEAD_PREFIX
-from cnnlab.train import ShuffledBatches, StopOnNonFiniteLoss, train_model
+from cnnlab.train import PROGRESS, Phase, ShuffledBatches, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import learnable_splits
 
 TINY = {"cnn.conv_blocks": [[8], [16]], "cnn.dense_units": [32], "train.batch_size": 32}
@@ -162,20 +165,72 @@ def test_a_backup_damaged_by_a_kill_falls_back_to_the_previous_generation(tmp_pa
 
     backup = tmp_path / "head"
     backup.mkdir()
-    assert _backed_up_epoch(backup) is None  # nothing saved yet
+    assert _backed_up_epoch(backup, 0, 5) is None  # nothing saved yet
     backup.mkdir(exist_ok=True)
     with h5py.File(backup / "latest.weights.h5.bkp", "w") as handle:
         handle.create_dataset("w", data=[1.0])
     (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 3, "batch": 0}))
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 88)  # cut off mid-write
     (backup / "training_metadata.json").write_text(json.dumps({"epoch": 4, "batch": 0}))
-    assert _backed_up_epoch(backup) == 3
+    assert _backed_up_epoch(backup, 0, 5) == 3
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 3
     with h5py.File(backup / "latest.weights.h5", "r") as handle:
         assert list(handle["w"]) == [1.0]
     (backup / "latest.weights.h5").write_bytes(b"garbage")
     (backup / "latest.weights.h5.bkp").write_bytes(b"garbage")
-    assert _backed_up_epoch(backup) is None and not backup.exists()  # nothing whole: the phase starts over
+    assert _backed_up_epoch(backup, 0, 5) is None and not backup.exists()  # nothing whole: the phase starts over
+
+
+@pytest.mark.parametrize("epoch", ["Infinity", "NaN", "1e400", "true", "-1", "99", '"3"', "[3]", "3.5"])
+def test_backup_metadata_with_an_epoch_outside_its_phase_is_not_trusted(tmp_path, epoch):
+    import h5py
+
+    from cnnlab.train import _backed_up_epoch
+
+    backup = tmp_path / "train"
+    backup.mkdir()
+    for weights, metadata, value in (("latest.weights.h5", "training_metadata.json", epoch),
+                                     ("latest.weights.h5.bkp", "training_metadata.json.bkp", "2")):
+        with h5py.File(backup / weights, "w") as handle:
+            handle.create_dataset("w", data=[float(value == "2")])
+        (backup / metadata).write_text(f'{{"epoch": {value}, "batch": 0}}')
+    assert _backed_up_epoch(backup, 0, 5) == 2  # the older, sound generation
+
+
+def test_history_is_replaced_whole_at_each_epoch_never_appended_in_place(tmp_path):
+    from cnnlab.train import HistoryFile
+
+    history_csv = tmp_path / "history.csv"
+    writer, files_seen = HistoryFile(history_csv), []
+    for epoch, logs in enumerate([{"loss": 2.0, "accuracy": 0.3}, {"loss": 1.5, "accuracy": 0.5, "val_loss": 1.6}]):
+        writer.on_epoch_end(epoch, dict(logs))
+        files_seen.append(history_csv.stat().st_ino)  # a new file each time: a reader never sees half a row
+    assert files_seen[0] != files_seen[1]
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0]["val_loss"] == "NA"
+    assert float(rows[1]["loss"]) == 1.5 and not list(tmp_path.glob(".tmp-*"))
+
+
+PHASES = [Phase("head", 3, 0.1, prepare=lambda model: None), Phase("finetune", 2, 0.01, prepare=lambda model: None)]
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=20)
+       | st.fixed_dictionaries({"phases_done": st.lists(st.sampled_from(["head", "finetune", "x"]), max_size=3),
+                                "records": st.dictionaries(st.sampled_from(["head", "finetune"]),
+                                                           st.fixed_dictionaries({"trainable_parameters": st.integers() | st.floats()}))}))
+def test_any_progress_file_is_read_or_refused_with_one_error(tmp_path_factory, content):
+    state_dir = tmp_path_factory.mktemp("state")
+    (state_dir / PROGRESS).write_text(json.dumps(content))
+    try:
+        progress = read_progress(state_dir, PHASES)
+    except CnnlabError as exc:
+        assert "damaged" in str(exc) or "not valid JSON" in str(exc)
+        return
+    assert progress["phases_done"] in ([], ["head"], ["head", "finetune"])
+    assert all(type(progress["records"][name]["trainable_parameters"]) is int for name in progress["phases_done"])
 
 
 def test_augmented_batches_depend_only_on_seed_and_epoch():

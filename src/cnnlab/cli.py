@@ -18,13 +18,16 @@ CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, one_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -137,24 +140,54 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "de
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the real output
+    # TensorFlow's C++ logging: even its errors are start-up chatter (CUDA probes on machines without a GPU); real
+    # failures reach cnnlab as Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    debug = bool(os.environ.get("CNNLAB_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
+        if args.handler is not _data_info:
+            with _native_import_logs_held_back(debug):
+                import keras  # noqa: F401  (every later import of it is silent)
         return args.handler(args) or 0
     except _UsageError as exc:
-        print(exc, file=sys.stderr)
+        print(one_line(exc), file=sys.stderr)
         return EXIT_USAGE
     except CnnlabError as exc:
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"cnnlab: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug, not bad input: still one line, with the traceback on request
-        if os.environ.get("CNNLAB_DEBUG"):
-            raise
-        print(f"cnnlab: unexpected error: {type(exc).__name__}: {exc} (set CNNLAB_DEBUG=1 for details)", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (`cnnlab ... | head`): nothing left to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush fails silently
         return EXIT_ERROR
+    except Exception as exc:  # a bug, not bad input: still one line, with the traceback on request
+        if debug:
+            raise
+        print(f"cnnlab: unexpected error: {type(exc).__name__}: {one_line(exc)} (set CNNLAB_DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _native_import_logs_held_back(debug: bool):
+    """Importing TensorFlow makes its C++ libraries write to file descriptor 2 before any setting can silence them
+    ("Could not find cuda drivers", CPU feature notes). They go to a temporary file instead, unless debugging."""
+    if debug:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _data_source(args) -> str | None:
@@ -247,7 +280,8 @@ def _predict(args) -> int:
     from cnnlab.config import TTA_LEVELS
     from cnnlab.display import terminal_text
     from cnnlab.experiment import load_run_model
-    from cnnlab.predict import load_image, predict_images
+    from cnnlab.data.images import load_image
+    from cnnlab.predict import predict_images
 
     if args.top <= 0:
         raise CnnlabError(f"--top must be positive, got {args.top}")

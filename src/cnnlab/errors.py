@@ -1,5 +1,7 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit."""
 
+from cnnlab.display import terminal_text
+
 
 class CnnlabError(Exception):
     """A problem the user can fix: bad input, a missing file, a refused operation.
@@ -12,3 +14,15 @@ def first_line(exc: BaseException) -> str:
     """An exception's message reduced to one line, for wrapping a library's error in a CnnlabError."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+MAX_MESSAGE_CHARS = 500
+
+
+def one_line(text: object) -> str:
+    """`text` as one printable line for a terminal: its first non-empty line, invisible characters (an escape
+    sequence, a carriage return) shown as escapes instead of acting on the terminal, cut to a readable length. Used
+    for every message the CLI prints and every reason stored for it to print later."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = terminal_text(lines[0] if lines else "")
+    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 1] + "…"

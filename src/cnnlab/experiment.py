@@ -44,13 +44,13 @@ def resume_run(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CONFIG).is_file() or not (run_dir / rundir.STATUS).is_file():
         raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
-    if rundir.read_json(run_dir / rundir.STATUS).get("state") == "finished":
-        raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
-    # Pretrained weights are not needed: they come back from the saved state, so no download happens.
-    config, data, splits, model = _data_and_model(
-        config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True
-    )
-    with rundir.locked(run_dir):
+    with rundir.locked(run_dir):  # before reading the status: a process still writing here could yet change it
+        if rundir.read_status(run_dir)["state"] == "finished":
+            raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
+        # Pretrained weights are not needed: they come back from the saved state, so no download happens.
+        config, data, splits, model = _data_and_model(
+            config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True
+        )
         _train_into(run_dir, config, model, data, splits, resume=True)
     return run_dir
 
@@ -104,7 +104,7 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, 
               file=sys.stderr)
         raise
     except Exception as exc:
-        rundir.set_status(run_dir, "failed", first_line(exc))
+        rundir.record_failure(run_dir, exc)
         raise
     rundir.set_status(run_dir, "finished")
 
@@ -147,13 +147,9 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
 
 
 def load_run_model(run_dir: Path):
-    import keras
+    from cnnlab.models.saving import load_model
 
-    path = Path(run_dir) / rundir.MODEL
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors and more for a damaged file
-        raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
+    return load_model(Path(run_dir) / rundir.MODEL)
 
 
 def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, config: RunConfig) -> dict:

@@ -9,7 +9,9 @@ Layout:
     metrics.json     test metrics, timings, library versions, hardware
     test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
-    .lock            the process writing here now (removed when it is done; a dead process's lock is taken over)
+    error.txt        the full text of the error that stopped the run (the terminal and status.json get one line)
+    .lock            held with an OS lock by the process writing here now; the kernel releases it when that process
+                     ends, however it ends, so a killed writer never leaves the folder locked
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import contextlib
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from cnnlab.errors import CnnlabError
+import filelock
+
+from cnnlab.errors import CnnlabError, one_line
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -32,6 +37,8 @@ TEST_PREDICTIONS = "test_predictions.npz"
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
 LOCK = ".lock"
+ERROR_LOG = "error.txt"
+TEMPORARY_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
@@ -39,17 +46,27 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final` (same suffix, so writers that check it are happy); on success rename
     it over `final` in one step, on failure remove it. A reader sees the old file or the new one, never half."""
     final = Path(final)
-    temporary = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # the whole name kept: writers check suffixes
+    # The whole name kept: writers check suffixes.
+    temporary = final.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{final.name}")
     try:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())  # the data is on disk before the name points at it, even after a power cut
         os.replace(temporary, final)
+        _fsync_folder(final.parent)  # and the rename itself is on disk, not only in the folder's cached copy
     except OSError as exc:  # a full disk or a folder that turned read-only: the old file stays as it was
         raise CnnlabError(f"cannot write {final}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -95,51 +112,69 @@ def create_run_dir(path: Path) -> Path:
 
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock while writing into it: a second process refuses, and the lock of a process
-    that died (killed, crashed) is taken over."""
-    lock = Path(run_dir) / LOCK
-    while True:
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None and _alive(holder):
-                raise CnnlabError(f"{run_dir} is in use by process {holder}; wait for it to finish") from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()  # stale: its process is gone
-        except OSError as exc:
-            raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(str(os.getpid()))
+    """Hold the run directory's lock while writing into it: a second writer, in this process or another, is refused.
+
+    The lock is the operating system's (flock, through `filelock`), not a PID in a file: the kernel releases it when
+    the holder ends, killed or not, so there is no stale lock to judge, and two processes can never both take it.
+    The holder's PID is written into the lock file only to name it in the refusal. Temporary files that a killed
+    writer left behind are removed once the lock is held, as no other writer can be using them then.
+    """
+    run_dir = Path(run_dir)
+    lock_file = run_dir / LOCK
+    lock = filelock.FileLock(lock_file, timeout=0)
     try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = _lock_holder(lock_file)
+        raise CnnlabError(f"{run_dir} is in use by {holder}; wait for it to finish") from None
+    except OSError as exc:
+        raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
+    try:
+        lock_file.write_text(str(os.getpid()))
+        remove_leftover_temporaries(run_dir)
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+        lock.release()
 
 
-def _lock_holder(lock: Path) -> int | None:
+def _lock_holder(lock_file: Path) -> str:
     try:
-        return int(lock.read_text().strip())
+        return f"process {int(lock_file.read_text().strip())}"
     except (OSError, ValueError):
-        return None  # unreadable or half-written: treated as stale
+        return "another process"  # the holder has not written its PID yet
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the `.tmp-*` files of writes that a kill interrupted, anywhere in the run directory."""
+    leftovers = [path for path in Path(run_dir).rglob(f"{TEMPORARY_PREFIX}*") if path.is_file()]
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return leftovers
 
 
 def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:
+    """Record the run's state; a reason is kept to one line, as every later command prints it on one."""
+    reason = None if reason is None else one_line(reason)
     write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> None:
+    """Mark the run failed: the error's first line as the reason, its whole text and traceback in error.txt."""
+    run_dir = Path(run_dir)
+    with atomic_path(run_dir / ERROR_LOG) as temporary:
+        temporary.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    set_status(run_dir, "failed", f"{one_line(exc) or type(exc).__name__} (full text in {run_dir / ERROR_LOG})")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """status.json as {"state": ..., "reason": ...}; anything else in its place is an error naming the file."""
+    path = Path(run_dir) / STATUS
+    status = read_json(path)
+    if not isinstance(status, dict) or status.get("state") not in ("running", "finished", "failed"):
+        raise CnnlabError(f"{path} is damaged (no valid 'state')")
+    reason = status.get("reason")
+    return {"state": status["state"], "reason": one_line(str(reason)) if reason else None}
 
 
 def require_finished(run_dir: Path) -> Path:
@@ -149,11 +184,10 @@ def require_finished(run_dir: Path) -> Path:
         raise CnnlabError(f"run directory not found: {run_dir}")
     if not (run_dir / STATUS).is_file() or not (run_dir / CONFIG).is_file():
         raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {STATUS} or {CONFIG})")
-    status = read_json(run_dir / STATUS)
-    state = status.get("state") if isinstance(status, dict) else None
-    if state != "finished":
-        reason = f": {status['reason']}" if isinstance(status, dict) and status.get("reason") else ""
-        raise CnnlabError(f"{run_dir} is not a finished run (status: {state}{reason})")
+    status = read_status(run_dir)
+    if status["state"] != "finished":
+        reason = f": {status['reason']}" if status["reason"] else ""
+        raise CnnlabError(f"{run_dir} is not a finished run (status: {status['state']}{reason})")
     if not (run_dir / MODEL).is_file():
         raise CnnlabError(f"{run_dir} has no {MODEL}")
     return run_dir

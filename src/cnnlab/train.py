@@ -25,9 +25,10 @@ from cnnlab import rundir
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import history_number
 from cnnlab.models import vgg16
+from cnnlab.models.saving import load_model, portable_copy
 from cnnlab.recipe import Lookahead, compile_for_phase
 
 BEST_CHECKPOINT = "best.keras"
@@ -158,6 +159,41 @@ class BestCheckpoint(keras.callbacks.Callback):
                 self.full_model.save(temporary)
 
 
+class HistoryFile(keras.callbacks.Callback):
+    """history.csv, one row per epoch, rewritten whole and atomically at each epoch end.
+
+    Keras's CSVLogger appends to the file in place, so a kill during its write leaves half a line; here a reader,
+    or a resumed run, sees the history before the epoch or after it. Columns as CSVLogger writes them: "epoch",
+    then the logged values by name, "NA" where an epoch has none.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = _read_rows(self.path)
+        rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted((logs or {}).items())}})
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        _write_rows(self.path, rows, columns)
+
+
+def _read_rows(history_csv: Path) -> list[dict[str, str]]:
+    if not history_csv.is_file():
+        return []
+    with open(history_csv, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if _complete_row(row)]
+
+
+def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None:
+    with rundir.atomic_path(history_csv) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=columns, restval="NA")
+                writer.writeheader()
+                writer.writerows(rows)
+
+
 class ShuffledBatches(keras.utils.PyDataset):
     """Batches in a fresh seeded order each epoch, one-hot labels made per batch, optionally augmented.
 
@@ -237,8 +273,8 @@ def train_model(
     checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
     state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    progress = _read_progress(state_dir) if resume else {"phases_done": [], "records": {}}
     phases = phases_for(config)
+    progress = read_progress(state_dir, phases) if resume else {"phases_done": [], "records": {}}
     augmentation = None
     if config.data.flip or config.data.translate:
         augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
@@ -246,7 +282,7 @@ def train_model(
         resume_epoch = 0
         for phase in phases:
             if phase.name not in progress["phases_done"]:
-                resume_epoch = _backed_up_epoch(state_dir / phase.name) or resume_epoch
+                resume_epoch = _backed_up_epoch(state_dir / phase.name, resume_epoch, phase.epochs) or resume_epoch
                 break
             resume_epoch += phase.epochs
         timer.seconds = _restore_history(run_dir / rundir.HISTORY, resume_epoch, checkpoint)
@@ -256,12 +292,13 @@ def train_model(
     phase_records, epochs_done = [], 0
     for phase in phases:
         if phase.name in progress["phases_done"]:
-            model.load_weights(state_dir / f"after-{phase.name}.weights.h5")
+            _load_finished_phase(model, state_dir / f"after-{phase.name}.weights.h5")
             phase_records.append(progress["records"][phase.name])
             epochs_done += phase.epochs
             continue
         phase.prepare(model)
-        start_epoch = (_backed_up_epoch(state_dir / phase.name) if resume else None) or epochs_done
+        start_epoch = (_backed_up_epoch(state_dir / phase.name, epochs_done, phase.epochs) if resume else None) \
+            or epochs_done
         epochs_before = epochs_done
         fit_model, x_train, x_val, feature_seconds = model, splits.x_train, splits.x_val, None
         if phase.cached_features:
@@ -272,8 +309,7 @@ def train_model(
                                   epoch=start_epoch, augmentation=augmentation if x_train is splits.x_train else None)
         phase_steps = phase.epochs * len(batches)
         compile_for_phase(fit_model, config, phase.learning_rate, phase_steps)
-        history_log = keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=resume or epochs_done > 0)
-        callbacks = [timer, nan_guard, history_log]
+        callbacks = [timer, nan_guard, HistoryFile(run_dir / rundir.HISTORY)]
         if has_validation:
             callbacks.append(checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
         # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
@@ -324,22 +360,48 @@ def train_model(
     train_seconds = earlier_seconds + time.perf_counter() - start
 
     if checkpoint.best_epoch is not None:
-        model = keras.saving.load_model(checkpoint.path)
+        model = load_model(checkpoint.path)
     with rundir.atomic_path(run_dir / rundir.MODEL) as temporary:
-        model.save(temporary)
+        portable_copy(model).save(temporary)  # loads anywhere, without cnnlab
     return TrainingResult(model, epochs_done, checkpoint.best_epoch, train_seconds, timer.seconds, phase_records)
 
 
-def _read_progress(state_dir: Path) -> dict:
+def read_progress(state_dir: Path, phases: list[Phase]) -> dict:
+    """The resume state's record of finished phases: {"phases_done": [names], "records": {name: record}}.
+
+    Written atomically by training itself, so anything malformed was damaged or edited since: an error naming the
+    file rather than a resume from state that cannot be trusted.
+    """
     path = state_dir / PROGRESS
-    return rundir.read_json(path) if path.is_file() else {"phases_done": [], "records": {}}
+    if not path.is_file():
+        return {"phases_done": [], "records": {}}
+    progress = rundir.read_json(path)
+    names = [phase.name for phase in phases]
+    done = progress.get("phases_done") if isinstance(progress, dict) else None
+    records = progress.get("records") if isinstance(progress, dict) else None
+    if not (isinstance(done, list) and done == names[: len(done)] and isinstance(records, dict)
+            and all(_valid_record(records.get(name)) for name in done)):
+        raise CnnlabError(f"{path} is damaged (phases {done!r:.80} are not a start of {names}); "
+                          "the run cannot be resumed from it")
+    return progress
+
+
+def _valid_record(record) -> bool:
+    return isinstance(record, dict) and type(record.get("trainable_parameters")) is int
+
+
+def _load_finished_phase(model: keras.Model, weights: Path) -> None:
+    try:
+        model.load_weights(weights)
+    except Exception as exc:  # h5py and Keras raise OSError, ValueError, KeyError and more for a damaged file
+        raise CnnlabError(f"cannot read the saved weights {weights}: {first_line(exc)}") from None
 
 
 BACKUP_GENERATIONS = (("latest.weights.h5", "training_metadata.json"),
                       ("latest.weights.h5.bkp", "training_metadata.json.bkp"))  # Keras BackupAndRestore's names
 
 
-def _backed_up_epoch(backup_dir: Path) -> int | None:
+def _backed_up_epoch(backup_dir: Path, phase_start: int, phase_epochs: int) -> int | None:
     """The epoch Keras's BackupAndRestore will restart at, after making sure what it will read is whole.
 
     A kill while Keras writes its state can leave a truncated weights file or metadata. The newest whole generation
@@ -349,11 +411,13 @@ def _backed_up_epoch(backup_dir: Path) -> int | None:
 
     for weights, metadata in BACKUP_GENERATIONS:
         try:
-            epoch = int(json.loads((backup_dir / metadata).read_text(encoding="utf-8"))["epoch"])
+            epoch = json.loads((backup_dir / metadata).read_text(encoding="utf-8"))["epoch"]
             with h5py.File(backup_dir / weights, "r"):
                 pass
         except (OSError, ValueError, KeyError, TypeError):
             continue
+        if type(epoch) is not int or not phase_start <= epoch <= phase_start + phase_epochs:
+            continue  # not an epoch of this phase: damaged
         if weights != BACKUP_GENERATIONS[0][0]:
             for older, newer in zip((weights, metadata), BACKUP_GENERATIONS[0]):
                 shutil.copyfile(backup_dir / older, backup_dir / newer)
@@ -367,14 +431,8 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
     with the best validation accuracy among them."""
     if not history_csv.is_file():
         return []
-    with open(history_csv, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if _complete_row(row) and int(row["epoch"]) < resume_epoch]
-    with rundir.atomic_path(history_csv) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            if rows:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+    rows = [row for row in _read_rows(history_csv) if int(row["epoch"]) < resume_epoch]
+    _write_rows(history_csv, rows, list(rows[0]) if rows else [])
     for row in rows:
         accuracy = history_number(row.get("val_accuracy"))
         if accuracy > checkpoint.best:

@@ -25,6 +25,7 @@ from cnnlab.config import FastnetConfig
 from cnnlab.models.footprint import Tally
 
 WHITEN_LAYER = "whiten"
+SHIFT_SUFFIX = "_shift"  # a ScaledBias is named after the layer whose output it shifts
 WHITENING_EPSILON = 5e-4  # added to the patch covariance's eigenvalues: keeps noise directions from blowing up
 WHITENING_SAMPLE = 5000  # images whose patches estimate the covariance; more changes nothing measurable
 
@@ -44,8 +45,12 @@ class ScaledBias(keras.layers.Layer):
     def build(self, input_shape):
         self.stored = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="stored")
 
+    def shift(self):
+        """The shift this layer adds."""
+        return self.stored * self.scale
+
     def call(self, inputs):
-        return inputs + ops.cast(self.stored * self.scale, inputs.dtype)
+        return inputs + ops.cast(self.shift(), inputs.dtype)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
@@ -65,7 +70,7 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
         x = keras.layers.BatchNormalization(
             momentum=1 - config.batchnorm_momentum, epsilon=1e-12, center=False, scale=False, name=name
         )(x)
-        return ScaledBias(bias_scale, name=f"{name}_shift")(x)
+        return ScaledBias(bias_scale, name=f"{name}{SHIFT_SUFFIX}")(x)
 
     def random_start():
         # Uniform in +-1/sqrt(fan_in): PyTorch's default, which the recipe was tuned with.
@@ -80,7 +85,7 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     # every cnnlab model.
     x = keras.layers.Conv2D(whiten_width, config.whiten_patch, padding="valid", trainable=False,
                             name=WHITEN_LAYER)(inputs)
-    x = ScaledBias(1.0, name=f"{WHITEN_LAYER}_shift")(x)
+    x = ScaledBias(1.0, name=f"{WHITEN_LAYER}{SHIFT_SUFFIX}")(x)
     x = activate(x, "whiten_act")
     for index, width in enumerate(config.widths, start=1):
         x = conv(x, width, f"group{index}_conv1")

@@ -1,0 +1,85 @@
+"""Saving and loading a run's models so that any process can use them.
+
+`model.keras` is written by `portable_copy`: the trained function built from Keras's own layers only, without the
+optimizer. It loads with plain `keras.saving.load_model` in a process that has imported nothing of cnnlab (training
+needs custom pieces, such as the fast net's `ScaledBias` and the `WarmupLinear` schedule, but using the model does
+not). `load_model` reads a run's models safely: sizes are checked before Keras unpacks anything, `safe_mode` refuses
+code, and cnnlab's custom objects are known, so files written before the portable format still load.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cnnlab import recipe
+from cnnlab.errors import CnnlabError, first_line
+from cnnlab.models import fastnet
+
+# VGG16 at 224 px with a wide head is about 0.6 GB of float32 weights; anything much larger is not a cnnlab model.
+MAX_MODEL_BYTES = 2 * 2**30
+MAX_COMPRESSION_RATIO = 100  # Keras stores members uncompressed; a member that inflates far more is a zip bomb
+CUSTOM_OBJECTS = {"cnnlab>ScaledBias": fastnet.ScaledBias, "cnnlab>WarmupLinear": recipe.WarmupLinear}
+
+
+def portable_copy(model: keras.Model) -> keras.Model:
+    """The same function as `model` from Keras's own layers, with its trained weights and no optimizer.
+
+    A `ScaledBias` only changes how fast a shift learns; once trained it is an addition, which the layer before it
+    does instead (a BatchNormalization gains its centre, the whitening conv's bias takes the shift).
+    """
+    shifts = {layer.name.removesuffix(fastnet.SHIFT_SUFFIX): np.asarray(layer.shift())
+              for layer in model.layers if isinstance(layer, fastnet.ScaledBias)}
+
+    def clone(layer):
+        if isinstance(layer, fastnet.ScaledBias):
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.name in shifts:
+            config["center"] = True
+        return layer.__class__.from_config(config)
+
+    cloned = keras.models.clone_model(model, clone_function=clone)
+    copy = keras.Model(cloned.inputs, cloned.outputs, name=model.name)  # the clone is compiled like the original
+    for layer in model.layers:
+        if layer.weights and not isinstance(layer, fastnet.ScaledBias):
+            copy.get_layer(layer.name).set_weights(_with_shift(layer, shifts.get(layer.name)))
+    return copy
+
+
+def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.ndarray]:
+    weights = layer.get_weights()
+    if shift is None:
+        return weights
+    if isinstance(layer, keras.layers.BatchNormalization):  # weights with a centre: [beta, moving mean, variance]
+        return [shift, *weights]
+    kernel, bias = weights  # a conv with a bias
+    return [kernel, bias + shift]
+
+
+def load_model(path: Path) -> keras.Model:
+    """A run's saved model, refused with one line if it is damaged, too large, or carries code."""
+    path = Path(path)
+    _check_sizes(path)
+    try:
+        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors and more for a damaged file
+        raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
+
+
+def _check_sizes(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise CnnlabError(f"cannot load {path}: not a Keras model file ({first_line(exc)})") from None
+    unpacked = sum(member.file_size for member in members)
+    if unpacked > MAX_MODEL_BYTES:
+        raise CnnlabError(f"cannot load {path}: it unpacks to {unpacked:,} bytes, over the {MAX_MODEL_BYTES:,} limit")
+    for member in members:
+        if member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1024):
+            raise CnnlabError(f"cannot load {path}: member {member.filename!r} inflates {member.compress_size:,} "
+                              f"bytes to {member.file_size:,}; not a Keras model file")

@@ -1,0 +1,85 @@
+"""Every command that reads a run, on every model kind, each in a fresh `python -m cnnlab` process.
+
+A test process has imported all of cnnlab already, which once hid that a fast net's `model.keras` could not be
+loaded by `predict` or `evaluate` in a user's fresh process. Here each command starts from nothing, as a user's does.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab
+
+pytestmark = pytest.mark.slow
+
+KINDS = {
+    "cnn": ["--preset", "seed", *TINY_MODEL],
+    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
+    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, synthetic_archive):
+    """One finished run of each model kind, trained by `python -m cnnlab train`."""
+    root = tmp_path_factory.mktemp("every-model")
+    for kind, arguments in KINDS.items():
+        done = run_cnnlab("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "1000",
+                          "--val-size", "200", *arguments, "--out", root / kind)
+        assert done.returncode == 0, done.stderr
+    return {kind: root / kind for kind in KINDS}
+
+
+def metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_evaluate_in_a_fresh_process_rescores_to_the_same_accuracy(runs, kind):
+    trained = metrics(runs[kind])
+    done = run_cnnlab("evaluate", runs[kind])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (f"test accuracy {trained['test_accuracy']:.4f}, "
+                                           f"test loss {trained['test_loss']:.4f}")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_predict_in_a_fresh_process_gives_the_models_own_answer(runs, kind, tmp_path):
+    # The synthetic classes are colours: an image of one class's colour is classified as the run's test set was.
+    probabilities = np.load(runs[kind] / "test_predictions.npz")["probabilities"].astype(float)
+    classes = metrics(runs[kind])["data"]["classes"]
+    done = run_cnnlab("predict", runs[kind], "--json", *write_test_images(runs[kind], tmp_path, 3))
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    assert [answer["image"] for answer in answers] == [str(tmp_path / f"test{i}.png") for i in range(3)]
+    for index, answer in enumerate(answers):
+        assert answer["top"][0]["class"] == classes[int(np.argmax(probabilities[index]))]
+        assert answer["top"][0]["probability"] == pytest.approx(probabilities[index].max(), abs=0.02)
+
+
+def write_test_images(run_dir, folder, count):
+    """The run's first test images as PNG files, exactly as the model saw them."""
+    from cnnlab.data import load_cifar10
+
+    data = load_cifar10(json.loads((run_dir / "config.json").read_text())["data"]["source"])
+    paths = []
+    for index in range(count):
+        paths.append(folder / f"test{index}.png")
+        Image.fromarray(data.x_test[index]).save(paths[-1])
+    return paths
+
+
+def test_report_in_a_fresh_process_compares_all_three_kinds(runs, tmp_path):
+    done = run_cnnlab("report", *runs.values(), "--out", tmp_path / "report")
+    assert done.returncode == 0, done.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for run_dir in runs.values():
+        assert f"{metrics(run_dir)['test_accuracy']:.2%}" in markdown
+
+
+def test_data_info_in_a_fresh_process_counts_the_classes(synthetic_archive):
+    done = run_cnnlab("data", "info", "--data", synthetic_archive)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["total", "45000", "5000", "10000"]
