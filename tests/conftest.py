@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 # Fuzz tests: a fixed, repeatable example budget in CI; HYPOTHESIS_PROFILE=long for the longer runs that
 # docs/reliability.md records.
@@ -33,6 +34,14 @@ BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/cifar-10-python.tar.gz")
 TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]"]
 TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1"]
+
+
+# Any JSON document: what a tampered run-directory file can hold.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=16,
+)
 
 
 def run_cnnlab(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@
 
 POINT is where the kill lands:
     state   Keras's BackupAndRestore state save: the newest weights file is left cut in half
+    torn    Keras's BackupAndRestore state save, between its two writes: new weights, the previous epoch's metadata
     best    the save of a new best epoch's checkpoint (checkpoints/best.keras): half the file written
     final   the write of the final model.keras: half the file written
 A kill "half-way" is simulated by writing the file, cutting it to half its length and killing the process at once:
@@ -26,7 +27,16 @@ def _kill_with_half_written(path: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _on_nth_call(owner, name: str, nth: int, written_path, counts=lambda path: True) -> None:
+def _filepath(model, args, kwargs):
+    return kwargs["filepath"] if "filepath" in kwargs else args[0]
+
+
+def _kill(path: Path) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _on_nth_call(owner, name: str, nth: int, written_path, counts=lambda path: True,
+                 kill=_kill_with_half_written) -> None:
     original = getattr(owner, name)
     calls = []
 
@@ -36,7 +46,7 @@ def _on_nth_call(owner, name: str, nth: int, written_path, counts=lambda path: T
         if counts(str(path)):
             calls.append(path)
             if len(calls) == nth:
-                _kill_with_half_written(path)
+                kill(path)
         return result
 
     setattr(owner, name, wrapper)
@@ -50,10 +60,12 @@ def main() -> int:
     if point == "state":
         _on_nth_call(keras.callbacks.BackupAndRestore, "_save_model", int(nth),
                      lambda callback, args, kwargs: callback._weights_path)
+    elif point == "torn":
+        _on_nth_call(keras.Model, "save_weights", int(nth), _filepath,
+                     counts=lambda path: path.endswith("latest.weights.h5"), kill=_kill)
     elif point in ("best", "final"):
         saved_to = "best.keras" if point == "best" else "-model.keras"  # atomic writes save to .tmp-PID-<name>
-        _on_nth_call(keras.Model, "save", int(nth), lambda model, args, kwargs: args[0] if args else kwargs["filepath"],
-                     counts=lambda path: path.endswith(saved_to))
+        _on_nth_call(keras.Model, "save", int(nth), _filepath, counts=lambda path: path.endswith(saved_to))
     else:
         raise SystemExit(f"unknown fault point {point!r}")
     from cnnlab.cli import main as cnnlab_main

@@ -1,6 +1,7 @@
 """The command line end to end, on the synthetic archive: what a user types, what lands on disk, what they read."""
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -126,6 +127,20 @@ def test_evaluate_refuses_while_another_process_writes_the_run(trained_run, caps
     assert code == 0
 
 
+def test_evaluate_mends_a_damaged_metrics_file_and_the_report_shows_what_is_lost(trained_run, tmp_path, capsys):
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(trained_run, run_dir)
+    expected = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+    (run_dir / "metrics.json").write_text("[1]")
+    code, out, err = run_cli(capsys, "evaluate", run_dir)
+    assert code == 0 and "metrics.json is damaged (not a JSON object); writing it anew" in err
+    assert out.startswith(f"test accuracy {expected:.4f}")
+    code, _, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "report")
+    assert code == 0
+    row = next(line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if "%" in line)
+    assert f"{expected:.2%}" in row and "| - |" in row  # scores re-made; the lost training summary shown as "-"
+
+
 def test_models_with_code_in_them_are_refused(trained_run, tmp_path, capsys):
     import shutil
 
@@ -162,7 +177,7 @@ def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
     [
         (["--epochs", "0"], "train.epochs must be between 1 and 10,000, got 0", 1),
         (["--batch-size", "-4"], "train.batch_size must be between 1 and 65,536, got -4", 1),
-        (["--lr", "0"], "train.learning_rate must be in (0, 100], got 0.0", 1),
+        (["--lr", "0"], "train.learning_rate must be in (0, 1e+10], got 0.0", 1),
         (["--preset", "nope"], "unknown preset 'nope'", 1),
         (["--frobnicate"], "unrecognized arguments: --frobnicate", 2),
         (["--epochs", "many"], "invalid int value: 'many'", 2),
@@ -289,4 +304,4 @@ def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, cap
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     code, _, err = run_cli(capsys, "predict", run_dir, picture)
     assert code != 0 and len(err.strip().splitlines()) == 1
-    assert "test_time_augmentation must be 0, 1 or 2, got 7" in err
+    assert "metrics.json is damaged (test_time_augmentation is not one of (0, 1, 2))" in err

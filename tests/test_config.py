@@ -51,8 +51,8 @@ def test_preset_file_path(tmp_path):
         ({"train.epochs": 0}, "train.epochs must be between 1 and 10,000, got 0"),
         ({"train.epochs": -3}, "train.epochs must be between 1 and 10,000, got -3"),
         ({"train.batch_size": 0}, "train.batch_size must be between 1 and 65,536"),
-        ({"train.learning_rate": 0.0}, "train.learning_rate must be in (0, 100], got 0.0"),
-        ({"train.learning_rate": -0.1}, "train.learning_rate must be in (0, 100]"),
+        ({"train.learning_rate": 0.0}, "train.learning_rate must be in (0, 1e+10], got 0.0"),
+        ({"train.learning_rate": -0.1}, "train.learning_rate must be in (0, 1e+10]"),
         ({"data.val_size": -1}, "data.val_size must be between 0 and 1,000,000"),
         ({"data.train_limit": 0}, "data.train_limit must be between 1 and 1,000,000"),
         ({"data.sha256": "abc"}, "data.sha256 must be 64 hexadecimal digits"),
@@ -185,7 +185,7 @@ def test_infinite_and_nan_values_are_named_in_the_refusal():
         load_config("fast", {"fastnet.weight_decay": math.inf})
     with pytest.raises(CnnlabError, match=r"train.momentum must be in \[0, 1\), got nan"):
         load_config("seed", {"train.momentum": math.nan})
-    with pytest.raises(CnnlabError, match=r"train.learning_rate must be in \(0, 100\], got <an integer of 401 digits>"):
+    with pytest.raises(CnnlabError, match=r"train.learning_rate must be in \(0, 1e\+10\], got <an integer of 401 digits>"):
         load_config("seed", {"train.learning_rate": 10**400})  # float() of it raised OverflowError
 
 
@@ -246,8 +246,8 @@ def test_set_values_are_read_as_toml_else_as_text():
 @pytest.mark.parametrize(
     "item, message",
     [
-        ("train.learning_rate=1e400", "train.learning_rate must be in (0, 100], got inf"),
-        ("train.learning_rate=nan", "train.learning_rate must be in (0, 100], got nan"),
+        ("train.learning_rate=1e400", "train.learning_rate must be in (0, 1e+10], got inf"),
+        ("train.learning_rate=nan", "train.learning_rate must be in (0, 1e+10], got nan"),
         ("train.epochs=1e400", "train.epochs must be an integer, got inf"),
         (f"data.val_size={10**299}", "data.val_size must be between 0 and 1,000,000, got <an integer of 300 digits>"),
         (f"train.seed={10**299}", "train.seed must be between 0 and 4,294,967,295"),
@@ -296,7 +296,7 @@ def test_hostile_preset_files_are_refused_in_one_line(tmp_path, content, message
         ([1, 2], "a saved configuration must be a table of settings, got list"),
         ({"preset": 7}, "preset must be a string, got 7"),
         ({"train": {"epochs": 1e400}}, "train.epochs must be an integer, got inf"),
-        ({"train": {"learning_rate": 10**400}}, "train.learning_rate must be in (0, 100]"),
+        ({"train": {"learning_rate": 10**400}}, "train.learning_rate must be in (0, 1e+10]"),
         ({"fastnet": {"widths": [64, 10**5000]}}, "fastnet.widths entries must be between 1 and 2,147,483,647, got <an integer of 5001 digits>"),
     ],
 )

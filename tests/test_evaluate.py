@@ -1,7 +1,16 @@
+import json
+import re
+
 import keras
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cnnlab.evaluate import metrics_from_probabilities, read_history
+from conftest import JSON_VALUES
+
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import metrics_from_probabilities, read_history, read_metrics
 
 
 def test_metrics_from_probabilities():
@@ -75,3 +84,68 @@ def test_history_without_validation_reads_keras_na_cells_as_nan(tmp_path):
     csv_file.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.5,NA,NA\n")
     history = read_history(csv_file)
     assert history["accuracy"] == [0.5] and np.isnan(history["val_accuracy"][0])
+
+
+def valid_metrics() -> dict:
+    classes = ["cat", "dog"]
+    return {"data": {"classes": classes}, "per_class_accuracy": {"cat": 0.5, "dog": 1.0},
+            "confusion_matrix": [[1, 1], [0, 2]], "test_accuracy": 0.75, "test_loss": 0.6, "train_seconds": 12.5,
+            "parameters": 100, "trainable_parameters": 90, "epochs": 2, "seconds_per_epoch": 6.2,
+            "phases": [{"name": "train", "seconds_per_epoch": 6.2}], "test_time_augmentation": 0,
+            "label": "CNN from scratch", "preset": "seed", "hardware": {}, "versions": {}}
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda m: m.update(test_accuracy=float("nan")), "test_accuracy is not a number"),
+    (lambda m: m.update(test_loss="0.5"), "test_loss is not a number"),
+    (lambda m: m.update(epochs=2.0), "epochs is not a count"),
+    (lambda m: m["data"].update(classes=["cat", "cat"]), "no list of distinct class names"),
+    (lambda m: m.update(confusion_matrix=[[1, 1]]), "confusion matrix is not 2 x 2"),
+    (lambda m: m.update(per_class_accuracy={"cat": 0.5}), "per_class_accuracy"),
+    (lambda m: m.update(phases=[{"seconds_per_epoch": 1}]), "phases"),
+    (lambda m: m.update(test_time_augmentation=7), "test_time_augmentation"),
+    (lambda m: m.update(test_time_augmentation=True), "test_time_augmentation"),
+    (lambda m: m.update(train_seconds=-1), "train_seconds is not a number of seconds"),
+    (lambda m: m.update(hardware=[]), "hardware is not an object"),
+])
+def test_metrics_missing_or_of_the_wrong_kind_are_damage_named_in_one_line(tmp_path, change, problem):
+    metrics = valid_metrics()
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert read_metrics(tmp_path / "metrics.json") == metrics
+    change(metrics)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(CnnlabError, match=f"metrics.json is damaged \\(.*{re.escape(problem)}"):
+        read_metrics(tmp_path / "metrics.json")
+
+
+@given(key=st.sampled_from(sorted(valid_metrics())), value=JSON_VALUES, drop=st.booleans())
+def test_any_metrics_file_is_read_whole_or_refused(tmp_path_factory, key, value, drop):
+    metrics = valid_metrics()
+    if drop:
+        del metrics[key]
+    else:
+        metrics[key] = value
+    path = tmp_path_factory.mktemp("run") / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    try:
+        loaded = read_metrics(path)
+    except CnnlabError as exc:
+        assert str(exc).startswith(f"{path} is damaged (")
+        return
+    # What later commands use is there, of the kind they use it as; the training summary, where present.
+    assert 0 <= loaded["test_accuracy"] <= 1 and np.isfinite(loaded["test_loss"])
+    assert set(loaded["per_class_accuracy"]) == set(loaded["data"]["classes"])
+    assert loaded.get("test_time_augmentation", 0) in (0, 1, 2)
+    assert all(type(loaded.get(name, 0)) is int for name in ("parameters", "trainable_parameters", "epochs"))
+    assert all(isinstance(phase["name"], str) for phase in loaded.get("phases", []))
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_history_file_is_read_or_refused(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("run") / "history.csv"
+    path.write_bytes(content)
+    try:
+        columns = read_history(path)
+    except CnnlabError:
+        return
+    assert len({len(values) for values in columns.values()}) <= 1  # every column as long as the others

@@ -42,6 +42,12 @@ def test_huge_layers_are_refused_with_the_numbers_before_anything_is_built():
     assert "more than the" in message and "make the model or the batch smaller" in message and "\n" not in message
 
 
+def test_a_model_too_large_to_save_and_read_back_is_refused_before_training():
+    config = load_config("seed", {"cnn.dense_units": [200_000]})  # 0.8e9 parameters: fits in memory, 3.1 GiB saved
+    with pytest.raises(CnnlabError, match=r"has 8.2e\+08 parameters, 3.1 GiB saved, over the 2 GiB a cnnlab model"):
+        check_fits(config, **CIFAR10)
+
+
 def test_the_shipped_presets_fit():
     for preset in ("seed", "quick", "fast", "scratch"):
         check_fits(load_config(preset), **CIFAR10)
@@ -106,7 +112,7 @@ def test_fuzz_any_accepted_configuration_is_estimated_and_fits_or_is_refused(
     try:
         check_fits(config, **CIFAR10)
     except CnnlabError as exc:
-        assert "\n" not in str(exc) and "GiB for training" in str(exc)
+        assert "\n" not in str(exc) and ("GiB for training" in str(exc) or "a cnnlab model file may hold" in str(exc))
 
 
 @pytest.mark.slow  # a fresh process imports TensorFlow and reads the archive: about 15 s

@@ -70,6 +70,32 @@ def test_portable_copy_computes_the_same_and_loads_without_cnnlab(kind, tmp_path
     np.testing.assert_allclose(plain_keras_predictions(tmp_path / "model.keras"), expected, atol=1e-5)
 
 
+def test_portable_copy_in_bfloat16_agrees_to_bfloat16_rounding():
+    # Under mixed precision the folded BatchNorm adds its shift in float32 before rounding, the original in bfloat16.
+    config = load_config("fast", {"train.precision": "bfloat16", "fastnet.widths": [8, 16, 16]})
+    model = trained_like(config)
+    expected = model.predict(IMAGES, verbose=0)
+    copied = portable_copy(model).predict(IMAGES, verbose=0)
+    np.testing.assert_allclose(copied, expected, atol=0.02)
+    assert (copied.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.9
+
+
+def test_a_zip_with_an_undecodable_member_name_is_one_clear_error(tmp_path):
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", b"{}")
+    raw = bytearray(path.read_bytes())
+    for start in [i for i in range(len(raw)) if raw[i:i + 11] == b"config.json"]:
+        raw[start:start + 2] = b"\xff\xfe"  # an invalid UTF-8 name...
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # ...in entries flagged as UTF-8
+        at = raw.find(header)
+        flag_offset = at + (6 if header == b"PK\x03\x04" else 8)
+        raw[flag_offset + 1] |= 0x08  # bit 11 of the little-endian flags: the name is UTF-8
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CnnlabError, match="cannot load .*model.keras"):
+        load_model(path)
+
+
 def test_models_saved_before_the_portable_format_still_load_in_a_fresh_process(tmp_path):
     config = small("fastnet")
     model = trained_like(config)

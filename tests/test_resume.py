@@ -85,7 +85,8 @@ def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(t
         time.sleep(rng.uniform(0.0, 1.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
-    for point, nth in (("state", 1), ("best", 1), ("state", 2), ("final", 1)):  # half-way through each kind of write
+    # Half-way through each kind of write, and between Keras's two state writes.
+    for point, nth in (("state", 1), ("best", 1), ("torn", 2), ("state", 2), ("final", 1)):
         killed = faulty(point, nth, "train", "--resume", run_dir)
         assert killed.returncode == -signal.SIGKILL, f"{point} #{nth} was never reached: {killed.stderr}"
         assert state(run_dir)["state"] == "running"

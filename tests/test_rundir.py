@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import JSON_VALUES
+
 from cnnlab import rundir
+from cnnlab.display import terminal_text
 from cnnlab.errors import CnnlabError
 
 
@@ -104,15 +107,32 @@ def test_what_a_lock_file_says_never_decides_who_holds_it(tmp_path, content):
 
 
 def test_of_many_processes_racing_for_one_lock_exactly_one_wins(tmp_path):
-    race = ("import sys, time\nfrom cnnlab import rundir\nfrom cnnlab.errors import CnnlabError\n"
-            "time.sleep(float(sys.argv[2]) - time.time())\n"
-            "try:\n    with rundir.locked(sys.argv[1]):\n        print('won', flush=True)\n        time.sleep(3)\n"
-            "except CnnlabError:\n    print('refused')\n")
-    start = f"{time.time() + 4:.3f}"  # after every interpreter has started
-    racers = [subprocess.Popen([sys.executable, "-c", race, str(tmp_path), start], stdout=subprocess.PIPE, text=True)
-              for _ in range(6)]
-    outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
+    # Every racer waits for one shared instant, then tries; a winner holds the lock until the test has heard from all.
+    race = ("import os, sys, time\nfrom cnnlab import rundir\nfrom cnnlab.errors import CnnlabError\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "try:\n    with rundir.locked(sys.argv[1]):\n        print('won', flush=True)\n"
+            "        while not os.path.exists(sys.argv[3]):\n            time.sleep(0.05)\n"
+            "except CnnlabError:\n    print('refused', flush=True)\n")
+    release = tmp_path / "release"
+    start = f"{time.time() + 5:.3f}"  # after every interpreter has started, on a loaded machine too
+    racers = [subprocess.Popen([sys.executable, "-c", race, str(tmp_path), start, str(release)],
+                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    try:
+        outcomes = sorted(racer.stdout.readline().strip() for racer in racers)
+    finally:
+        release.touch()
+        for racer in racers:
+            racer.wait(timeout=60)
     assert outcomes == ["refused"] * 5 + ["won"]
+
+
+def test_a_refused_writer_leaves_the_holders_pid_in_place(tmp_path):
+    with rundir.locked(tmp_path):
+        for _ in range(2):
+            with pytest.raises(CnnlabError, match=f"in use by process {os.getpid()}"):
+                with rundir.locked(tmp_path):
+                    pass
+    assert (tmp_path / rundir.LOCK).read_text() == ""  # emptied by the holder when it let go
 
 
 def test_temporary_files_left_by_a_killed_writer_are_removed_by_the_next(tmp_path):
@@ -170,11 +190,6 @@ def test_unwritable_output_folder(tmp_path):
         rundir.create_run_dir(blocker / "run")
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                      max_size=4), max_leaves=16)
-
-
 @given(st.one_of(st.binary(max_size=200), JSON_VALUES.map(lambda value: json.dumps(value).encode()),
                  st.fixed_dictionaries({"state": st.sampled_from(["running", "finished", "failed", "x"]),
                                         "reason": JSON_VALUES}).map(lambda value: json.dumps(value).encode())))
@@ -187,4 +202,4 @@ def test_any_status_file_is_read_or_refused_with_one_error(tmp_path_factory, con
         assert str(rundir.STATUS) in str(exc)
         return
     assert status["state"] in ("running", "finished", "failed")
-    assert status["reason"] is None or (status["reason"].isprintable() and "\n" not in status["reason"])
+    assert status["reason"] is None or terminal_text(status["reason"]) == status["reason"]  # nothing left to escape

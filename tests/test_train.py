@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
 from cnnlab.models.vgg16 import HEAD_PREFIX
 from cnnlab.train import PROGRESS, Phase, ShuffledBatches, StopOnNonFiniteLoss, read_progress, train_model
-from conftest import learnable_splits
+from conftest import JSON_VALUES, learnable_splits
 
 TINY = {"cnn.conv_blocks": [[8], [16]], "cnn.dense_units": [32], "train.batch_size": 32}
 TINY_VGG = {"model": "vgg16", "vgg16.weights": "none", "vgg16.head_units": [16], "train.batch_size": 16}
@@ -181,6 +181,28 @@ def test_a_backup_damaged_by_a_kill_falls_back_to_the_previous_generation(tmp_pa
     assert _backed_up_epoch(backup, 0, 5) is None and not backup.exists()  # nothing whole: the phase starts over
 
 
+def test_weights_saved_after_the_metadata_naming_them_are_one_save_ahead_and_not_used(tmp_path):
+    # A kill between Keras's two writes: new weights beside the previous epoch's metadata. Both are whole.
+    import os
+
+    import h5py
+
+    from cnnlab.train import _backed_up_epoch
+
+    backup = tmp_path / "train"
+    backup.mkdir()
+    for weights, metadata, epoch in (("latest.weights.h5.bkp", "training_metadata.json.bkp", 2),
+                                     ("latest.weights.h5", "training_metadata.json", 2)):
+        with h5py.File(backup / weights, "w") as handle:
+            handle.create_dataset("w", data=[float(weights.endswith("bkp"))])
+        (backup / metadata).write_text(f'{{"epoch": {epoch}, "batch": 0}}')
+    metadata_time = (backup / "training_metadata.json").stat().st_mtime_ns
+    os.utime(backup / "latest.weights.h5", ns=(metadata_time + 10**6, metadata_time + 10**6))
+    assert _backed_up_epoch(backup, 0, 5) == 2
+    with h5py.File(backup / "latest.weights.h5", "r") as handle:
+        assert list(handle["w"]) == [1.0]  # the older generation, whose weights match its metadata
+
+
 @pytest.mark.parametrize("epoch", ["Infinity", "NaN", "1e400", "true", "-1", "99", '"3"', "[3]", "3.5"])
 def test_backup_metadata_with_an_epoch_outside_its_phase_is_not_trusted(tmp_path, epoch):
     import h5py
@@ -215,12 +237,15 @@ def test_history_is_replaced_whole_at_each_epoch_never_appended_in_place(tmp_pat
 PHASES = [Phase("head", 3, 0.1, prepare=lambda model: None), Phase("finetune", 2, 0.01, prepare=lambda model: None)]
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-                    max_leaves=20)
-       | st.fixed_dictionaries({"phases_done": st.lists(st.sampled_from(["head", "finetune", "x"]), max_size=3),
-                                "records": st.dictionaries(st.sampled_from(["head", "finetune"]),
-                                                           st.fixed_dictionaries({"trainable_parameters": st.integers() | st.floats()}))}))
+RECORDS = st.fixed_dictionaries({"name": st.sampled_from(["head", "finetune"]) | JSON_VALUES,
+                                  "trainable_parameters": st.integers() | st.floats()},
+                                 optional={"seconds_per_epoch": st.none() | st.floats() | st.integers()})
+
+
+@given(JSON_VALUES | st.fixed_dictionaries({
+    "phases_done": st.lists(st.sampled_from(["head", "finetune", "x"]), max_size=3),
+    "records": st.dictionaries(st.sampled_from(["head", "finetune"]), RECORDS),
+}))
 def test_any_progress_file_is_read_or_refused_with_one_error(tmp_path_factory, content):
     state_dir = tmp_path_factory.mktemp("state")
     (state_dir / PROGRESS).write_text(json.dumps(content))
@@ -230,7 +255,9 @@ def test_any_progress_file_is_read_or_refused_with_one_error(tmp_path_factory, c
         assert "damaged" in str(exc) or "not valid JSON" in str(exc)
         return
     assert progress["phases_done"] in ([], ["head"], ["head", "finetune"])
-    assert all(type(progress["records"][name]["trainable_parameters"]) is int for name in progress["phases_done"])
+    for name in progress["phases_done"]:  # what the run's summary and metrics.json take from each record
+        record = progress["records"][name]
+        assert isinstance(record["name"], str) and type(record["trainable_parameters"]) is int
 
 
 def test_augmented_batches_depend_only_on_seed_and_epoch():

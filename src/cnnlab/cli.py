@@ -18,7 +18,6 @@ CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -146,9 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("CNNLAB_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
-        if args.handler is not _data_info:
-            with _native_import_logs_held_back(debug):
-                import keras  # noqa: F401  (every later import of it is silent)
         return args.handler(args) or 0
     except _UsageError as exc:
         print(one_line(exc), file=sys.stderr)
@@ -172,19 +168,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-@contextlib.contextmanager
-def _native_import_logs_held_back(debug: bool):
-    """Importing TensorFlow makes its C++ libraries write to file descriptor 2 before any setting can silence them
-    ("Could not find cuda drivers", CPU feature notes). They go to a temporary file instead, unless debugging."""
-    if debug:
-        yield
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow) once the command's own input is checked: every later import is then silent.
+
+    Importing TensorFlow makes its C++ libraries write to file descriptor 2 before any setting can silence them
+    ("Could not find cuda drivers", CPU feature notes), lines that would bury cnnlab's own one-line messages. They go
+    to a temporary file instead, unless CNNLAB_DEBUG is set.
+    """
+    if "keras" in sys.modules or os.environ.get("CNNLAB_DEBUG"):
+        import keras  # noqa: F401
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with tempfile.TemporaryFile() as held:
             os.dup2(held.fileno(), 2)
-            yield
+            import keras  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -214,9 +213,12 @@ def _train(args) -> int:
 
     if args.resume:
         _refuse_training_options(args, "--resume continues a run with its own saved settings", extra=["--out"])
+        _import_keras_quietly()
         run_dir = resume_run(args.resume)
     else:
-        run_dir = train_run(_resolved_config(args), args.out)
+        config = _resolved_config(args)
+        _import_keras_quietly()
+        run_dir = train_run(config, args.out)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
     return 0
@@ -232,9 +234,12 @@ def _compare(args) -> int:
         html_path = experiment.report(args.runs, args.out)
     elif args.resume:
         _refuse_training_options(args, "--resume continues a comparison with its own saved settings", extra=["--out"])
+        _import_keras_quietly()
         html_path = experiment.resume_compare(args.resume)
     else:
-        html_path = experiment.compare(_resolved_config(args), args.out)
+        config = _resolved_config(args)
+        _import_keras_quietly()
+        html_path = experiment.compare(config, args.out)
     print(f"report: {html_path} (and report.md beside it)")
     return 0
 
@@ -265,6 +270,7 @@ def _evaluate(args) -> int:
     from cnnlab.display import terminal_text
     from cnnlab.experiment import evaluate_run
 
+    _import_keras_quietly()
     metrics = evaluate_run(args.run_dir, args.data, args.sha256)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     shown = {terminal_text(name): accuracy for name, accuracy in metrics["per_class_accuracy"].items()}
@@ -277,10 +283,10 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab import rundir
-    from cnnlab.config import TTA_LEVELS
-    from cnnlab.display import terminal_text
-    from cnnlab.experiment import load_run_model
     from cnnlab.data.images import load_image
+    from cnnlab.display import terminal_text
+    from cnnlab.evaluate import read_metrics
+    from cnnlab.experiment import load_run_model
     from cnnlab.predict import predict_images
 
     if args.top <= 0:
@@ -288,13 +294,10 @@ def _predict(args) -> int:
     run_dir = rundir.require_finished(args.run_dir)
     for path in args.images:  # refuse bad images before paying for the model load
         load_image(path, (32, 32))
-    metrics = rundir.read_json(run_dir / rundir.METRICS)
-    class_names = tuple(metrics.get("data", {}).get("classes", ())) if isinstance(metrics, dict) else ()
-    if not class_names:
-        raise CnnlabError(f"{run_dir / rundir.METRICS} does not list the class names")
+    metrics = read_metrics(run_dir / rundir.METRICS)
+    class_names = tuple(metrics["data"]["classes"])
+    _import_keras_quietly()
     augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation had none
-    if augmentation not in TTA_LEVELS:
-        raise CnnlabError(f"{run_dir / rundir.METRICS}: test_time_augmentation must be 0, 1 or 2, got {augmentation!r}")
     results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
                              augmentation)
     if args.json:
@@ -316,6 +319,7 @@ def _bench(args) -> int:
         raise CnnlabError("--steps and --rounds must be at least 1")
     config = load_config(args.preset, _parse_set(args.set))
     data = load_cifar10(_data_source(args), args.sha256)
+    _import_keras_quietly()
     hardware = system_info.hardware()
     print(f"{hardware['cpu']}, {hardware['cpu_cores']} cores, native bfloat16: {hardware['native_bfloat16']}; "
           f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and 10,000 test images each")

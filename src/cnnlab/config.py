@@ -147,7 +147,9 @@ MAX_LAYER_WIDTH = 2**31 - 1
 MAX_LAYERS = 16  # convs in one block, dense layers in one head
 FRACTION = Range(0.0, 1.0, high_open=True)
 UNIT_INTERVAL = Range(0.0, 1.0)
-LEARNING_RATE = Range(0.0, 100.0, low_open=True)
+# Far past any useful rate, yet finite: a rate that makes training diverge on purpose (to see the NaN guard work)
+# is still accepted.
+LEARNING_RATE = Range(0.0, 1e10, low_open=True)
 RANGES = {  # for a list setting: the range of each entry
     "data.val_size": Range(0, MAX_IMAGES),
     "data.train_limit": Range(1, MAX_IMAGES),

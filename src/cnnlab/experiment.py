@@ -22,8 +22,8 @@ from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Cifar10, load_cifar10, make_splits
 from cnnlab.display import terminal_text
-from cnnlab.errors import CnnlabError, first_line
-from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history
+from cnnlab.errors import CnnlabError, first_line, one_line
+from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history, read_metrics
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
@@ -140,10 +140,21 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     data = load_cifar10(data_source or config.data.source, wanted_hash)
     model = load_run_model(run_dir)
     with rundir.locked(run_dir):
-        metrics_file = run_dir / rundir.METRICS
-        metrics = rundir.read_json(metrics_file) if metrics_file.is_file() else {}
+        metrics = _training_summary(run_dir / rundir.METRICS)
         metrics["data"] = _data_record(data)
         return _evaluate_and_record(run_dir, model, data, metrics, config)
+
+
+def _training_summary(metrics_file: Path) -> dict:
+    """What evaluate keeps of a run's metrics.json: everything, unless it is missing or damaged. Re-scoring is how
+    such a file is mended, so damage is a warning here (the scores are written anew, the training summary is lost)."""
+    if not metrics_file.is_file():
+        return {}
+    try:
+        return read_metrics(metrics_file)
+    except CnnlabError as exc:
+        print(f"warning: {one_line(exc)}; writing it anew from the test set", file=sys.stderr)
+        return {}
 
 
 def load_run_model(run_dir: Path):
@@ -200,7 +211,7 @@ def resume_compare(out: Path) -> Path:
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise CnnlabError(f"{run_dir} holds files but no run status; move it away and resume again")
             train_run(dataclasses.replace(config, model=name), run_dir)
-        elif rundir.read_json(run_dir / rundir.STATUS).get("state") != "finished":
+        elif rundir.read_status(run_dir)["state"] != "finished":
             resume_run(run_dir)
     return report(run_dirs, out)
 

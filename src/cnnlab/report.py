@@ -24,7 +24,7 @@ from cnnlab import figures, rundir
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.display import markdown_text, short_text, terminal_text
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.evaluate import read_history
+from cnnlab.evaluate import read_history, read_metrics
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -55,7 +55,7 @@ def load_finished_run(path: Path) -> FinishedRun:
     metrics_file = path / rundir.METRICS
     if not metrics_file.is_file() or not predictions_file.is_file():
         raise CnnlabError(f"{path} has no test results (run `cnnlab evaluate {path}` first)")
-    metrics = rundir.read_json(metrics_file)
+    metrics = read_metrics(metrics_file)
     images, classes = _scored_shape(metrics, metrics_file)
     probabilities, labels = _read_predictions(predictions_file, images, classes)
     history_file = path / rundir.HISTORY
@@ -69,22 +69,13 @@ def load_finished_run(path: Path) -> FinishedRun:
     )
 
 
-def _scored_shape(metrics: object, metrics_file: Path) -> tuple[int, int]:
+def _scored_shape(metrics: dict, metrics_file: Path) -> tuple[int, int]:
     """(test images, classes) that metrics.json says the run was scored on: the shape its predictions must have."""
-    data = metrics.get("data") if isinstance(metrics, dict) else None
-    classes = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
-        raise CnnlabError(f"{metrics_file} is damaged (no list of class names)")
-    matrix = metrics.get("confusion_matrix")
-    if not (isinstance(matrix, list) and len(matrix) == len(classes) and all(
-            isinstance(row, list) and len(row) == len(classes)
-            and all(type(count) is int and count >= 0 for count in row) for row in matrix)):
-        raise CnnlabError(f"{metrics_file} is damaged (its confusion matrix is not {len(classes)} x {len(classes)} "
-                          "counts)")
-    images = sum(map(sum, matrix))
-    if images < 1 or images * len(classes) * 2 > MAX_PREDICTIONS_BYTES:
+    classes = len(metrics["data"]["classes"])
+    images = sum(map(sum, metrics["confusion_matrix"]))
+    if images < 1 or images * classes * 2 > MAX_PREDICTIONS_BYTES:
         raise CnnlabError(f"{metrics_file} is damaged (its confusion matrix counts {images:,} test images)")
-    return images, len(classes)
+    return images, classes
 
 
 def _read_predictions(path: Path, images: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,12 +260,12 @@ def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
             comparison += (f", a difference McNemar's test on the same {n:,} test images cannot tell from chance "
                            f"({_p(p_value)}): call it a tie")
         sentences.append(comparison + ".")
-        faster, slower = sorted([(label, run), (best_label, best)], key=lambda pair: pair[1].metrics["train_seconds"])
-        ratio = slower[1].metrics["train_seconds"] / max(faster[1].metrics["train_seconds"], 1e-9)
-        sentences.append(
-            f"{faster[0]} trained in {_duration(faster[1].metrics['train_seconds'])}, "
-            f"{ratio:.1f}x faster than {slower[0]} ({_duration(slower[1].metrics['train_seconds'])})."
-        )
+        timed = [(label, run), (best_label, best)]
+        if all(timed_run.metrics.get("train_seconds") is not None for _, timed_run in timed):
+            (fast_label, fast), (slow_label, slow) = sorted(timed, key=lambda pair: pair[1].metrics["train_seconds"])
+            ratio = slow.metrics["train_seconds"] / max(fast.metrics["train_seconds"], 1e-9)
+            sentences.append(f"{fast_label} trained in {_duration(fast.metrics['train_seconds'])}, "
+                             f"{ratio:.1f}x faster than {slow_label} ({_duration(slow.metrics['train_seconds'])}).")
     if any(run.config.model == "vgg16" and run.config.vgg16.weights == "none" for run in runs):
         sentences.append("VGG16 here started from random weights, not ImageNet: this is no test of transfer learning.")
     return " ".join(sentences)
@@ -284,8 +275,14 @@ def _p(p_value: float) -> str:
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:  # a run whose training summary was lost (re-scored after its metrics.json was damaged)
+        return "-"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def _table(runs: list[FinishedRun], labels: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -300,11 +297,16 @@ def _table(runs: list[FinishedRun], labels: list[str]) -> tuple[list[str], list[
             if phase.get("seconds_per_epoch") is not None
         )
         rows.append([
-            label, f"{metrics['test_accuracy']:.2%}", f"{metrics['test_loss']:.3f}", f"{metrics['parameters']:,}",
-            f"{metrics['trainable_parameters']:,}", str(metrics["epochs"]), _duration(metrics["train_seconds"]),
-            per_epoch or f"{metrics['seconds_per_epoch']:.1f} s", weights, run.config.preset,
+            label, f"{metrics['test_accuracy']:.2%}", f"{metrics['test_loss']:.3f}", _count(metrics.get("parameters")),
+            _count(metrics.get("trainable_parameters")), _count(metrics.get("epochs")),
+            _duration(metrics.get("train_seconds")),
+            per_epoch or _seconds(metrics.get("seconds_per_epoch")), weights, run.config.preset,
         ])
     return header, rows
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
 
 
 def _environment(runs: list[FinishedRun]) -> list[str]:

@@ -10,21 +10,21 @@ Layout:
     test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
     error.txt        the full text of the error that stopped the run (the terminal and status.json get one line)
-    .lock            held with an OS lock by the process writing here now; the kernel releases it when that process
-                     ends, however it ends, so a killed writer never leaves the folder locked
+    .lock            flock-ed by the process writing here now (its PID inside, for messages); the kernel releases
+                     it when that process ends, however it ends, so a killed writer never leaves the folder locked
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
-
-import filelock
 
 from cnnlab.errors import CnnlabError, one_line
 
@@ -65,6 +65,9 @@ def _fsync_folder(folder: Path) -> None:
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # some network and FUSE filesystems
+            raise  # cannot sync a folder at all; the rename has happened, and there is nothing more to do there
     finally:
         os.close(descriptor)
 
@@ -114,43 +117,55 @@ def create_run_dir(path: Path) -> Path:
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold the run directory's lock while writing into it: a second writer, in this process or another, is refused.
 
-    The lock is the operating system's (flock, through `filelock`), not a PID in a file: the kernel releases it when
-    the holder ends, killed or not, so there is no stale lock to judge, and two processes can never both take it.
-    The holder's PID is written into the lock file only to name it in the refusal. Temporary files that a killed
-    writer left behind are removed once the lock is held, as no other writer can be using them then.
+    The lock is the kernel's (flock on `.lock`), not a PID in a file: it is released when its holder ends, killed or
+    not, so there is no stale lock to judge, and two processes can never both take it. The holder writes its PID
+    into the file only so that a refusal can name it, and empties the file when it lets go. Temporary files that a
+    killed writer left behind are removed once the lock is held, as no other writer can be using them then.
+    (Written on fcntl rather than the `filelock` package: filelock 3 truncates the file when it tries the lock, which
+    wipes the holder's PID, and falls back to a PID-file lock on filesystems without flock: the weakness this
+    replaces.)
     """
     run_dir = Path(run_dir)
-    lock_file = run_dir / LOCK
-    lock = filelock.FileLock(lock_file, timeout=0)
     try:
-        lock.acquire()
-    except filelock.Timeout:
-        holder = _lock_holder(lock_file)
-        raise CnnlabError(f"{run_dir} is in use by {holder}; wait for it to finish") from None
+        descriptor = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
     try:
-        lock_file.write_text(str(os.getpid()))
+        _take(descriptor, run_dir)
+    except BaseException:
+        os.close(descriptor)  # without emptying the file: it names the holder
+        raise
+    try:
         remove_leftover_temporaries(run_dir)
         yield
     finally:
-        lock.release()
+        with contextlib.suppress(OSError):
+            os.ftruncate(descriptor, 0)  # no PID of a process that no longer holds it
+        os.close(descriptor)  # closing releases the lock
 
 
-def _lock_holder(lock_file: Path) -> str:
+def _take(descriptor: int, run_dir: Path) -> None:
     try:
-        return f"process {int(lock_file.read_text().strip())}"
-    except (OSError, ValueError):
-        return "another process"  # the holder has not written its PID yet
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise CnnlabError(f"{run_dir} is in use by {who}; wait for it to finish") from None
+    except OSError as exc:  # a filesystem without locks: refuse rather than write unguarded
+        raise CnnlabError(f"cannot lock {run_dir / LOCK}: {exc.strerror or exc}") from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+    except OSError as exc:
+        raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
 
 
-def remove_leftover_temporaries(run_dir: Path) -> list[Path]:
+def remove_leftover_temporaries(run_dir: Path) -> None:
     """Delete the `.tmp-*` files of writes that a kill interrupted, anywhere in the run directory."""
-    leftovers = [path for path in Path(run_dir).rglob(f"{TEMPORARY_PREFIX}*") if path.is_file()]
-    for path in leftovers:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    return leftovers
+    for path in Path(run_dir).rglob(f"{TEMPORARY_PREFIX}*"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:

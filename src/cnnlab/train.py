@@ -181,8 +181,11 @@ class HistoryFile(keras.callbacks.Callback):
 def _read_rows(history_csv: Path) -> list[dict[str, str]]:
     if not history_csv.is_file():
         return []
-    with open(history_csv, newline="", encoding="utf-8") as handle:
-        return [row for row in csv.DictReader(handle) if _complete_row(row)]
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as handle:
+            return [row for row in csv.DictReader(handle) if _complete_row(row)]
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:  # e.g. the zero-filled blocks a power cut can leave
+        raise CnnlabError(f"{history_csv} is damaged ({first_line(exc)})") from None
 
 
 def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None:
@@ -361,8 +364,10 @@ def train_model(
 
     if checkpoint.best_epoch is not None:
         model = load_model(checkpoint.path)
+    # What is saved is what gets scored: the test metrics describe exactly the model.keras that loads anywhere.
+    model = portable_copy(model)
     with rundir.atomic_path(run_dir / rundir.MODEL) as temporary:
-        portable_copy(model).save(temporary)  # loads anywhere, without cnnlab
+        model.save(temporary)
     return TrainingResult(model, epochs_done, checkpoint.best_epoch, train_seconds, timer.seconds, phase_records)
 
 
@@ -381,13 +386,17 @@ def read_progress(state_dir: Path, phases: list[Phase]) -> dict:
     records = progress.get("records") if isinstance(progress, dict) else None
     if not (isinstance(done, list) and done == names[: len(done)] and isinstance(records, dict)
             and all(_valid_record(records.get(name)) for name in done)):
-        raise CnnlabError(f"{path} is damaged (phases {done!r:.80} are not a start of {names}); "
-                          "the run cannot be resumed from it")
+        raise CnnlabError(f"{path} is damaged (its finished phases {done!r:.80} are not a start of {names} each "
+                          "with its record); the run cannot be resumed from it")
     return progress
 
 
 def _valid_record(record) -> bool:
-    return isinstance(record, dict) and type(record.get("trainable_parameters")) is int
+    """A finished phase's record as `train_model` writes it, and as metrics.json's "phases" must hold it."""
+    seconds = record.get("seconds_per_epoch") if isinstance(record, dict) else None
+    return (isinstance(record, dict) and isinstance(record.get("name"), str)
+            and type(record.get("trainable_parameters")) is int and record["trainable_parameters"] >= 0
+            and (seconds is None or (type(seconds) in (int, float) and 0 <= seconds < float("inf"))))
 
 
 def _load_finished_phase(model: keras.Model, weights: Path) -> None:
@@ -418,12 +427,19 @@ def _backed_up_epoch(backup_dir: Path, phase_start: int, phase_epochs: int) -> i
             continue
         if type(epoch) is not int or not phase_start <= epoch <= phase_start + phase_epochs:
             continue  # not an epoch of this phase: damaged
+        if _written_after(backup_dir / weights, backup_dir / metadata):
+            continue  # killed between Keras's two writes: these weights are one save ahead of the epoch named
         if weights != BACKUP_GENERATIONS[0][0]:
             for older, newer in zip((weights, metadata), BACKUP_GENERATIONS[0]):
                 shutil.copyfile(backup_dir / older, backup_dir / newer)
         return epoch or None
     shutil.rmtree(backup_dir, ignore_errors=True)
     return None
+
+
+def _written_after(first: Path, second: Path) -> bool:
+    """Whether `first` was last written after `second` (Keras writes the weights, then the metadata naming them)."""
+    return first.stat().st_mtime_ns > second.stat().st_mtime_ns
 
 
 def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheckpoint) -> list[float]:

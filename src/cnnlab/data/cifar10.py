@@ -18,6 +18,7 @@ import os
 import pickle
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -293,7 +294,8 @@ def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
             return None
         with np.load(cache_file, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in _CACHED_ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, RecursionError, NotImplementedError, zlib.error,
+            zipfile.BadZipFile):
         return None  # a damaged cache is rebuilt from the source, never trusted
     labels_fit = all(arrays[key].max() < NUM_CLASSES for key in ("y_train", "y_test"))
     names = arrays["class_names"].tolist()

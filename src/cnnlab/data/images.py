@@ -7,6 +7,7 @@ or hostile file makes the decoder raise becomes one CnnlabError.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -20,8 +21,11 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs well before they exhaust m
 BACKGROUND = (255, 255, 255)  # transparent areas are shown on white, as most viewers do
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 # What the allowed decoders raise on damaged files: the first three are all that fuzzing them produced
-# (tests/test_data_images.py); EOFError is how Pillow's frame readers report missing frame data.
-DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+# (tests/test_data_images.py); EOFError is how Pillow's frame readers report missing frame data. The rest are what
+# Pillow's pure-Python plugins can raise on a hostile header past `open` (a short struct, an index past a table, a
+# zero size), never seen in fuzzing but possible, and no reason to show a traceback.
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, MemoryError)
 
 
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -54,9 +54,5 @@ def tally_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, 
         if config.conv_dropout:
             tally.elementwise()
     tally.flatten()
-    for units in config.dense_units:
-        tally.dense(units)
-        if config.dense_dropout:
-            tally.elementwise()
-    tally.dense(num_classes)
+    tally.classifier_head(config.dense_units, bool(config.dense_dropout), num_classes)
     return tally

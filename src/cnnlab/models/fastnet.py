@@ -59,7 +59,6 @@ class ScaledBias(keras.layers.Layer):
 def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[int, int, int], seed: int) -> keras.Model:
     seeds = iter(range(seed * 1000, seed * 1000 + 1000))  # one per layer: the same net for the same seed
     channels = image_shape[-1]
-    whiten_width = 2 * channels * config.whiten_patch**2  # each whitening direction, and its negative
     bias_scale = math.sqrt(config.bias_lr_scale)
 
     def activate(x, name):
@@ -83,7 +82,7 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     inputs = keras.Input(shape=image_shape, name="image")
     # Set from the training data by `fit_input_layers`, standardisation folded in: raw 0-255 images go in, as for
     # every cnnlab model.
-    x = keras.layers.Conv2D(whiten_width, config.whiten_patch, padding="valid", trainable=False,
+    x = keras.layers.Conv2D(_whiten_width(config, channels), config.whiten_patch, padding="valid", trainable=False,
                             name=WHITEN_LAYER)(inputs)
     x = ScaledBias(1.0, name=f"{WHITEN_LAYER}{SHIFT_SUFFIX}")(x)
     x = activate(x, "whiten_act")
@@ -102,6 +101,10 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     model = keras.Model(inputs, outputs, name="fastnet")
     _identity_start(model)
     return model
+
+
+def _whiten_width(config: FastnetConfig, channels: int) -> int:
+    return 2 * channels * config.whiten_patch**2  # each whitening direction, and its negative
 
 
 def _l2(weight_decay: float):
@@ -150,7 +153,7 @@ def fit_input_layers(model: keras.Model, images: np.ndarray) -> None:
 def tally_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
     """The model `build_fastnet` builds, counted layer by layer without building it."""
     tally = Tally(image_shape)
-    tally.conv(2 * image_shape[-1] * config.whiten_patch**2, kernel=config.whiten_patch, padding="valid")
+    tally.conv(_whiten_width(config, image_shape[-1]), kernel=config.whiten_patch, padding="valid")
     tally.channel_shift()
     tally.elementwise()  # activation
     for width in config.widths:

@@ -66,3 +66,11 @@ class Tally:
 
     def dense(self, units: int, bias: bool = True) -> None:
         self.layer((units,), self.shape[-1] * units + (units if bias else 0))
+
+    def classifier_head(self, hidden_units: tuple[int, ...], dropout: bool, num_classes: int) -> None:
+        """Hidden dense layers, each followed by dropout when there is any, then the output layer."""
+        for units in hidden_units:
+            self.dense(units)
+            if dropout:
+                self.elementwise()
+        self.dense(num_classes)

@@ -16,12 +16,14 @@ configurations that cannot fit by far, such as a dense layer of a billion units.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.config import RunConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.models.saving import MAX_MODEL_BYTES
 from cnnlab.models.cnn import tally_cnn
 from cnnlab.models.fastnet import tally_fastnet
 from cnnlab.models.footprint import Tally
@@ -59,17 +61,20 @@ def estimate_training_memory(config: RunConfig, num_classes: int, image_shape: t
 
 
 def check_fits(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int]) -> None:
-    """Refuse, with the numbers, a configuration whose training needs more memory than this machine has."""
-    limit = memory_limit()
-    if limit is None:
-        return
-    available, source = limit
+    """Refuse, with the numbers, a configuration whose training needs more memory than this machine has, or whose
+    saved model would be larger than cnnlab reads back."""
     needed = estimate_training_memory(config, num_classes, image_shape)
+    available, source = memory_limit() or (math.inf, "")
     if needed.total_bytes > available:
         raise CnnlabError(
             f"config: the {config.model} model needs about {needed.total_bytes / GIB:,.1f} GiB for training "
             f"({needed.parameters:.1e} parameters, batch {config.train.batch_size}), more than the "
             f"{available / GIB:,.1f} GiB of {source}; make the model or the batch smaller"
+        )
+    if needed.parameters * 4 > MAX_MODEL_BYTES:  # float32 weights in the saved files, which cnnlab reads back
+        raise CnnlabError(
+            f"config: the {config.model} model has {needed.parameters:.1e} parameters, "
+            f"{needed.parameters * 4 / GIB:,.1f} GiB saved, over the {MAX_MODEL_BYTES / GIB:.0f} GiB a cnnlab model file may hold; make the model smaller"
         )
 
 

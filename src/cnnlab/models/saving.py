@@ -31,7 +31,7 @@ def portable_copy(model: keras.Model) -> keras.Model:
     A `ScaledBias` only changes how fast a shift learns; once trained it is an addition, which the layer before it
     does instead (a BatchNormalization gains its centre, the whitening conv's bias takes the shift).
     """
-    shifts = {layer.name.removesuffix(fastnet.SHIFT_SUFFIX): np.asarray(layer.shift())
+    shifts = {_folded_into(model, layer).name: np.asarray(layer.shift())
               for layer in model.layers if isinstance(layer, fastnet.ScaledBias)}
 
     def clone(layer):
@@ -48,6 +48,16 @@ def portable_copy(model: keras.Model) -> keras.Model:
         if layer.weights and not isinstance(layer, fastnet.ScaledBias):
             copy.get_layer(layer.name).set_weights(_with_shift(layer, shifts.get(layer.name)))
     return copy
+
+
+def _folded_into(model: keras.Model, shift: fastnet.ScaledBias) -> keras.layers.Layer:
+    """The layer whose output `shift` shifts (named after it), checked to be one that can add the shift itself."""
+    target = model.get_layer(shift.name.removesuffix(fastnet.SHIFT_SUFFIX))
+    plain_batch_norm = isinstance(target, keras.layers.BatchNormalization) and not (target.center or target.scale)
+    conv_with_bias = isinstance(target, keras.layers.Conv2D) and target.use_bias
+    if not (plain_batch_norm or conv_with_bias):  # a programming error: a new net that this fold does not know
+        raise ValueError(f"cannot fold {shift.name} into {target.name}, a {type(target).__name__}")
+    return target
 
 
 def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.ndarray]:
@@ -74,7 +84,7 @@ def _check_sizes(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, NotImplementedError, zipfile.BadZipFile) as exc:  # ValueError: a bad member name
         raise CnnlabError(f"cannot load {path}: not a Keras model file ({first_line(exc)})") from None
     unpacked = sum(member.file_size for member in members)
     if unpacked > MAX_MODEL_BYTES:

@@ -173,9 +173,5 @@ def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
         tally.flatten()
     else:
         tally.global_pool()
-    for units in config.head_units:
-        tally.dense(units)
-        if config.head_dropout:
-            tally.elementwise()
-    tally.dense(num_classes)
+    tally.classifier_head(config.head_units, bool(config.head_dropout), num_classes)
     return tally
