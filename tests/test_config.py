@@ -21,7 +21,7 @@ def test_seed_preset_is_the_tutorial_recipe():
     assert config.cnn.conv_blocks == ((32, 32), (64, 64))
     assert config.cnn.dense_units == (512,)
     assert config.cnn.batch_norm is False
-    assert config.data.val_size == 5000
+    assert config.data.val_size == 0.1
     assert "seed" in available_presets()
 
 

@@ -24,9 +24,18 @@ from cnnlab.errors import CnnlabError, first_line
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str | None = None  # None: the official archive, downloaded and hash-checked; else a local path
+    # None: the official CIFAR-10 archive, downloaded and hash-checked; else a local path: a CIFAR-10 archive or
+    # extracted folder, or a folder of images in class subfolders (optionally under train/ and test/)
+    source: str | None = None
     sha256: str | None = None  # a hash the local archive must match exactly (strict mode)
-    val_size: int = 5000  # validation images carved from the training set, stratified by class
+    # Validation images carved from the training set, stratified by class: below 1 a fraction, from 1 a count
+    val_size: float = 0.1
+    # For an image folder without test/: the test images carved from it (stratified, seeded), as val_size
+    test_size: float = 0.2
+    # Images are resized to image_size x image_size; None: the source's own size (CIFAR-10: 32), 64 for folders
+    image_size: int | None = None
+    resize: str = "crop"  # for images of another shape: "crop" the centre square, "pad" to a square, or "stretch"
+    strict: bool = False  # an unreadable file in an image folder is an error, instead of skipped with a warning
     train_limit: int | None = None  # train on the first N training images (after the validation split)
     flip: bool = False  # mirror training images left-right, every other epoch each
     translate: int = 0  # shift training images by up to N pixels (reflected border)
@@ -108,6 +117,7 @@ MODEL_NAMES = ("cnn", "vgg16", "fastnet")
 PRECISIONS = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "warmup_linear")
+RESIZE_MODES = ("crop", "pad", "stretch")
 HEAD_POOLINGS = ("flatten", "avg")
 FASTNET_ACTIVATIONS = ("gelu", "relu")
 TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
@@ -152,6 +162,8 @@ UNIT_INTERVAL = Range(0.0, 1.0)
 LEARNING_RATE = Range(0.0, 1e10, low_open=True)
 RANGES = {  # for a list setting: the range of each entry
     "data.val_size": Range(0, MAX_IMAGES),
+    "data.test_size": Range(0.0, MAX_IMAGES, low_open=True),
+    "data.image_size": Range(16, 1024),  # the CNN and the fast net work from 16 px up; VGG16 from 32
     "data.train_limit": Range(1, MAX_IMAGES),
     "data.translate": Range(0, MAX_TRANSLATE),
     "train.learning_rate": LEARNING_RATE,
@@ -197,6 +209,7 @@ CHOICES = {
     "train.lr_schedule": LR_SCHEDULES,
     "train.precision": PRECISIONS,
     "vgg16.head_pooling": HEAD_POOLINGS,
+    "data.resize": RESIZE_MODES,
     "fastnet.activation": FASTNET_ACTIVATIONS,
 }
 

@@ -1,0 +1,48 @@
+"""The one entry point to data: `load_dataset(config.data, seed)` -> `Dataset`, whatever the source.
+
+Sources, in the order `load_dataset` considers them:
+- no source: the official CIFAR-10 archive, downloaded and hash-checked (`cifar10.py`);
+- a file, or a folder in the extracted CIFAR-10 layout: a CIFAR-10 archive or folder (`cifar10.py`);
+- any other folder: images in class subfolders, optionally under `train/` and `test/` (`image_folder.py`).
+
+Nothing outside `cnnlab.data` knows which source is in use: everything downstream sees uint8 NHWC images, integer
+labels, class names, and a `SourceRecord` that a run directory keeps so that later commands rebuild the same splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where the images came from and what they were, as a run directory records it (JSON-ready)."""
+
+    kind: str  # "cifar10" or "image_folder"
+    path: str  # resolved path of the archive or folder
+    content_hash: str | None  # SHA-256 of a CIFAR-10 archive; of the file listing (names, sizes, times) of a folder
+    hash_status: str  # CIFAR-10: "official", "matches --sha256", "unofficial", "not checked (folder)"; else "listing"
+    image_size: int  # images are image_size x image_size x 3
+    classes: tuple[str, ...]
+    test_files: tuple[str, ...] = ()  # an image folder's test images (relative paths, in test-set order)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole data set: uint8 NHWC images (NumPy arrays, or memory-mapped ones for large folders) and labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    record: SourceRecord
+    skipped: tuple[tuple[str, str], ...] = field(default=())  # (file, why) for each unreadable file left out
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.record.classes
