@@ -63,3 +63,11 @@ def test_impossible_sizes_are_refused():
         make_splits(tiny_dataset(), val_size=1000, seed=0)
     with pytest.raises(CnnlabError, match="train limit 901 exceeds the 900"):
         make_splits(tiny_dataset(), val_size=100, seed=0, train_limit=901)
+
+
+def test_a_fractional_validation_size_is_that_share_of_the_training_set():
+    data = tiny_dataset()
+    assert len(make_splits(data, val_size=0.1, seed=0).y_val) == round(0.1 * len(data.y_train))
+    by_fraction = make_splits(data, val_size=0.1, seed=0)
+    by_count = make_splits(data, val_size=round(0.1 * len(data.y_train)), seed=0)
+    assert (by_fraction.y_val == by_count.y_val).all()

@@ -22,13 +22,15 @@ class Splits:
     class_names: tuple[str, ...]
 
 
-def make_splits(data: Cifar10, val_size: int, seed: int, train_limit: int | None = None) -> Splits:
-    """Split off `val_size` stratified validation images, then keep the first `train_limit` of the rest.
+def make_splits(data: Cifar10, val_size: float, seed: int, train_limit: int | None = None) -> Splits:
+    """Split off `val_size` stratified validation images (below 1: that fraction of the training set), then keep
+    the first `train_limit` of the rest.
 
     The validation set depends only on the data, `val_size` and `seed`, never on `train_limit`, so quick runs and
     full runs are validated on the same images.
     """
     total = len(data.y_train)
+    val_size = count_of(val_size, total)
     if val_size < 0 or not 0 <= seed < 2**32:
         raise CnnlabError(f"validation size must be >= 0 and the seed in 0..2**32-1 (got {val_size}, {seed})")
     if val_size >= total:
@@ -52,6 +54,11 @@ def make_splits(data: Cifar10, val_size: int, seed: int, train_limit: int | None
         y_test=data.y_test,
         class_names=data.class_names,
     )
+
+
+def count_of(size: float, total: int) -> int:
+    """A size given as a fraction (below 1) or a count (from 1), as a count of `total` items."""
+    return round(size * total) if size < 1 else int(size)
 
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
