@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
+from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.rundir import atomic_path
@@ -81,7 +82,7 @@ def load_cifar10(
         status = _hash_status(path, digest, sha256, from_download=source is None, warn=warn)
         files, cache_key = None, digest
 
-    cache_file = _cache_dir(cache_dir) / f"cifar10-{cache_key[:24]}-v{CACHE_FORMAT}.npz"
+    cache_file = cache_root(cache_dir) / f"cifar10-{cache_key[:24]}-v{CACHE_FORMAT}.npz"
     arrays = _read_cache(cache_file)
     if arrays is None:
         if files is None:
@@ -262,15 +263,6 @@ def _decode_meta(payload: bytes, source: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The decoded-array cache
-
-
-def _cache_dir(explicit: Path | None) -> Path:
-    if explicit is not None:
-        return Path(explicit)
-    if os.environ.get("CNNLAB_CACHE"):
-        return Path(os.environ["CNNLAB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnlab"
 
 
 # Exactly what `_write_cache` stores; a cache holding anything else is stale or damaged and is rebuilt.
