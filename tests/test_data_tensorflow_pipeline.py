@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cnnlab.data.augment import Augmentation
-from cnnlab.train import ShuffledBatches, fit_input
+from cnnlab.data.batches import ShuffledBatches
+from cnnlab.train import fit_input
 from conftest import learnable_splits
 
 tf = pytest.importorskip("tensorflow")

@@ -12,7 +12,7 @@ from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
 from cnnlab.models.vgg16 import HEAD_PREFIX
-from cnnlab.train import PROGRESS, Phase, ShuffledBatches, StopOnNonFiniteLoss, read_progress, train_model
+from cnnlab.train import PROGRESS, Phase, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import JSON_VALUES, learnable_splits
 
 TINY = {"cnn.conv_blocks": [[8], [16]], "cnn.dense_units": [32], "train.batch_size": 32}
@@ -85,24 +85,6 @@ def test_non_finite_loss_callback():
     assert guard.bad_batch is None and not guard.model.stop_training
     guard.on_train_batch_end(4, {"loss": float("inf")})
     assert guard.bad_batch == 4 and guard.model.stop_training
-
-
-def test_batches_are_a_seeded_reshuffle_each_epoch():
-    labels = np.arange(10) % 3
-    batches = ShuffledBatches(np.arange(10)[:, None], labels, num_classes=3, batch_size=4, seed=7)
-    assert len(batches) == 3
-
-    def epoch():
-        seen = [batches[i] for i in range(len(batches))]
-        batches.on_epoch_end()
-        return np.concatenate([x[:, 0] for x, _ in seen]), seen[0][1]
-
-    first, one_hot = epoch()
-    second, _ = epoch()
-    assert sorted(first) == list(range(10)) and sorted(second) == list(range(10)) and list(first) != list(second)
-    np.testing.assert_array_equal(one_hot, np.eye(3)[labels[first[:4]]])
-    again = ShuffledBatches(np.arange(10)[:, None], labels, num_classes=3, batch_size=4, seed=7)
-    np.testing.assert_array_equal(np.concatenate([again[i][0][:, 0] for i in range(3)]), first)
 
 
 def head_weights(model):
@@ -258,20 +240,6 @@ def test_any_progress_file_is_read_or_refused_with_one_error(tmp_path_factory, c
     for name in progress["phases_done"]:  # what the run's summary and metrics.json take from each record
         record = progress["records"][name]
         assert isinstance(record["name"], str) and type(record["trainable_parameters"]) is int
-
-
-def test_augmented_batches_depend_only_on_seed_and_epoch():
-    from cnnlab.data.augment import Augmentation
-
-    splits = learnable_splits(train=100)
-    augmentation = Augmentation(splits.x_train, seed=3, flip=True, translate=2)
-    first = ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=3, epoch=2, augmentation=augmentation)
-    again = ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=3, epoch=2, augmentation=augmentation)
-    for index in range(len(first)):
-        np.testing.assert_array_equal(first[index][0], again[index][0])
-    plain = ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=3, epoch=2)
-    assert not np.array_equal(first[0][0], plain[0][0])
-    np.testing.assert_array_equal(first[0][1], plain[0][1])  # same images, so the same labels
 
 
 def test_fast_recipe_trains_the_fast_net_without_a_validation_set(tmp_path):

@@ -61,10 +61,10 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
     """Time the baseline and cnnlab's pipeline; returns one Contender per entry, the baseline first."""
     import keras
 
+    from cnnlab.data.batches import ShuffledBatches, one_hot
     from cnnlab.evaluate import predict_probabilities
     from cnnlab.models import build_model, resolve_precision
     from cnnlab.recipe import compile_for_phase
-    from cnnlab.train import ShuffledBatches, one_hot
 
     config = config or load_config("seed")
     batch_size = 32  # the baseline's, and the recipe's

@@ -25,6 +25,7 @@ from cnnlab import rundir
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation
+from cnnlab.data.batches import ShuffledBatches, one_hot
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import history_number
 from cnnlab.models import vgg16
@@ -197,44 +198,6 @@ def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None
                 writer.writerows(rows)
 
 
-class ShuffledBatches(keras.utils.PyDataset):
-    """Batches in a fresh seeded order each epoch, one-hot labels made per batch, optionally augmented.
-
-    The order (and the augmentation) depends only on the seed and the epoch, never on the model, so training on
-    images and training on their cached features see exactly the same batches, and so does a resumed run.
-    """
-
-    def __init__(self, x: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int, epoch: int = 0,
-                 augmentation: Augmentation | None = None):
-        super().__init__()
-        self.x, self.labels, self.num_classes, self.batch_size = x, labels, num_classes, batch_size
-        self.seed, self.epoch, self.augmentation = seed, epoch, augmentation
-        self._order_epoch, self._order = None, None
-
-    def order(self, epoch: int) -> np.ndarray:
-        if epoch != self._order_epoch:
-            self._order_epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
-        return self._order
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def batch(self, epoch: int, index: int):
-        """Batch `index` of `epoch`: images and one-hot labels."""
-        chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        if self.augmentation is None:
-            images = self.x[chosen]
-        else:
-            images = self.augmentation(chosen, np.random.default_rng([self.seed, epoch, index]), epoch)
-        return images, one_hot(self.labels[chosen], self.num_classes)
-
-    def __getitem__(self, index: int):
-        return self.batch(self.epoch, index)
-
-    def on_epoch_end(self):
-        self.epoch += 1
-
-
 def fit_input(batches: ShuffledBatches) -> tuple[object, list[keras.callbacks.Callback]]:
     """What `fit` reads for `batches`, and the callbacks that must go with it.
 
@@ -247,10 +210,6 @@ def fit_input(batches: ShuffledBatches) -> tuple[object, list[keras.callbacks.Ca
 
     next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
     return prefetched_batches(batches), [next_epoch]
-
-
-def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.eye(num_classes, dtype="float32")[np.asarray(labels, dtype=int)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

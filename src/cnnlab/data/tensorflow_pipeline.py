@@ -10,7 +10,7 @@ import tensorflow as tf
 
 
 def prefetched_batches(batches) -> tf.data.Dataset:
-    """One epoch of a `train.ShuffledBatches` (its current epoch, read as each batch is made), each batch made while
+    """One epoch of a `batches.ShuffledBatches` (its current epoch, read as each batch is made), each batch made while
     the model trains on the one before.
 
     Batches are made by the same NumPy code, one at a time and in order, so the data and its order are exactly those
