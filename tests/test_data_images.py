@@ -148,6 +148,51 @@ def test_aspect_ratio_is_stretched_to_the_model_size(tmp_path):
     assert array[:, :3].tolist() == [[[255, 0, 0]] * 3] * 8 and array[:, 5:].tolist() == [[[0, 0, 255]] * 3] * 8
 
 
+@pytest.mark.parametrize("turned", [False, True])
+def test_crop_keeps_the_centre_square(tmp_path, turned):
+    image = Image.new("RGB", (40, 10), (255, 0, 0))
+    image.paste((0, 255, 0), (10, 0, 30, 10))  # red, a green middle half, red: the centre 10x10 is green
+    image = image.transpose(Image.Transpose.ROTATE_90) if turned else image
+    array = load_image(saved(tmp_path, image, "strip.png"), (8, 8), resize="crop")
+    assert array.tolist() == [[[0, 255, 0]] * 8] * 8
+
+
+def test_crop_to_a_wide_target_keeps_the_centre_band(tmp_path):
+    image = Image.new("RGB", (20, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 3, 20, 17))  # a blue band, wider than the middle half that a 2:1 crop keeps
+    array = load_image(saved(tmp_path, image, "square.png"), (4, 8), resize="crop")
+    assert array.shape == (4, 8, 3) and array.tolist() == [[[0, 0, 255]] * 8] * 4
+
+
+def test_pad_fits_the_whole_image_on_white(tmp_path):
+    image = Image.new("RGB", (40, 10), (255, 0, 0))
+    array = load_image(saved(tmp_path, image, "wide.png"), (8, 8), resize="pad")
+    assert array.shape == (8, 8, 3)
+    assert array[:3].tolist() == [[[255, 255, 255]] * 8] * 3 and array[5:].tolist() == [[[255, 255, 255]] * 8] * 3
+    assert array[3:5].tolist() == [[[255, 0, 0]] * 8] * 2  # 40x10 scaled to 8x2, in the middle rows
+
+
+def test_pad_of_a_tall_image_pads_left_and_right(tmp_path):
+    array = load_image(saved(tmp_path, Image.new("RGB", (10, 40), (0, 0, 255)), "tall.png"), (8, 8), resize="pad")
+    assert array[:, 3:5].tolist() == [[[0, 0, 255]] * 2] * 8
+    assert array[:, :3].min() == 255 and array[:, 5:].min() == 255
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop", "pad"])
+def test_every_resize_mode_leaves_a_square_image_as_is(tmp_path, resize):
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    array = load_image(saved(tmp_path, Image.fromarray(pixels), "square.png"), (8, 8), resize=resize)
+    assert np.array_equal(array, pixels)
+
+
+def test_decode_image_gives_the_upright_size(tmp_path):
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # turned a quarter: 30x20 stored, 20x30 shown
+    path = saved(tmp_path, Image.new("RGB", (30, 20)), "turned.png", exif=exif)
+    pixels, (width, height) = images.decode_image(path, (8, 8))
+    assert pixels.shape == (8, 8, 3) and (width, height) == (20, 30)
+
+
 def test_content_decides_the_format_not_the_name(tmp_path):
     path = saved(tmp_path, Image.new("RGB", (40, 40), (0, 128, 0)), "photo.eps", format="PNG")
     assert load_image(path, (32, 32))[0, 0].tolist() == [0, 128, 0]
@@ -218,7 +263,7 @@ def test_truncated_image(tmp_path, name):
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
     path = saved(tmp_path, Image.new("L", (101, 100)), "bomb.png")
-    with pytest.raises(CnnlabError, match="101x100 pixels is over the 10,000-pixel limit"):
+    with pytest.raises(images.ImageTooLarge, match="101x100 pixels is over the 10,000-pixel limit"):
         load_image(path, (32, 32))
 
 
@@ -228,7 +273,7 @@ def test_header_beyond_pillows_own_bomb_limit_is_refused(tmp_path):
     header = struct.pack(">II", 20_000, 20_000) + png[24:29]
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + header))
     path = written(tmp_path, png[:16] + header + crc + png[33:], "huge.png")
-    with pytest.raises(CnnlabError, match="over the 50,000,000-pixel limit"):
+    with pytest.raises(images.ImageTooLarge, match="over the 50,000,000-pixel limit"):
         load_image(path, (32, 32))
 
 

@@ -28,9 +28,18 @@ DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Inde
                   ZeroDivisionError, MemoryError)
 
 
-def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+class ImageTooLarge(CnnlabError):
+    """An image over MAX_PIXELS: a refusal of the whole input, where a merely unreadable file can be skipped."""
+
+
+def load_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """Read `path` as a uint8 array of shape (height, width, 3) = `size`: the first frame of an animation, turned as
-    its EXIF orientation says, on white where transparent, stretched to `size`."""
+    its EXIF orientation says, on white where transparent, brought to `size` as `resize` says (see `_fit`)."""
+    return decode_image(path, size, resize)[0]
+
+
+def decode_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`, and the (width, height) the image had upright, before resizing."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"image not found: {path}")
@@ -40,17 +49,17 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise CnnlabError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     with file:
         try:
-            return _decode(file, path, size)
+            return _decode(file, path, size, resize)
         except UnidentifiedImageError:
             raise CnnlabError(f"{path}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             # Pillow's own, higher limit, met while reading the header, before the size is known to the check below
-            raise CnnlabError(f"{path}: over the {MAX_PIXELS:,}-pixel limit") from None
+            raise ImageTooLarge(f"{path}: over the {MAX_PIXELS:,}-pixel limit") from None
         except DECODER_ERRORS as exc:
             raise CnnlabError(f"{path}: damaged or truncated image ({type(exc).__name__})") from None
 
 
-def _decode(file, path: Path, size: tuple[int, int]) -> np.ndarray:
+def _decode(file, path: Path, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
     with warnings.catch_warnings():
         # Pillow warns about files it can still decode (odd EXIF, bad metadata); they would add lines to the CLI's
         # one-line errors. Its decompression-bomb warning, though, is a refusal.
@@ -58,11 +67,34 @@ def _decode(file, path: Path, size: tuple[int, int]) -> np.ndarray:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(file, formats=ALLOWED_FORMATS) as image:  # lazy: the header only, at the first frame
             if image.width * image.height > MAX_PIXELS:
-                raise CnnlabError(f"{path}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                raise ImageTooLarge(
+                    f"{path}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
             upright = ImageOps.exif_transpose(image)  # decodes the pixels
-            rgb = _to_rgb(upright)
-            resized = rgb.resize((size[1], size[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            return np.asarray(resized, dtype=np.uint8)
+            return np.asarray(_fit(_to_rgb(upright), size, resize), dtype=np.uint8), upright.size
+
+
+def _fit(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
+    """`image` at `size` (height, width): "stretch" it, "crop" the centred part of the target's shape (a square for
+    a square target), or scale it to fit inside and "pad" the rest with BACKGROUND, centred."""
+    height, width = size
+    if resize == "stretch":
+        return _resized(image, (width, height))
+    if resize == "crop":
+        scale = max(width / image.width, height / image.height)
+        left, top = (image.width - width / scale) / 2, (image.height - height / scale) / 2
+        return _resized(image, (width, height), box=(left, top, image.width - left, image.height - top))
+    if resize == "pad":
+        scale = min(width / image.width, height / image.height)
+        inner = (min(width, max(1, round(image.width * scale))), min(height, max(1, round(image.height * scale))))
+        canvas = Image.new("RGB", (width, height), BACKGROUND)
+        canvas.paste(_resized(image, inner), ((width - inner[0]) // 2, (height - inner[1]) // 2))
+        return canvas
+    raise ValueError(f"unknown resize mode {resize!r}")  # the config allows only the three: a caller's mistake
+
+
+def _resized(image: Image.Image, size: tuple[int, int], box=None) -> Image.Image:
+    # reducing_gap: a large photo is first shrunk by whole factors (fast), and only the last 3x is resampled exactly
+    return image.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
