@@ -9,8 +9,8 @@ import numpy as np
 
 from cnnlab import system_info
 from cnnlab.config import RunConfig
-from cnnlab.models.cnn import build_cnn
-from cnnlab.models.fastnet import build_fastnet, fit_input_layers
+from cnnlab.models.cnn import build_cnn, check_cnn_image_size
+from cnnlab.models.fastnet import build_fastnet, check_fastnet_image_size, fit_input_layers
 from cnnlab.models.vgg16 import build_vgg16, vgg16_label
 
 
@@ -19,12 +19,23 @@ def build_model(config: RunConfig, num_classes: int, image_shape: tuple[int, int
 
     Layers compute in the precision `config.train.precision` resolves to; the model keeps that choice when saved.
     """
+    check_image_size(config, image_shape)
     with _dtype_policy(resolve_precision(config.train.precision)):
         if config.model == "vgg16":
             return build_vgg16(config.vgg16, num_classes, image_shape, seed=config.train.seed)
         if config.model == "fastnet":
             return build_fastnet(config.fastnet, num_classes, image_shape, seed=config.train.seed)
         return build_cnn(config.cnn, num_classes, image_shape)
+
+
+def check_image_size(config: RunConfig, image_shape: tuple[int, int, int]) -> None:
+    """Refuse, in one line, a model whose poolings would shrink images of `image_shape` to nothing."""
+    size = min(image_shape[:2])
+    if config.model == "cnn":
+        check_cnn_image_size(config.cnn, size)
+    elif config.model == "fastnet":
+        check_fastnet_image_size(config.fastnet, size)
+    # VGG16 resizes any input to its own vgg16.image_size (32 px or more) inside the model.
 
 
 def prepare_with_data(model: keras.Model, config: RunConfig, train_images: np.ndarray) -> None:

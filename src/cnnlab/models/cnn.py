@@ -9,7 +9,8 @@ from __future__ import annotations
 import keras
 
 from cnnlab.config import CnnConfig
-from cnnlab.models.footprint import Tally
+from cnnlab.errors import CnnlabError
+from cnnlab.models.footprint import Tally, poolings_allowed
 
 
 def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, int]) -> keras.Model:
@@ -38,6 +39,14 @@ def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, 
     # float32 output whatever the compute dtype, so probabilities and the loss stay numerically sound.
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+def check_cnn_image_size(config: CnnConfig, image_size: int) -> None:
+    """Refuse more conv blocks than the images can be halved: a pooling past 1 px leaves nothing to classify."""
+    allowed = poolings_allowed(image_size)
+    if len(config.conv_blocks) > allowed:
+        raise CnnlabError(f"config: cnn.conv_blocks has {len(config.conv_blocks)} blocks; {image_size} px images allow "
+                          f"at most {allowed} (each block halves the image)")
 
 
 def tally_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:

@@ -22,7 +22,8 @@ import numpy as np
 from keras import ops
 
 from cnnlab.config import FastnetConfig
-from cnnlab.models.footprint import Tally
+from cnnlab.errors import CnnlabError
+from cnnlab.models.footprint import Tally, poolings_allowed
 
 WHITEN_LAYER = "whiten"
 SHIFT_SUFFIX = "_shift"  # a ScaledBias is named after the layer whose output it shifts
@@ -101,6 +102,14 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
     model = keras.Model(inputs, outputs, name="fastnet")
     _identity_start(model)
     return model
+
+
+def check_fastnet_image_size(config: FastnetConfig, image_size: int) -> None:
+    """Refuse more groups than the images can be halved, after the whitening conv trims `whiten_patch - 1` px."""
+    allowed = poolings_allowed(image_size - config.whiten_patch + 1)
+    if len(config.widths) > allowed:
+        raise CnnlabError(f"config: fastnet.widths has {len(config.widths)} groups; {image_size} px images allow at "
+                          f"most {allowed} with fastnet.whiten_patch {config.whiten_patch} (each group halves the image)")
 
 
 def _whiten_width(config: FastnetConfig, channels: int) -> int:

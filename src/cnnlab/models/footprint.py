@@ -16,6 +16,11 @@ import math
 from dataclasses import dataclass, field
 
 
+def poolings_allowed(size: int) -> int:
+    """How many 2x2 max poolings a `size`-px map takes before nothing is left: each floors the size to half."""
+    return size.bit_length() - 1
+
+
 @dataclass
 class Tally:
     shape: tuple[int, ...]  # the feature map after the layers tallied so far, without the batch axis

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cnnlab.config import RunConfig
 from cnnlab.errors import CnnlabError
+from cnnlab.models import check_image_size
 from cnnlab.models.saving import MAX_MODEL_BYTES
 from cnnlab.models.cnn import tally_cnn
 from cnnlab.models.fastnet import tally_fastnet
@@ -62,7 +63,8 @@ def estimate_training_memory(config: RunConfig, num_classes: int, image_shape: t
 
 def check_fits(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int]) -> None:
     """Refuse, with the numbers, a configuration whose training needs more memory than this machine has, or whose
-    saved model would be larger than cnnlab reads back."""
+    saved model would be larger than cnnlab reads back, or whose layers the images are too small for."""
+    check_image_size(config, image_shape)
     needed = estimate_training_memory(config, num_classes, image_shape)
     available, source = memory_limit() or (math.inf, "")
     if needed.total_bytes > available:
