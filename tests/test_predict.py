@@ -4,7 +4,7 @@ from PIL import Image
 
 from cnnlab.experiment import load_run_model
 from cnnlab.predict import predict_images, top_k
-from conftest import run_cnnlab
+from conftest import CLASS_NAMES, run_cnnlab
 
 
 def test_top_k_orders_by_probability():
@@ -35,3 +35,18 @@ def test_cli_refuses_formats_outside_the_allow_list_in_one_line(trained_run, tmp
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [f"cnnlab: error: {bad}: not a readable image "
                                           "(not one of JPEG, PNG, BMP, GIF, WEBP, TIFF)"]
+
+
+def test_predict_images_brings_images_to_size_by_the_given_resize_mode(trained_run, tmp_path):
+    # The tiny run's classes are colours (conftest.batch_payload). A wide picture: bird's colour in the centre square,
+    # horse's on both sides (two thirds of it). Cropping the centre sees only the bird; stretching sees mostly horse.
+    colours = np.random.default_rng(42).integers(0, 240, (10, 3)).astype(np.uint8)
+    wide = np.empty((32, 96, 3), dtype=np.uint8)
+    wide[:] = colours[CLASS_NAMES.index("horse")]
+    wide[:, 32:64] = colours[CLASS_NAMES.index("bird")]
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    model = load_run_model(trained_run)
+    answers = {mode: predict_images(model, [tmp_path / "wide.png"], tuple(CLASS_NAMES), k=1, resize=mode)[0]
+               for mode in ("crop", "stretch")}
+    assert answers["crop"]["top"][0]["class"] == "bird"
+    assert answers["stretch"]["top"][0]["class"] == "horse"

@@ -15,11 +15,12 @@ def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 3) -
     return [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
 
 
-def predict_images(model, paths: list[Path], class_names: tuple[str, ...], k: int = 3,
-                   augmentation: int = 0) -> list[dict[str, object]]:
-    """Top-k classes for each image, with the run's own test-time augmentation so that answers match its test
-    accuracy; every image is read (and refused if bad) before the model runs."""
+def predict_images(model, paths: list[Path], class_names: tuple[str, ...], k: int = 3, augmentation: int = 0,
+                   resize: str = "stretch") -> list[dict[str, object]]:
+    """Top-k classes for each image, brought to the model's input size by the run's own `resize` mode and scored
+    with its own test-time augmentation, so that answers match its test accuracy; every image is read (and refused
+    if bad) before the model runs."""
     height, width = model.input_shape[1:3]
-    images = np.stack([load_image(path, (height, width)) for path in paths])
+    images = np.stack([load_image(path, (height, width), resize=resize) for path in paths])
     probabilities = predict_probabilities(model, images, augmentation=augmentation)
     return [{"image": str(path), "top": top_k(row, class_names, k)} for path, row in zip(paths, probabilities)]
