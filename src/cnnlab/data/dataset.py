@@ -42,6 +42,8 @@ class Dataset:
     y_test: np.ndarray
     record: SourceRecord
     skipped: tuple[tuple[str, str], ...] = field(default=())  # (file, why) for each unreadable file left out
+    # What `cnnlab data info` shows beyond counts; an image folder's "image_sizes": the sizes seen before resizing
+    details: dict[str, object] = field(default_factory=dict)
 
     @property
     def class_names(self) -> tuple[str, ...]:
