@@ -157,6 +157,15 @@ def test_crop_keeps_the_centre_square(tmp_path, turned):
     assert array.tolist() == [[[0, 255, 0]] * 8] * 8
 
 
+def test_crop_takes_images_of_every_shape(tmp_path):
+    # Floating-point rounding once made the crop box start at -1e-15 for some shapes (49x67 to 32x32), which Pillow
+    # refuses: such pictures were skipped as damaged.
+    for width in range(17, 100, 4):
+        for height in range(17, 100, 3):
+            path = saved(tmp_path, Image.new("RGB", (width, height), (10, 20, 30)), f"{width}x{height}.png")
+            assert load_image(path, (32, 32), resize="crop").tolist() == [[[10, 20, 30]] * 32] * 32
+
+
 def test_crop_to_a_wide_target_keeps_the_centre_band(tmp_path):
     image = Image.new("RGB", (20, 20), (255, 0, 0))
     image.paste((0, 0, 255), (0, 3, 20, 17))  # a blue band, wider than the middle half that a 2:1 crop keeps

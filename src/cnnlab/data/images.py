@@ -81,7 +81,9 @@ def _fit(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
         return _resized(image, (width, height))
     if resize == "crop":
         scale = max(width / image.width, height / image.height)
-        left, top = (image.width - width / scale) / 2, (image.height - height / scale) / 2
+        # Clamped: for an image whose side already fits exactly, rounding can leave an offset of -1e-15, which
+        # Pillow refuses (a 49x67 image cropped to 32x32 did).
+        left, top = max(0.0, (image.width - width / scale) / 2), max(0.0, (image.height - height / scale) / 2)
         return _resized(image, (width, height), box=(left, top, image.width - left, image.height - top))
     if resize == "pad":
         scale = min(width / image.width, height / image.height)
