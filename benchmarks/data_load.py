@@ -10,7 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnlab.data import load_cifar10
+from cnnlab.config import DataConfig
+from cnnlab.data import load_dataset
 
 
 def main(path: str) -> None:
@@ -18,7 +19,7 @@ def main(path: str) -> None:
         timings = []
         for _ in range(2):
             start = time.perf_counter()
-            load_cifar10(path, cache_dir=Path(cache), warn=lambda message: None)
+            load_dataset(DataConfig(source=path), seed=0, cache_dir=Path(cache), warn=lambda message: None)
             timings.append(time.perf_counter() - start)
     print(f"first load (decode + write cache): {timings[0]:.2f} s")
     print(f"second load (from cache):          {timings[1]:.2f} s")

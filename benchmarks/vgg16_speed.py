@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 
 from cnnlab import rundir, system_info
-from cnnlab.config import load_config
-from cnnlab.data import load_cifar10, make_splits
+from cnnlab.config import DataConfig, load_config
+from cnnlab.data import load_dataset, make_splits
 from cnnlab.models import build_model
 from cnnlab.train import train_model
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=None, help="training images (default: all 45,000)")
     parser.add_argument("--epochs", type=int, default=2, help="phase-1 epochs in each configuration")
     args = parser.parse_args()
-    data = load_cifar10(args.data, warn=lambda message: None)
+    data = load_dataset(DataConfig(source=args.data), seed=0, warn=lambda message: None)
     splits = make_splits(data, 5000, 0, args.train_limit)
     common = {"train.epochs": args.epochs}
     with tempfile.TemporaryDirectory() as work:

@@ -5,7 +5,7 @@ import pytest
 from cnnlab import cli
 from cnnlab.bench import BASELINE, format_results, run_bench
 from cnnlab.config import load_config
-from cnnlab.data import load_cifar10
+from cnnlab.data.cifar10 import load_cifar10
 
 
 def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):

@@ -1,5 +1,6 @@
 """The command line end to end, on the synthetic archive: what a user types, what lands on disk, what they read."""
 
+import hashlib
 import json
 import shutil
 import os
@@ -13,13 +14,18 @@ from PIL import Image
 
 from cnnlab import rundir
 from cnnlab.cli import main
-from conftest import TINY_MODEL
+from cnnlab.display import markdown_text
+from conftest import TINY_MODEL, batch_payload, run_cnnlab, write_folder
 
 
 def run_cli(capsys, *args):
     code = main([str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def sha256_of(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def assert_one_line_error(code, err, expected, exit_code=1):
@@ -42,7 +48,7 @@ def test_train_writes_a_complete_run_directory(trained_run, synthetic_archive):
     assert not [name for name in names if ".tmp-" in name]  # no temporary file left behind
     config = json.loads((trained_run / "config.json").read_text())
     assert config["preset"] == "seed" and config["train"]["epochs"] == 2 and config["data"]["train_limit"] == 1000
-    assert config["data"]["source"] == str(synthetic_archive.resolve())
+    assert config["data"]["source"] == str(synthetic_archive.resolve()) and config["data"]["image_size"] == 32
     assert config["model"] == "cnn" and config["cnn"]["conv_blocks"] == [[8], [16]]
     assert json.loads((trained_run / "status.json").read_text())["state"] == "finished"
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -50,7 +56,10 @@ def test_train_writes_a_complete_run_directory(trained_run, synthetic_archive):
                 "seconds_per_epoch", "versions", "hardware", "best_epoch", "parameters"):
         assert key in metrics, key
     assert metrics["epochs"] == 2 and metrics["train_images"] == 1000 and metrics["val_images"] == 500
-    assert metrics["data"]["hash_status"] == "unofficial"
+    source = json.loads((trained_run / "source.json").read_text())
+    assert source["kind"] == "cifar10" and source["content_hash"] == sha256_of(synthetic_archive)
+    assert metrics["data"] == {key: value for key, value in source.items() if key != "test_files"}
+    assert metrics["data"]["hash_status"] == "unofficial" and not (trained_run / "test_files.txt").exists()
     assert metrics["versions"]["keras"] == keras.__version__ and metrics["hardware"]["cpu_cores"] >= 1
     assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
     assert metrics["test_accuracy"] > 0.5  # the synthetic classes are colours: learnable in two epochs
@@ -63,13 +72,24 @@ def test_data_from_the_environment_variable(tmp_path, capsys, synthetic_folder, 
     assert code == 0 and "not checked (folder)" in out
 
 
-def test_data_info_counts_every_split_and_class(capsys, synthetic_archive):
-    code, out, err = run_cli(capsys, "data", "info", "--data", synthetic_archive, "--val-size", "1000")
+@pytest.mark.parametrize("val_size", ["1000", "0.02"])  # a count, or a fraction of the training set
+def test_data_info_counts_every_split_and_class(capsys, synthetic_archive, val_size):
+    code, out, err = run_cli(capsys, "data", "info", "--data", synthetic_archive, "--val-size", val_size)
     assert code == 0
-    assert "unofficial" in out and "warning: " in err
+    assert "warning: " in err
     lines = out.splitlines()
+    assert lines[0] == f"source:  cifar10 {synthetic_archive.resolve()}"
+    assert lines[1] == f"content: {sha256_of(synthetic_archive)} (unofficial)"
+    assert lines[2] == "images:  32 x 32 px"
     assert lines[-1].split() == ["total", "49000", "1000", "10000"]
     assert lines[-11].split() == ["airplane", "4900", "100", "1000"]
+
+
+def test_image_size_is_the_data_setting_and_cifar10_refuses_another(tmp_path, capsys, synthetic_archive):
+    for command in (["data", "info"], ["train", "--out", tmp_path / "run"]):
+        code, _, err = run_cli(capsys, *command, "--data", synthetic_archive, "--image-size", "64")
+        assert_one_line_error(code, err, "data.image_size is 64, but CIFAR-10 images are 32 px")
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -137,8 +157,10 @@ def test_evaluate_mends_a_damaged_metrics_file_and_the_report_shows_what_is_lost
     assert out.startswith(f"test accuracy {expected:.4f}")
     code, _, _ = run_cli(capsys, "report", run_dir, "--out", tmp_path / "report")
     assert code == 0
-    row = next(line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if "%" in line)
-    assert f"{expected:.2%}" in row and "| - |" in row  # scores re-made; the lost training summary shown as "-"
+    row = next(line for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+               if line.startswith("| ") and "%" in line)  # the table's row, not the verdict above it
+    # Scores re-made; the lost training summary shown as "-" (both as report.md escapes them).
+    assert markdown_text(f"{expected:.2%}") in row and f"| {markdown_text('-')} |" in row
 
 
 def test_models_with_code_in_them_are_refused(trained_run, tmp_path, capsys):
@@ -166,6 +188,42 @@ def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
     assert_one_line_error(code, err, "is not a finished run (status: running)")
     code, _, err = run_cli(capsys, "predict", tmp_path / "nowhere", tmp_path / "x.png")
     assert_one_line_error(code, err, "run directory not found")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the data a run was trained on: recorded, and refused by later commands once it changed
+
+
+@pytest.mark.slow
+def test_evaluate_resume_and_report_refuse_data_changed_since_training(tmp_path, good_files):
+    folder = write_folder(tmp_path / "cifar-10-batches-py", good_files)
+    run_dir = tmp_path / "run"
+    done = run_cnnlab("train", "--data", folder, "--epochs", "1", "--train-limit", "256", "--val-size", "0.002",
+                      "--test-size", "0.3", "--strict", *TINY_MODEL, "--out", run_dir)
+    assert done.returncode == 0, done.stderr
+    data = json.loads((run_dir / "config.json").read_text())["data"]
+    assert (data["source"], data["image_size"], data["val_size"], data["test_size"], data["strict"]) == (
+        str(folder.resolve()), 32, 0.002, 0.3, True)
+    assert json.loads((run_dir / "metrics.json").read_text())["val_images"] == 100  # 0.2% of 50,000
+
+    (folder / "test_batch").write_bytes(batch_payload(seed=99))  # the data changes after training
+    kept = {name: (run_dir / name).read_bytes() for name in ("metrics.json", "test_predictions.npz")}
+    done = run_cnnlab("evaluate", run_dir)
+    assert_one_line_error(done.returncode, done.stderr, f"the data at {folder.resolve()} changed since this run was "
+                                                        "trained (content hash ")
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
+    done = run_cnnlab("report", run_dir, "--out", tmp_path / "report")
+    assert done.returncode == 0 and "no prediction grid" in done.stderr and "changed since" in done.stderr
+    rundir.set_status(run_dir, "failed", "killed")  # as if training had stopped before the data changed
+    done = run_cnnlab("train", "--resume", run_dir)
+    assert_one_line_error(done.returncode, done.stderr, "changed since this run was trained")
+    assert rundir.read_status(run_dir) == {"state": "failed", "reason": "killed"}
+
+    rundir.set_status(run_dir, "finished")
+    done = run_cnnlab("evaluate", run_dir, "--data", folder)  # other data, named on purpose, is scored
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["data"]["content_hash"] != json.loads(
+        (run_dir / "source.json").read_text())["content_hash"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -200,7 +258,7 @@ def test_bad_train_arguments(tmp_path, capsys, args, expected, exit_code):
         (["--weights", "/no/such/vgg16.h5"], "weights file not found"),
         (["--weights", "NOT_HDF5"], "is not an HDF5 weights file"),
         (["--weights", "WRONG_LAYERS"], "does not hold VGG16 no-top weights"),
-        (["--image-size", "16"], "vgg16.image_size must be between 32 and 1,024, got 16"),
+        (["--vgg16-size", "16"], "vgg16.image_size must be between 32 and 1,024, got 16"),
     ],
 )
 def test_bad_vgg16_arguments(tmp_path, capsys, synthetic_archive, args, expected):

@@ -61,9 +61,11 @@ def test_predict_in_a_fresh_process_gives_the_models_own_answer(runs, kind, tmp_
 
 def write_test_images(run_dir, folder, count):
     """The run's first test images as PNG files, exactly as the model saw them."""
-    from cnnlab.data import load_cifar10
+    from cnnlab.config import config_from_dict
+    from cnnlab.data import load_dataset
 
-    data = load_cifar10(json.loads((run_dir / "config.json").read_text())["data"]["source"])
+    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    data = load_dataset(config.data, config.train.seed)
     paths = []
     for index in range(count):
         paths.append(folder / f"test{index}.png")

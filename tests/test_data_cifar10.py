@@ -30,7 +30,7 @@ def test_archive_loads_with_official_shapes_and_nhwc_layout(synthetic_archive, g
 def test_unofficial_archive_is_used_with_one_warning(synthetic_archive):
     messages = []
     data = load_cifar10(synthetic_archive, warn=warnings_into(messages))
-    assert data.hash_status == "unofficial"
+    assert data.record.hash_status == "unofficial"
     assert len(messages) == 1 and "not the official CIFAR-10 archive" in messages[0] and "\n" not in messages[0]
 
 
@@ -39,23 +39,26 @@ def test_official_hash_is_recognised_silently(synthetic_archive, monkeypatch):
     monkeypatch.setattr(cifar10, "OFFICIAL_SHA256", digest)
     messages = []
     data = load_cifar10(synthetic_archive, warn=warnings_into(messages))
-    assert (data.hash_status, data.sha256, messages) == ("official", digest, [])
+    assert (data.record.hash_status, data.record.content_hash, messages) == ("official", digest, [])
 
 
 def test_strict_hash_accepts_a_match_and_refuses_a_mismatch(synthetic_archive):
     digest = cifar10._sha256_of(synthetic_archive)
-    assert load_cifar10(synthetic_archive, sha256=digest.upper()).hash_status == "matches --sha256"
+    assert load_cifar10(synthetic_archive, sha256=digest.upper()).record.hash_status == "matches --sha256"
     with pytest.raises(CnnlabError, match="not the 0000.* given with --sha256"):
         load_cifar10(synthetic_archive, sha256="0" * 64)
 
 
 def test_extracted_folder_and_its_parent_both_work(synthetic_folder, synthetic_archive):
     from_archive = load_cifar10(synthetic_archive, warn=lambda message: None)
+    keys = set()
     for path in (synthetic_folder, synthetic_folder.parent):
         data = load_cifar10(path)
-        assert data.hash_status == "not checked (folder)" and data.sha256 is None
+        assert data.record.hash_status == "not checked (folder)" and data.record.kind == "cifar10"
+        keys.add(data.record.content_hash)  # of the files' contents, so the same for both
         np.testing.assert_array_equal(data.x_train, from_archive.x_train)
         np.testing.assert_array_equal(data.y_test, from_archive.y_test)
+    assert len(keys) == 1 and from_archive.record.content_hash not in keys
 
 
 def test_sha256_with_a_folder_is_refused(synthetic_folder):
@@ -121,7 +124,7 @@ def test_download_uses_keras_get_file_with_the_official_hash(monkeypatch, synthe
 
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
     monkeypatch.setattr(cifar10, "OFFICIAL_SHA256", cifar10._sha256_of(synthetic_archive))
-    assert load_cifar10(None).hash_status == "official"
+    assert load_cifar10(None).record.hash_status == "official"
     assert calls[0]["file_hash"] == cifar10.OFFICIAL_SHA256 and calls[0]["origin"] == cifar10.OFFICIAL_URL
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cnnlab.data.cifar10 import Cifar10
+from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.splits import make_splits, stratified_sample
 from cnnlab.errors import CnnlabError
 
@@ -11,11 +11,10 @@ def tiny_dataset(train=1000, test=200, classes=10):
     images = np.zeros((train, 32, 32, 3), dtype=np.uint8)
     images[:, 0, 0, 0] = np.arange(train) % 256  # lets a test see which images went where
     images[:, 0, 0, 1] = np.arange(train) // 256
-    return Cifar10(
-        x_train=images, y_train=labels.astype(np.uint8),
-        x_test=np.zeros((test, 32, 32, 3), np.uint8), y_test=(np.arange(test) % classes).astype(np.uint8),
-        class_names=tuple(f"c{i}" for i in range(classes)), source="memory", sha256=None, hash_status="test",
-    )
+    record = SourceRecord(kind="memory", path="memory", content_hash=None, hash_status="test", image_size=32,
+                          classes=tuple(f"c{i}" for i in range(classes)))
+    return Dataset(x_train=images, y_train=labels.astype(np.uint8), x_test=np.zeros((test, 32, 32, 3), np.uint8),
+                   y_test=(np.arange(test) % classes).astype(np.uint8), record=record)
 
 
 def image_ids(images):

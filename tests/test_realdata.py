@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnlab.cli import main
-from cnnlab.data import load_cifar10
+from cnnlab.data.cifar10 import load_cifar10
 from conftest import CLASS_NAMES, REAL_DATA
 
 pytestmark = [
@@ -20,7 +20,7 @@ def test_real_archive_is_the_official_data_set():
     assert data.class_names == tuple(CLASS_NAMES)
     assert np.bincount(data.y_train).tolist() == [5000] * 10
     assert np.bincount(data.y_test).tolist() == [1000] * 10
-    assert data.hash_status in ("official", "unofficial", "not checked (folder)")
+    assert data.record.hash_status in ("official", "unofficial", "not checked (folder)")
 
 
 def test_seed_model_learns_in_one_epoch_on_5000_images(tmp_path, capsys):

@@ -171,7 +171,7 @@ def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, 
     def gone(*args, **kwargs):
         raise CnnlabError("data path not found: /moved")
 
-    monkeypatch.setattr(experiment, "load_cifar10", gone)
+    monkeypatch.setattr(experiment, "load_dataset", gone)
     out = tmp_path / "no-grid"
     assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
     assert "no prediction grid" in capsys.readouterr().err

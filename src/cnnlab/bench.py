@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from cnnlab.config import RunConfig, load_config
-from cnnlab.data import Cifar10
+from cnnlab.data import Dataset
 
 BASELINE = "plain Keras (float32 arrays, defaults)"
 
@@ -32,13 +32,13 @@ class Contender:
     eval_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
-def plain_keras_model(num_classes: int):
+def plain_keras_model(num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)):
     """The tutorial's CNN written the way the tutorial writes it (cnnlab's seed preset builds the same layers)."""
     import keras
     from keras import layers
 
     model = keras.Sequential([
-        keras.Input((32, 32, 3)),
+        keras.Input(image_shape),
         layers.Conv2D(32, 3, padding="same", activation="relu"),
         layers.Conv2D(32, 3, padding="same", activation="relu"),
         layers.MaxPooling2D(),
@@ -56,7 +56,7 @@ def plain_keras_model(num_classes: int):
     return model
 
 
-def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, rounds: int = 4,
+def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, rounds: int = 4,
               log=print) -> list[Contender]:
     """Time the baseline and cnnlab's pipeline; returns one Contender per entry, the baseline first."""
     import keras
@@ -70,12 +70,13 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
     batch_size = 32  # the baseline's, and the recipe's
     count = min(steps * batch_size, len(data.y_train))
     num_classes = len(data.class_names)
+    image_shape = data.x_train.shape[1:]
     keras.utils.set_random_seed(config.train.seed)
 
     # The baseline's preprocessing happens once, before any timing, as in the tutorial.
     x_float, y_one_hot = data.x_train[:count].astype("float32") / 255.0, one_hot(data.y_train[:count], num_classes)
     x_test_float = data.x_test.astype("float32") / 255.0
-    baseline = plain_keras_model(num_classes)
+    baseline = plain_keras_model(num_classes, image_shape)
 
     # The tutorial's model and recipe, whatever the preset: only its speed settings are taken.
     tutorial = load_config("seed")
@@ -84,7 +85,7 @@ def run_bench(data: Cifar10, config: RunConfig | None = None, steps: int = 300, 
         train = dataclasses.replace(tutorial.train, precision=precision,
                                     steps_per_execution=config.train.steps_per_execution)
         variant = dataclasses.replace(tutorial, train=train)
-        model = build_model(variant, num_classes)
+        model = build_model(variant, num_classes, image_shape)
         compile_for_phase(model, variant, variant.train.learning_rate, total_steps=steps * rounds)
         return model
 

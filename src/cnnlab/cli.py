@@ -2,17 +2,19 @@
 
 commands:
     cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
-    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--image-size N]   fine-tune VGG16 instead
+    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--vgg16-size N]   fine-tune VGG16 instead
     cnnlab train --preset fast                                              94% in about 17 minutes on 2 CPU cores
     cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
-    cnnlab data info [--data PATH]                                           where the data came from, split counts
+    cnnlab data info [--data PATH]                                           the data's source, classes, split counts
     cnnlab bench [--data PATH] [--steps N] [--rounds N]                      training and evaluation speed vs plain Keras
 
-Offline, or with your own copy of CIFAR-10: --data PATH (a cifar-10-python.tar.gz or the extracted folder), or set
-CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG=1 adds the traceback.
+Offline, with your own copy of CIFAR-10, or with your own images: --data PATH (a cifar-10-python.tar.gz or the
+extracted folder, or a folder of images in class subfolders: photos/cat/*.jpg, photos/dog/*.png, optionally under
+train/ and test/), or set CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG=1 adds
+the traceback.
 """
 
 from __future__ import annotations
@@ -32,18 +34,28 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-# flag -> (dotted config key, type, help)
+# flag -> (dotted config key, type, help); a bool flag takes no value. The data flags serve `data info` too.
+DATA_OVERRIDES = {
+    "--val-size": ("data.val_size", float, "validation images carved from the training set: below 1 a fraction, "
+                                           "from 1 a count"),
+    "--test-size": ("data.test_size", float, "for an image folder without test/: the test images carved from it, "
+                                             "as --val-size"),
+    "--image-size": ("data.image_size", int, "image folders: images are resized to N x N px (default 64); "
+                                             "CIFAR-10 is used at its own 32"),
+    "--strict": ("data.strict", bool, "image folders: an unreadable file is an error instead of skipped"),
+}
 TRAIN_OVERRIDES = {
     "--model": ("model", str, "model to train: cnn, vgg16 or fastnet"),
     "--epochs": ("train.epochs", int, "number of epochs"),
     "--batch-size": ("train.batch_size", int, "batch size"),
     "--lr": ("train.learning_rate", float, "learning rate"),
-    "--seed": ("train.seed", int, "random seed (weights, shuffling, validation split)"),
-    "--val-size": ("data.val_size", int, "validation images carved from the training set"),
+    "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),
+    **DATA_OVERRIDES,
     "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
     "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
-    "--image-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
+    "--vgg16-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
 }
+DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": ("train.seed", int, "seed of the splits (default: 0)")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,10 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="inspect the data set")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser)
-    info = data_commands.add_parser("info", help="source, hash status, images per split and class")
+    info = data_commands.add_parser("info", help="source, hash status, classes, images per split and class, problems")
     _add_data_arguments(info)
-    info.add_argument("--val-size", type=int, default=5000, help="validation images (default: 5000)")
-    info.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
+    _add_overrides(info, DATA_INFO_OVERRIDES)
     info.set_defaults(handler=_data_info)
 
     bench = commands.add_parser("bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
@@ -121,11 +132,18 @@ def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, 
     parser.add_argument("--preset", default=default_preset,
                         help=f"preset name or path to a TOML file (default: {default_preset})")
     _add_data_arguments(parser)
-    for flag, (_, kind, text) in TRAIN_OVERRIDES.items():
-        if choose_model or flag != "--model":
-            parser.add_argument(flag, type=kind, help=text)
+    _add_overrides(parser, {flag: spec for flag, spec in TRAIN_OVERRIDES.items() if choose_model or flag != "--model"})
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
     _add_set_argument(parser, "any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]'")
+
+
+def _add_overrides(parser: argparse.ArgumentParser, flags: dict[str, tuple]) -> None:
+    """One argument per flag, None when not given, so that only what the user typed overrides the preset."""
+    for flag, (_, kind, text) in flags.items():
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(flag, type=kind, help=text)
 
 
 def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -134,7 +152,8 @@ def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
-    parser.add_argument("--data", help=f"cifar-10-python.tar.gz or extracted folder ({default_help})")
+    parser.add_argument("--data", help="a CIFAR-10 archive (cifar-10-python.tar.gz) or its extracted folder, or a "
+                        f"folder of images in class subfolders ({default_help})")
     parser.add_argument("--sha256", metavar="HEX", help="require the archive to have exactly this SHA-256")
 
 
@@ -193,19 +212,26 @@ def _data_source(args) -> str | None:
     return args.data or os.environ.get("CNNLAB_DATA") or None
 
 
+def _data_overrides(args) -> dict[str, str]:
+    """--data (or $CNNLAB_DATA) and --sha256, as config overrides."""
+    given = {"data.source": _data_source(args), "data.sha256": args.sha256}
+    return {key: value for key, value in given.items() if value}
+
+
 def _resolved_config(args):
     from cnnlab.config import load_config
 
-    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in TRAIN_OVERRIDES.items()}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
+    overrides = _given_overrides(args, TRAIN_OVERRIDES)
     overrides.update(_parse_set(args.set))
-    if _data_source(args):
-        overrides["data.source"] = _data_source(args)
-    if args.sha256:
-        overrides["data.sha256"] = args.sha256
+    overrides.update(_data_overrides(args))
     if args.tensorboard:
         overrides["train.tensorboard"] = True
     return load_config(args.preset, overrides)
+
+
+def _given_overrides(args, flags: dict[str, tuple]) -> dict[str, object]:
+    given = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in flags.items()}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _train(args) -> int:
@@ -313,16 +339,17 @@ def _bench(args) -> int:
     from cnnlab import system_info
     from cnnlab.bench import format_results, run_bench
     from cnnlab.config import load_config
-    from cnnlab.data import load_cifar10
+    from cnnlab.data import load_dataset
 
     if args.steps < 1 or args.rounds < 1:
         raise CnnlabError("--steps and --rounds must be at least 1")
-    config = load_config(args.preset, _parse_set(args.set))
-    data = load_cifar10(_data_source(args), args.sha256)
+    config = load_config(args.preset, {**_parse_set(args.set), **_data_overrides(args)})
+    data = load_dataset(config.data, config.train.seed)
     _import_keras_quietly()
     hardware = system_info.hardware()
     print(f"{hardware['cpu']}, {hardware['cpu_cores']} cores, native bfloat16: {hardware['native_bfloat16']}; "
-          f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and 10,000 test images each")
+          f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and {len(data.y_test):,} test images "
+          "each")
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
     print(format_results(contenders))
     return 0
@@ -331,16 +358,27 @@ def _bench(args) -> int:
 def _data_info(args) -> int:
     import numpy as np
 
-    from cnnlab.data import load_cifar10, make_splits
+    from cnnlab.config import load_config
+    from cnnlab.data import load_dataset, make_splits
     from cnnlab.display import terminal_text
 
-    data = load_cifar10(_data_source(args), args.sha256)
-    splits = make_splits(data, args.val_size, args.seed)
-    print(f"source:  {terminal_text(data.source)}")
-    print(f"sha256:  {data.sha256 or '-'} ({data.hash_status})")
+    # The default preset's data settings, with the flags given: the splits `cnnlab train` would make.
+    config = load_config("seed", {**_given_overrides(args, DATA_INFO_OVERRIDES), **_data_overrides(args)})
+    data = load_dataset(config.data, config.train.seed)
+    splits = make_splits(data, config.data.val_size, config.train.seed)
+    record = data.record
+    print(f"source:  {record.kind} {terminal_text(record.path)}")
+    print(f"content: {record.content_hash or '-'} ({record.hash_status})")
+    print(f"images:  {record.image_size} x {record.image_size} px")
+    for name, value in data.details.items():  # what the source tells beyond counts, e.g. the image sizes it found
+        print(f"{name.replace('_', ' ')}: {terminal_text(value)}")
+    if data.skipped:
+        print(f"skipped: {len(data.skipped)} file(s)")
+        for name, why in data.skipped:
+            print(f"  {terminal_text(name)}: {terminal_text(why)}")
     columns = {"train": splits.y_train, "val": splits.y_val, "test": splits.y_test}
     shown_names = [terminal_text(name) for name in data.class_names]
-    width = max(len(name) for name in shown_names)
+    width = max(len(name) for name in ["class", *shown_names])
     print(f"{'class':<{width}}  " + "  ".join(f"{name:>6}" for name in columns))
     counts = {name: np.bincount(labels, minlength=len(data.class_names)) for name, labels in columns.items()}
     for index, class_name in enumerate(shown_names):

@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnlab import figures, rundir, system_info
 from cnnlab.config import RunConfig, config_from_dict
-from cnnlab.data import Cifar10, load_cifar10, make_splits
+from cnnlab.data import Dataset, load_dataset, make_splits, provenance
 from cnnlab.display import terminal_text
 from cnnlab.errors import CnnlabError, first_line, one_line
 from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history, read_metrics
@@ -49,17 +49,21 @@ def resume_run(run_dir: Path) -> Path:
             raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
         # Pretrained weights are not needed: they come back from the saved state, so no download happens.
         config, data, splits, model = _data_and_model(
-            config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True
+            config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True, trained_in=run_dir
         )
         _train_into(run_dir, config, model, data, splits, resume=True)
     return run_dir
 
 
-def _data_and_model(config: RunConfig, architecture_only: bool = False):
-    """Load and split the data, then build the seeded model; returns the config with its data source resolved."""
-    data = load_cifar10(config.data.source, config.data.sha256)
+def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Path | None = None):
+    """Load and split the data (for a run `trained_in` a run directory: the data it was trained on, or an error),
+    then build the seeded model; returns the config with its data source and image size resolved."""
+    data = load_dataset(config.data, config.train.seed)
+    if trained_in is not None:
+        provenance.check_unchanged(trained_in, data)
     splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=data.source))
+    resolved = dataclasses.replace(config.data, source=data.record.path, image_size=data.record.image_size)
+    config = dataclasses.replace(config, data=resolved)
     import keras  # imported only once the input has been checked: it takes seconds
 
     from cnnlab.models import build_model, prepare_with_data
@@ -76,11 +80,12 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False):
     return config, data, splits, model
 
 
-def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, resume: bool = False) -> None:
+def _train_into(run_dir: Path, config: RunConfig, model, data: Dataset, splits, resume: bool = False) -> None:
     from cnnlab.models import model_label, resolve_precision
     from cnnlab.train import train_model
 
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
+    provenance.record_source(run_dir, data)
     rundir.set_status(run_dir, "running")
     print(f"run directory: {run_dir}", file=sys.stderr)
     try:
@@ -95,7 +100,7 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Cifar10, splits, 
             **result.summary(),
             "train_images": int(len(splits.y_train)),
             "val_images": int(len(splits.y_val)),
-            "data": _data_record(data),
+            "data": provenance.metrics_record(data),
         }
         _evaluate_and_record(run_dir, result.model, data, metrics, config)
     except KeyboardInterrupt:
@@ -135,13 +140,19 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     """Re-score a finished run on the test set and redraw its figures; returns the updated metrics."""
     run_dir = rundir.require_finished(run_dir)
     config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
-    # A hash given on its own checks the run's own source; another source is checked only against what is given.
-    wanted_hash = sha256 if (data_source or sha256) else config.data.sha256
-    data = load_cifar10(data_source or config.data.source, wanted_hash)
+    data_config = config.data
+    if data_source or sha256:  # a hash given on its own checks the run's own source, replacing the run's hash
+        data_config = dataclasses.replace(data_config, source=data_source or data_config.source, sha256=sha256)
+    data = load_dataset(data_config, config.train.seed)
+    if not data_source:  # other data, named on purpose (a copy, another test set), is scored as it is
+        provenance.check_unchanged(run_dir, data)
     model = load_run_model(run_dir)
+    if model.output_shape[-1] != len(data.class_names):
+        raise CnnlabError(f"the data at {data.record.path} has {len(data.class_names)} classes, but this run's model "
+                          f"answers for {model.output_shape[-1]}")
     with rundir.locked(run_dir):
         metrics = _training_summary(run_dir / rundir.METRICS)
-        metrics["data"] = _data_record(data)
+        metrics["data"] = provenance.metrics_record(data)
         return _evaluate_and_record(run_dir, model, data, metrics, config)
 
 
@@ -163,7 +174,7 @@ def load_run_model(run_dir: Path):
     return load_model(Path(run_dir) / rundir.MODEL)
 
 
-def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, config: RunConfig) -> dict:
+def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     start = time.perf_counter()
     probabilities = predict_probabilities(model, data.x_test, batch_size=max(config.train.batch_size, 256),
                                           augmentation=config.train.test_time_augmentation)
@@ -192,10 +203,6 @@ def _evaluate_and_record(run_dir: Path, model, data: Cifar10, metrics: dict, con
         print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
               f"(redraw them with: cnnlab evaluate {terminal_text(run_dir)})", file=sys.stderr)
     return metrics
-
-
-def _data_record(data: Cifar10) -> dict[str, object]:
-    return {"source": data.source, "sha256": data.sha256, "hash_status": data.hash_status, "classes": data.class_names}
 
 
 def resume_compare(out: Path) -> Path:
@@ -235,16 +242,18 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
 
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """The comparison report of finished runs; the test images for the prediction grid come from the first run's
-    data source, and the grid is left out (with a warning) if that source is gone."""
+    data source, and the grid is left out (with a warning) if that source is gone or changed."""
     from cnnlab.report import REPORT_HTML, REPORT_MD, build_report
 
-    first = config_from_dict(rundir.read_json(rundir.require_finished(run_dirs[0]) / rundir.CONFIG))
+    first_run = rundir.require_finished(run_dirs[0])
+    first = config_from_dict(rundir.read_json(first_run / rundir.CONFIG))
     names = "-".join(Path(run_dir).name for run_dir in run_dirs)[:60]
     out = Path(out) if out else rundir.default_run_dir("report", names, Path("reports"))
     if (out / REPORT_HTML).exists() or (out / REPORT_MD).exists():
         raise CnnlabError(f"{out} already holds a report; choose another --out folder")
     try:
-        data = load_cifar10(first.data.source, first.data.sha256)
+        data = load_dataset(first.data, first.train.seed)
+        provenance.check_unchanged(first_run, data)
         test_set = (data.x_test, data.y_test)
     except CnnlabError as exc:
         print(f"warning: no prediction grid: cannot load the test images ({exc})", file=sys.stderr)

@@ -2,6 +2,10 @@
 
 Layout:
     config.json      the fully resolved RunConfig
+    source.json      the data it trains on: kind, path, content hash, image size, classes, an image folder's test
+                     files (cnnlab.data.provenance); later commands refuse data that no longer matches it
+    test_files.txt   an image folder's test images, one a line (only when the test set was carved from the folder)
+    skipped_files.txt  unreadable files left out of the data, and why (only when there were any)
     status.json      {"state": "running" | "finished" | "failed", "reason": ...}
     history.csv      one row per epoch (Keras CSVLogger)
     checkpoints/     best epoch so far, by validation accuracy
@@ -29,6 +33,9 @@ from typing import Any, Iterator
 from cnnlab.errors import CnnlabError, one_line
 
 CONFIG = "config.json"
+SOURCE = "source.json"
+TEST_FILES = "test_files.txt"
+SKIPPED_FILES = "skipped_files.txt"
 STATUS = "status.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"

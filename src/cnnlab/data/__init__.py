@@ -1,6 +1,6 @@
-"""CIFAR-10 you can trust: locate, verify, safely parse, validate, cache, split."""
+"""Data from any source, through one entry point: `load_dataset(config.data, seed)` -> `Dataset`; then splits."""
 
-from cnnlab.data.cifar10 import Cifar10, load_cifar10
+from cnnlab.data.dataset import Dataset, SourceRecord, load_dataset
 from cnnlab.data.splits import Splits, make_splits
 
-__all__ = ["Cifar10", "Splits", "load_cifar10", "make_splits"]
+__all__ = ["Dataset", "SourceRecord", "Splits", "load_dataset", "make_splits"]

@@ -19,13 +19,13 @@ import pickle
 import sys
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
+from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 from cnnlab.errors import CnnlabError, first_line
@@ -43,20 +43,7 @@ NUM_CLASSES = 10
 MAX_CLASS_NAME_CHARS = 64  # the official names have at most 10; the cache stores them at this fixed width
 CLASS_NAMES_DTYPE = np.dtype(f"<U{MAX_CLASS_NAME_CHARS}")
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
-
-
-@dataclass(frozen=True)
-class Cifar10:
-    """The whole data set as uint8 NHWC images and integer labels, plus where it came from."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple[str, ...]
-    source: str
-    sha256: str | None  # of the archive; None for an extracted folder
-    hash_status: str  # "official", "matches --sha256", "unofficial" or "not checked (folder)"
+IMAGE_SIZE = 32
 
 
 def load_cifar10(
@@ -64,7 +51,9 @@ def load_cifar10(
     sha256: str | None = None,
     cache_dir: Path | None = None,
     warn: Callable[[str], None] | None = None,
-) -> Cifar10:
+) -> Dataset:
+    """CIFAR-10 from `source` (None: the official download); its record's content hash is the archive's SHA-256, or
+    for a folder a hash of its files' contents."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     path = _download_official() if source is None else Path(source).expanduser()
     if not path.exists():
@@ -76,29 +65,27 @@ def load_cifar10(
             raise CnnlabError(f"--sha256 checks an archive, but {path} is a folder")
         folder = path / ARCHIVE_FOLDER if (path / ARCHIVE_FOLDER).is_dir() else path
         files = _read_folder(folder)
-        digest, status, cache_key = None, "not checked (folder)", _content_key(files)
+        digest, status = _content_key(files), "not checked (folder)"
     else:
         digest = _sha256_of(path)
         status = _hash_status(path, digest, sha256, from_download=source is None, warn=warn)
-        files, cache_key = None, digest
+        files = None
 
-    cache_file = cache_root(cache_dir) / f"cifar10-{cache_key[:24]}-v{CACHE_FORMAT}.npz"
+    cache_file = cache_root(cache_dir) / f"cifar10-{digest[:24]}-v{CACHE_FORMAT}.npz"
     arrays = _read_cache(cache_file)
     if arrays is None:
         if files is None:
             files = read_tar_members(path, ARCHIVE_FOLDER, {*BATCH_FILES, META_FILE})
         arrays = _decode(files, str(path))
         _write_cache(cache_file, arrays, warn)
-    return Cifar10(
-        x_train=arrays["x_train"],
-        y_train=arrays["y_train"],
-        x_test=arrays["x_test"],
-        y_test=arrays["y_test"],
-        class_names=tuple(str(name) for name in arrays["class_names"]),
-        source=str(path.resolve()),
-        sha256=digest,
-        hash_status=status,
-    )
+    record = SourceRecord(kind="cifar10", path=str(path.resolve()), content_hash=digest, hash_status=status,
+                          image_size=IMAGE_SIZE, classes=tuple(str(name) for name in arrays["class_names"]))
+    return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], record)
+
+
+def is_cifar10_folder(path: Path) -> bool:
+    """Whether folder `path` is the extracted CIFAR-10 layout (or holds it), rather than a folder of images."""
+    return (path / ARCHIVE_FOLDER).is_dir() or any((path / name).exists() for name in (TRAIN_BATCHES[0], META_FILE))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

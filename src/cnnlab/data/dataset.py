@@ -12,8 +12,15 @@ labels, class names, and a `SourceRecord` that a run directory keeps so that lat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.config import DataConfig
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,29 @@ class Dataset:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.record.classes
+
+
+def load_dataset(data: DataConfig, seed: int, cache_dir: Path | None = None,
+                 warn: Callable[[str], None] | None = None) -> Dataset:
+    """The data set `data.source` names (None: the official CIFAR-10 download), as the settings in `data` make it.
+
+    `seed` fixes an image folder's test split when it has no test/ folder. Each source module is imported only when
+    used: they import this module's types, and an image folder needs Pillow, which CIFAR-10 does not.
+    """
+    from cnnlab.data import cifar10
+
+    path = None if data.source is None else Path(data.source).expanduser()
+    if path is not None and not path.exists():
+        raise CnnlabError(f"data path not found: {path}")
+    if path is None or not path.is_dir() or cifar10.is_cifar10_folder(path):
+        if data.image_size not in (None, cifar10.IMAGE_SIZE):
+            raise CnnlabError(
+                f"data.image_size is {data.image_size}, but CIFAR-10 images are {cifar10.IMAGE_SIZE} px and are used "
+                "as they are; for larger VGG16 inputs set --vgg16-size instead (VGG16 upscales inside the model)"
+            )
+        return cifar10.load_cifar10(path, data.sha256, cache_dir, warn)
+    if data.sha256 is not None:
+        raise CnnlabError(f"--sha256 checks a CIFAR-10 archive, but {path} is a folder of images")
+    from cnnlab.data.image_folder import load_image_folder
+
+    return load_image_folder(path, data, seed, cache_dir, warn)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnlab.data.cifar10 import Cifar10
+from cnnlab.data.dataset import Dataset
 from cnnlab.errors import CnnlabError
 
 
@@ -22,7 +22,7 @@ class Splits:
     class_names: tuple[str, ...]
 
 
-def make_splits(data: Cifar10, val_size: float, seed: int, train_limit: int | None = None) -> Splits:
+def make_splits(data: Dataset, val_size: float, seed: int, train_limit: int | None = None) -> Splits:
     """Split off `val_size` stratified validation images (below 1: that fraction of the training set), then keep
     the first `train_limit` of the rest.
 
