@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import run_cnnlab
 
 from cnnlab.config import load_config
@@ -82,10 +83,13 @@ def test_vgg16_takes_images_smaller_than_its_own_size():
     assert build_model(config, 10, (16, 16, 3)).get_layer("upscale").output.shape == (None, 48, 48, 3)
 
 
-@pytest.mark.slow  # a fresh process imports TensorFlow and reads the archive: about 15 s
-def test_cli_refuses_too_many_blocks_for_the_image_size_in_one_line(tmp_path, synthetic_archive):
+@pytest.mark.slow  # a fresh process imports TensorFlow and decodes the folder: about 15 s
+def test_cli_refuses_too_many_blocks_for_the_image_size_in_one_line(tmp_path):
+    for index, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)] * 20):
+        (tmp_path / "photos" / f"class{index % 3}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), colour).save(tmp_path / "photos" / f"class{index % 3}" / f"{index}.png")
     out = tmp_path / "run"
-    result = run_cnnlab("train", "--data", synthetic_archive, "--image-size", "16",
+    result = run_cnnlab("train", "--data", tmp_path / "photos", "--image-size", "16",
                         "--set", "cnn.conv_blocks=[[4], [4], [4], [4], [4]]", "--out", out)
     errors = [line for line in result.stderr.splitlines() if line.startswith("cnnlab")]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
