@@ -1,12 +1,18 @@
 """On the real CIFAR-10 (../shared/datasets or $CNNLAB_DATA); skipped where it is absent, as on a user's clone."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.data import make_splits
 from cnnlab.data.cifar10 import load_cifar10
+from cnnlab.evaluate import predict_probabilities
+from cnnlab.models import build_model
+from cnnlab.train import train_model
 from conftest import CLASS_NAMES, REAL_DATA
 
 pytestmark = [
@@ -50,3 +56,48 @@ def test_fast_recipe_learns_real_images_in_two_short_epochs(tmp_path, capsys):
     print(f"fast recipe, 2 epochs on 10,000 images: test accuracy {metrics['test_accuracy']:.4f}")
     assert metrics["test_accuracy"] >= 0.45
     assert metrics["train_images"] == 10000 and metrics["val_images"] == 0
+
+
+def test_cifar10_written_as_png_folders_loads_and_trains_exactly_as_the_archive(tmp_path):
+    """300 training and 100 test images per class, written from the archive as PNG files in train/<class>/ and
+    test/<class>/, named by their index in the archive so that sorting by name keeps the archive's order."""
+    import keras
+
+    from cnnlab.config import load_config
+    from cnnlab.data import load_dataset
+
+    config = load_config("seed", {"train.epochs": 1, "train.precision": "float32", "data.image_size": 32,
+                                  "data.resize": "stretch"})
+    archive = load_dataset(dataclasses.replace(config.data, source=str(REAL_DATA), image_size=None), seed=0)
+    subset = dataclasses.replace(archive, **write_as_folders(archive, tmp_path / "cifar-png", train=300, test=100))
+    folder = load_dataset(dataclasses.replace(config.data, source=str(tmp_path / "cifar-png")), seed=0)
+
+    assert folder.class_names == archive.class_names == tuple(CLASS_NAMES)
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        assert np.array_equal(np.asarray(getattr(folder, part)), getattr(subset, part)), part
+
+    accuracies = []
+    for name, data in (("archive", subset), ("folder", folder)):
+        splits = make_splits(data, config.data.val_size, config.train.seed)
+        keras.utils.set_random_seed(config.train.seed)
+        model = build_model(config, len(data.class_names), splits.x_train.shape[1:])
+        trained = train_model(config, model, splits, tmp_path / name).model
+        predicted = predict_probabilities(trained, splits.x_test).argmax(axis=1)
+        accuracies.append(float(np.mean(predicted == splits.y_test)))
+    print(f"seed model, 1 epoch on 2,700 images, 1,000 test images: archive {accuracies[0]:.4f}, "
+          f"PNG folder {accuracies[1]:.4f}")
+    assert accuracies[0] == accuracies[1] > 0.15
+
+
+def write_as_folders(data, root, train, test) -> dict[str, np.ndarray]:
+    """The first `train` training and `test` test images of each class as PNG files; returns the same images as
+    arrays, in the order the folder source reads them (by class, then by file name)."""
+    subset = {}
+    for part, per_class, x, y in (("train", train, data.x_train, data.y_train), ("test", test, data.x_test, data.y_test)):
+        chosen = np.concatenate([np.flatnonzero(y == label)[:per_class] for label in range(len(data.class_names))])
+        for index in chosen:
+            folder = root / part / data.class_names[y[index]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[index]).save(folder / f"{index:05d}.png")
+        subset[f"x_{part}"], subset[f"y_{part}"] = x[chosen], y[chosen]
+    return subset

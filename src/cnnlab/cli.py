@@ -309,6 +309,7 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab import rundir
+    from cnnlab.config import config_from_dict
     from cnnlab.data.images import load_image
     from cnnlab.display import terminal_text
     from cnnlab.evaluate import read_metrics
@@ -324,8 +325,9 @@ def _predict(args) -> int:
     class_names = tuple(metrics["data"]["classes"])
     _import_keras_quietly()
     augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation had none
+    resize = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)).data.resize  # as the training images were
     results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
-                             augmentation)
+                             augmentation, resize)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
