@@ -120,5 +120,7 @@ def test_data_info_prints_hostile_class_names_escaped(hostile_data, capsys):
     assert main(["data", "info", "--data", str(hostile_data)]) == 0
     out = capsys.readouterr().out
     assert_no_raw_controls(out)
-    rows = out.splitlines()[3:13]
+    lines = out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("class "))
+    rows = lines[header + 1 : header + 11]
     assert [row.split("  ")[0].rstrip() for row in rows][2:4] == ["\\x1b[31mred", "a\\nb"]
