@@ -78,9 +78,9 @@ def test_every_format_and_mode_is_decoded_to_rgb(tmp_path):
 def test_image_size_defaults_to_64_and_sizes_seen_are_reported(photos):
     dataset, _ = load(photos, DataConfig(val_size=3, test_size=3))
     assert dataset.x_train.shape[1:] == (64, 64, 3) and dataset.record.image_size == 64
-    sizes = dataset.details["image_sizes"]
-    assert sizes["width"] == (20, 25) and sizes["height"] == (12, 17) and sizes["distinct"] == 6
-    assert sizes["most_common"][0][2] == 3  # each size occurs once per class
+    sizes = dataset.details["picture sizes"]
+    assert sizes.startswith("20-25 x 12-17 px, 6 distinct; most common ")
+    assert sizes.count("(3)") == 5  # the five most common, each found once in each of the three classes
 
 
 @pytest.mark.parametrize("resize, corner", [("pad", [255, 255, 255]), ("crop", [255, 0, 0])])
@@ -130,7 +130,8 @@ def test_unreadable_and_non_image_files_are_skipped_with_one_warning(photos):
     (photos / "README.md").write_text("my photos")
     os.mkfifo(photos / "dog" / "pipe.png")  # never opened: reading it would wait forever
     dataset, warnings = load(photos)
-    assert warnings == ["5 files skipped (not readable images); the list is written to the run directory"]
+    assert warnings == ["5 files skipped (not readable images): `cnnlab data info` lists them, and a run keeps "
+                        "the list in its skipped_files.txt"]
     reasons = dict(dataset.skipped)
     assert set(reasons) == {"cat/notes.txt", "dog/broken.jpg", "frog/cut.png", "README.md", "dog/pipe.png"}
     assert reasons["dog/pipe.png"] == "not a regular file"

@@ -372,8 +372,8 @@ def _data_info(args) -> int:
     print(f"source:  {record.kind} {terminal_text(record.path)}")
     print(f"content: {record.content_hash or '-'} ({record.hash_status})")
     print(f"images:  {record.image_size} x {record.image_size} px")
-    for name, value in data.details.items():  # what the source tells beyond counts, e.g. the image sizes it found
-        print(f"{name.replace('_', ' ')}: {terminal_text(value)}")
+    for name, value in data.details.items():  # what the source tells beyond counts, e.g. the picture sizes it found
+        print(f"{name}: {terminal_text(value)}")
     if data.skipped:
         print(f"skipped: {len(data.skipped)} file(s)")
         for name, why in data.skipped:

@@ -50,7 +50,7 @@ class Dataset:
     record: SourceRecord
     skipped: tuple[tuple[str, str], ...] = field(default=())  # (file, why) for each unreadable file left out
     # What `cnnlab data info` shows beyond counts; an image folder's "image_sizes": the sizes seen before resizing
-    details: dict[str, object] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)  # what a person is told of the source beyond counts
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -108,7 +108,8 @@ def load_image_folder(path: Path, data: DataConfig, seed: int, cache_dir: Path |
     skipped = (*listing.skipped, *((listing.files[index].relative, why) for index, why in decoded.unreadable))
     if skipped:
         files_skipped = f"{len(skipped)} file{'s' * (len(skipped) != 1)}"
-        warn(f"{files_skipped} skipped (not readable images); the list is written to the run directory")
+        warn(f"{files_skipped} skipped (not readable images): `cnnlab data info` lists them, and a run keeps the "
+             "list in its skipped_files.txt")
     labels = _labels(listing)[decoded.kept]
     files = [listing.files[index].relative for index in decoded.kept]
     return Dataset(
@@ -120,7 +121,7 @@ def load_image_folder(path: Path, data: DataConfig, seed: int, cache_dir: Path |
                             hash_status="listing", image_size=size, classes=listing.classes,
                             test_files=tuple(files[index] for index in test_index)),
         skipped=tuple(sorted(skipped)),
-        details={"image_sizes": _size_summary(decoded.sizes)},
+        details={"picture sizes": _size_summary(decoded.sizes)},
     )
 
 
@@ -365,10 +366,12 @@ def _decode_one(path: Path, size: int, resize: str) -> tuple[np.ndarray | None, 
         return None, terminal_text(str(error).replace(f"{path}: ", ""))  # the reason; the caller names the file
 
 
-def _size_summary(sizes: Counter) -> dict[str, object]:
+def _size_summary(sizes: Counter) -> str:
+    """The picture sizes found, for a person: "20-25 x 12-17 px, 6 distinct; most common 20x12 (3), ..."."""
     widths, heights = [width for width, _ in sizes], [height for _, height in sizes]
-    return {"width": (min(widths), max(widths)), "height": (min(heights), max(heights)), "distinct": len(sizes),
-            "most_common": tuple((width, height, count) for (width, height), count in sizes.most_common(5))}
+    common = ", ".join(f"{width}x{height} ({count})" for (width, height), count in sizes.most_common(5))
+    return (f"{min(widths)}-{max(widths)} x {min(heights)}-{max(heights)} px, {len(sizes)} distinct; "
+            f"most common {common}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
