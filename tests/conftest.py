@@ -7,6 +7,7 @@ them; its images are a per-class colour plus a little texture, so a small model 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -48,6 +49,19 @@ def run_cnnlab(*args, env: dict | None = None, timeout: float = 600) -> subproce
     """`python -m cnnlab ARGS` in a fresh process, as a user runs it: nothing imported by the tests helps it."""
     return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+
+
+def run_metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def assert_evaluate_reproduces_the_recorded_scores(run_dir: Path) -> None:
+    """`python -m cnnlab evaluate RUN_DIR`, in a fresh process, prints the test accuracy and loss the run recorded."""
+    recorded = run_metrics(run_dir)
+    done = run_cnnlab("evaluate", run_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (f"test accuracy {recorded['test_accuracy']:.4f}, "
+                                           f"test loss {recorded['test_loss']:.4f}")
 
 
 def batch_payload(seed: int, images: int = 10_000, dtype=np.uint8, labels=None, **extra) -> bytes:

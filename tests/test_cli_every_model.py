@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab
+from conftest import (TINY_MODEL, TINY_VGG16, assert_evaluate_reproduces_the_recorded_scores, run_cnnlab,
+                      run_metrics)
 
 pytestmark = pytest.mark.slow
 
@@ -32,24 +33,16 @@ def runs(tmp_path_factory, synthetic_archive):
     return {kind: root / kind for kind in KINDS}
 
 
-def metrics(run_dir):
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_evaluate_in_a_fresh_process_rescores_to_the_same_accuracy(runs, kind):
-    trained = metrics(runs[kind])
-    done = run_cnnlab("evaluate", runs[kind])
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (f"test accuracy {trained['test_accuracy']:.4f}, "
-                                           f"test loss {trained['test_loss']:.4f}")
+    assert_evaluate_reproduces_the_recorded_scores(runs[kind])
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_predict_in_a_fresh_process_gives_the_models_own_answer(runs, kind, tmp_path):
     # The synthetic classes are colours: an image of one class's colour is classified as the run's test set was.
     probabilities = np.load(runs[kind] / "test_predictions.npz")["probabilities"].astype(float)
-    classes = metrics(runs[kind])["data"]["classes"]
+    classes = run_metrics(runs[kind])["data"]["classes"]
     done = run_cnnlab("predict", runs[kind], "--json", *write_test_images(runs[kind], tmp_path, 3))
     assert done.returncode == 0, done.stderr
     answers = json.loads(done.stdout)
@@ -78,7 +71,7 @@ def test_report_in_a_fresh_process_compares_all_three_kinds(runs, tmp_path):
     assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
     for run_dir in runs.values():
-        assert f"{metrics(run_dir)['test_accuracy']:.2%}" in markdown
+        assert f"{run_metrics(run_dir)['test_accuracy']:.2%}" in markdown
 
 
 def test_data_info_in_a_fresh_process_counts_the_classes(synthetic_archive):

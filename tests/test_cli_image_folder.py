@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab
+from conftest import (TINY_MODEL, TINY_VGG16, assert_evaluate_reproduces_the_recorded_scores, run_cnnlab,
+                      run_metrics)
 
 pytestmark = pytest.mark.slow
 
@@ -91,10 +92,6 @@ def runs(tmp_path_factory, photos):
     return {kind: root / kind for kind in KINDS}
 
 
-def metrics(run_dir):
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 def test_data_info_counts_every_readable_picture_per_class_and_split(photos, runs):
     done = run_cnnlab("data", "info", "--data", photos, *SIZE)
     assert done.returncode == 0, done.stderr
@@ -115,7 +112,7 @@ def test_data_info_counts_every_readable_picture_per_class_and_split(photos, run
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_training_records_the_folder_its_classes_and_what_it_skipped(runs, photos, kind):
-    record = metrics(runs[kind])["data"]
+    record = run_metrics(runs[kind])["data"]
     assert record["classes"] == list(CLASSES) and record["kind"] == "image_folder"
     assert record["image_size"] == 32 and record["path"] == str(photos.resolve())
     assert (runs[kind] / "skipped_files.txt").read_text().startswith(f"{BROKEN}: ")
@@ -126,16 +123,12 @@ def test_training_records_the_folder_its_classes_and_what_it_skipped(runs, photo
 
 @pytest.mark.parametrize("kind", LEARNERS)
 def test_the_small_models_learn_the_folder(runs, kind):
-    assert metrics(runs[kind])["test_accuracy"] >= 0.9
+    assert run_metrics(runs[kind])["test_accuracy"] >= 0.9
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_evaluate_rescores_the_recorded_test_pictures_to_the_same_accuracy(runs, kind):
-    trained = metrics(runs[kind])
-    done = run_cnnlab("evaluate", runs[kind])
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (f"test accuracy {trained['test_accuracy']:.4f}, "
-                                           f"test loss {trained['test_loss']:.4f}")
+    assert_evaluate_reproduces_the_recorded_scores(runs[kind])
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -183,7 +176,7 @@ def test_report_compares_the_three_runs(runs, tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert markdown.startswith("# cnnlab comparison: CNN from scratch vs fast net from scratch vs VGG16 from scratch")
     for run_dir in runs.values():
-        assert f"{metrics(run_dir)['test_accuracy']:.2%}" in markdown
+        assert f"{run_metrics(run_dir)['test_accuracy']:.2%}" in markdown
 
 
 def test_compare_runs_the_tutorial_comparison_on_the_folder(photos, tmp_path):
@@ -193,8 +186,8 @@ def test_compare_runs_the_tutorial_comparison_on_the_folder(photos, tmp_path):
     assert done.returncode == 0, done.stderr
     markdown = (out / "report.md").read_text()
     for kind in ("cnn", "vgg16"):
-        assert metrics(out / kind)["data"]["classes"] == list(CLASSES)
-        assert f"{metrics(out / kind)['test_accuracy']:.2%}" in markdown
+        assert run_metrics(out / kind)["data"]["classes"] == list(CLASSES)
+        assert f"{run_metrics(out / kind)['test_accuracy']:.2%}" in markdown
     # Both models are scored on the same carved test pictures.
     assert (out / "cnn" / "test_files.txt").read_text() == (out / "vgg16" / "test_files.txt").read_text()
 
@@ -213,7 +206,7 @@ def test_training_killed_mid_run_resumes_on_the_same_pictures(photos, tmp_path):
     history = (run_dir / "history.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[0]) for line in history] == list(range(CNN_EPOCHS))  # each epoch once
     assert (run_dir / "test_files.txt").read_text() == test_files
-    assert metrics(run_dir)["test_accuracy"] >= 0.9
+    assert run_metrics(run_dir)["test_accuracy"] >= 0.9
 
 
 def test_evaluate_refuses_in_one_line_once_the_folder_has_changed(photos, tmp_path):
@@ -239,7 +232,7 @@ def test_a_folder_with_train_and_test_keeps_its_test_pictures_as_they_are(tmp_pa
     assert sorted((run_dir / "test_files.txt").read_text().splitlines()) == expected
     labels = np.load(run_dir / "test_predictions.npz")["labels"]
     assert np.bincount(labels).tolist() == [5, 6, 7]
-    assert metrics(run_dir)["test_accuracy"] >= 0.9
+    assert run_metrics(run_dir)["test_accuracy"] >= 0.9
     info = run_cnnlab("data", "info", "--data", root, *SIZE)
     assert info.returncode == 0, info.stderr
     total = next(line for line in info.stdout.splitlines() if line.startswith("total")).split()
