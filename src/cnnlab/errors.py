@@ -1,6 +1,6 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit."""
 
-from cnnlab.display import terminal_text
+from cnnlab.display import short_text
 
 
 class CnnlabError(Exception):
@@ -24,5 +24,4 @@ def one_line(text: object) -> str:
     sequence, a carriage return) shown as escapes instead of acting on the terminal, cut to a readable length. Used
     for every message the CLI prints and every reason stored for it to print later."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    line = terminal_text(lines[0] if lines else "")
-    return line if len(line) <= MAX_MESSAGE_CHARS else line[: MAX_MESSAGE_CHARS - 1] + "…"
+    return short_text(lines[0] if lines else "", MAX_MESSAGE_CHARS)
