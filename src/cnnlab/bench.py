@@ -120,7 +120,7 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
 
 
 def _train_one_epoch(model, batches) -> None:
-    from cnnlab.train import fit_input
+    from cnnlab.backends import fit_input
 
     data, callbacks = fit_input(batches)
     model.fit(data, epochs=1, shuffle=False, callbacks=callbacks, verbose=0)

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from cnnlab import rundir
+from cnnlab.backends import fit_input
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation
@@ -196,20 +197,6 @@ def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None
                 writer = csv.DictWriter(handle, fieldnames=columns, restval="NA")
                 writer.writeheader()
                 writer.writerows(rows)
-
-
-def fit_input(batches: ShuffledBatches) -> tuple[object, list[keras.callbacks.Callback]]:
-    """What `fit` reads for `batches`, and the callbacks that must go with it.
-
-    On TensorFlow a tf.data pipeline serves the same batches, each prepared while the model trains on the one before:
-    Keras's own PyDataset adapter halved training speed at batch 32 on a 2-core CPU (see benchmarks/RESULTS.md).
-    """
-    if keras.backend.backend() != "tensorflow":
-        return batches, []
-    from cnnlab.data.tensorflow_pipeline import prefetched_batches
-
-    next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
-    return prefetched_batches(batches), [next_epoch]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Training batches: a fresh seeded order each epoch, one-hot labels made per batch, optional augmentation.
 
-Shared by training (through `train.fit_input`), the tf.data pipeline (`tensorflow_pipeline.py`) and `cnnlab bench`.
+Shared by training (through `backends.fit_input`), the tf.data pipeline (`backends/tensorflow.py`) and `cnnlab bench`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ import pytest
 
 from cnnlab.data.augment import Augmentation
 from cnnlab.data.batches import ShuffledBatches
-from cnnlab.train import fit_input
+from cnnlab.backends import fit_input
 from conftest import learnable_splits
 
 tf = pytest.importorskip("tensorflow")
@@ -15,7 +15,7 @@ def test_pipeline_serves_the_pydatasets_batches_epoch_after_epoch():
     splits = learnable_splits(train=70)
     augmentation = Augmentation(splits.x_train, seed=4, flip=True, translate=2)
     make = lambda: ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=4, epoch=3, augmentation=augmentation)
-    from cnnlab.data.tensorflow_pipeline import prefetched_batches
+    from cnnlab.backends.tensorflow import prefetched_batches
 
     batches = make()
     dataset = prefetched_batches(batches)

@@ -1,7 +1,7 @@
 """The TensorFlow-only part of cnnlab: a tf.data pipeline that feeds training batches ahead of the model.
 
 Everything else in cnnlab runs on any Keras backend; on JAX or PyTorch, `fit` reads the same batches through Keras's
-PyDataset instead (see `train.fit_input`).
+PyDataset instead (see `backends.fit_input`).
 """
 
 from __future__ import annotations
