@@ -2,6 +2,7 @@
 #   make run    the main job: CNN vs VGG16 on CIFAR-10 with a report (preset quick; PRESET=seed for the full tutorial)
 #               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/vgg16_notop.h5 or none
 #   make test   the test suite (the real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists)
+#               on all three Keras backends; EXTRAS=jax,test (say) sets up fewer, and their tests are skipped
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,13 +11,15 @@ PRESET ?= quick
 DATA ?=
 WEIGHTS ?=
 ARGS ?=
+EXTRAS ?= tensorflow,jax,torch,test
 
 .PHONY: run test clean
 
-$(STAMP): pyproject.toml
+# Every backend, at exactly the versions CI tests (constraints.txt); pyproject.toml itself keeps ranges.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 run: $(STAMP)
