@@ -66,7 +66,9 @@ def test_preset_file_path(tmp_path):
         ({"train.nonsense": 1}, "unknown setting 'train.nonsense'"),
         ({"nonsense": 1}, "unknown setting 'nonsense'"),
         ({"train.optimizer": "rmsprop"}, "optimizer must be one of adam, sgd"),
-        ({"train.precision": "float16"}, "precision must be one of auto, float32, bfloat16"),
+        ({"train.precision": "float64"}, "precision must be one of auto, float32, bfloat16, float16"),
+        ({"train.devices": -1}, "train.devices must be between 0 and 4,096, got -1"),
+        ({"train.devices": "all"}, "train.devices must be an integer, got 'all'"),
         ({"train.lr_schedule": "cosine"}, "lr_schedule must be one of"),
         ({"train.momentum": 1.0}, "momentum must be in [0, 1)"),
         ({"train.label_smoothing": -0.1}, "label_smoothing must be in [0, 1)"),
@@ -340,7 +342,7 @@ def plausible(name: str):
         return [number, st.lists(number, min_size=1, max_size=4), st.lists(st.lists(number, min_size=1, max_size=3),
                                                                             min_size=1, max_size=5)][depth]
     choices = {"model": ["cnn", "vgg16", "fastnet"], "train.optimizer": ["adam", "sgd"], "vgg16.head_pooling": ["avg"],
-               "train.lr_schedule": ["warmup_linear"], "train.precision": ["float32", "bfloat16"],
+               "train.lr_schedule": ["warmup_linear"], "train.precision": ["float32", "bfloat16", "float16"],
                "data.source": ["/tmp/cifar-10-python.tar.gz"], "data.sha256": ["a" * 64]}
     return st.sampled_from([choice for choice in [value, *choices.get(name, [])] if choice is not None])  # TOML has no null
 
@@ -417,3 +419,9 @@ def test_fuzz_saved_configurations(raw):
 @given(overrides=st.fixed_dictionaries({}, optional={name: plausible(name) for name in SETTING_NAMES}))
 def test_fuzz_every_accepted_configuration_round_trips(overrides):
     loaded_or_refused(lambda: load_config("seed", overrides))
+
+
+def test_devices_default_to_one_and_zero_means_all():
+    assert load_config("seed").train.devices == 1  # one device unless asked: results do not depend on the machine
+    assert load_config("seed", {"train.devices": 0}).train.devices == 0
+    assert load_config("seed", {"train.precision": "float16"}).train.precision == "float16"

@@ -91,7 +91,10 @@ class TrainConfig:
     warmup_start: float = 0.2
     final_lr_fraction: float = 0.07
     lookahead_every: int = 0  # every N steps, pull the weights towards their running average; 0 disables
-    precision: str = "auto"  # "auto": bfloat16 compute where the CPU does it natively, else float32
+    # "auto": chosen per device (backends.choose_precision): bfloat16 on CPUs that compute it natively and on GPUs of
+    # compute capability 8.0 and up, float16 (loss-scaled) on GPUs from 7.0, else float32
+    precision: str = "auto"
+    devices: int = 1  # data-parallel training over this many of the machine's devices; 0: all of them
     steps_per_execution: int = 1  # training steps per call into the backend; more cuts Python overhead
     test_time_augmentation: int = 0  # 0: none, 1: average with the mirror image, 2: mirror and 1-pixel shifts
 
@@ -114,7 +117,7 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16": Vgg16Config, "fastnet": FastnetConfig}
 TOP_LEVEL = {"description": str, "model": str}
 MODEL_NAMES = ("cnn", "vgg16", "fastnet")
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "warmup_linear")
 RESIZE_MODES = ("crop", "pad", "stretch")
@@ -155,6 +158,7 @@ MAX_STEPS = 10**9
 # Finite, so the memory estimate stays a number; that estimate refuses far narrower layers on any real machine.
 MAX_LAYER_WIDTH = 2**31 - 1
 MAX_LAYERS = 16  # convs in one block, dense layers in one head
+MAX_DEVICES = 4096  # devices of one machine (or one process) that train together; far past any real machine
 FRACTION = Range(0.0, 1.0, high_open=True)
 UNIT_INTERVAL = Range(0.0, 1.0)
 # Far past any useful rate, yet finite: a rate that makes training diverge on purpose (to see the NaN guard work)
@@ -178,6 +182,7 @@ RANGES = {  # for a list setting: the range of each entry
     "train.final_lr_fraction": UNIT_INTERVAL,
     "train.lookahead_every": Range(0, MAX_STEPS),
     "train.steps_per_execution": Range(1, 10_000),
+    "train.devices": Range(0, MAX_DEVICES),
     "train.test_time_augmentation": Range(min(TTA_LEVELS), max(TTA_LEVELS)),
     "cnn.conv_blocks": Range(1, MAX_LAYER_WIDTH),
     "cnn.conv_dropout": FRACTION,
