@@ -4,20 +4,35 @@ This package is the only part of cnnlab that knows which Keras backend is in use
 once per process, everything the rest needs: which devices and how many, the precision "auto" resolves to and why,
 the compile options the backend wants, and `scope()`, inside which every model of a run is built and compiled (a
 `tf.distribute` strategy on TensorFlow, a `keras.distribution` on JAX, nothing on one device). Backend-only code
-lives in the module named after its backend (`backends/tensorflow.py`: tf.data, tf.distribute), imported only when
-that backend is the one in use, so cnnlab runs without TensorFlow installed on JAX or PyTorch.
+lives in the module named after its backend (`backends/tensorflow.py`: tf.data, tf.distribute; `backends/jax.py`;
+`backends/torch.py`), imported only when that backend is the one in use, so cnnlab runs without TensorFlow installed
+on JAX or PyTorch.
+
+Environment:
+    CNNLAB_CPU_DEVICES=N   split this machine's CPU into N logical devices (TensorFlow) or N host devices (JAX), so
+                           that data-parallel training (`--devices N`) can be tried and tested without GPUs. Read once,
+                           by `import_keras`, before the backend initialises its devices.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
+
+from cnnlab.errors import CnnlabError
+
+CPU_DEVICES_VARIABLE = "CNNLAB_CPU_DEVICES"
+MAX_CPU_DEVICES = 256
 
 
 @dataclass(frozen=True)
 class Placement:
     backend: str  # "tensorflow", "jax" or "torch"
-    device_kind: str  # "cpu" or "gpu"
+    device_kind: str  # "cpu", "gpu" or "tpu"
     devices: int  # devices that share each batch (data-parallel); 1 for one device
     precision: str  # what build_model uses: "float32", "bfloat16" (mixed) or "float16" (mixed, loss-scaled)
     precision_reason: str  # why, in words, for metrics.json and the start-up line
@@ -57,6 +72,62 @@ class Placement:
                f"({self.precision_reason})"
 
 
+@dataclass(frozen=True)
+class Devices:
+    """The devices a backend offers this process: its accelerators if it has any, else its CPU device(s)."""
+
+    kind: str  # "cpu", "gpu" or "tpu"
+    names: tuple[str, ...]
+    compute_capability: tuple[int, int] | None = None  # NVIDIA GPUs: the lowest among them
+
+
+# Tensor cores: bfloat16 from Ampere (8.0), float16 from Volta (7.0); below that, half precision is emulated or slow.
+BFLOAT16_GPU = (8, 0)
+FLOAT16_GPU = (7, 0)
+
+
+def choose_precision(requested: str, device_kind: str, compute_capability: tuple[int, int] | None = None,
+                     cpu_bfloat16: bool = False) -> tuple[str, str]:
+    """The precision a run computes in, and why: "auto" chosen for the device, anything else as asked."""
+    if requested != "auto":
+        return requested, "asked for"
+    if device_kind == "tpu":
+        return "bfloat16", "TPUs compute bfloat16 natively"
+    if device_kind == "gpu":
+        if compute_capability is None:
+            return "float32", "GPU of unknown compute capability"
+        capability = ".".join(map(str, compute_capability))
+        if compute_capability >= BFLOAT16_GPU:
+            return "bfloat16", f"GPU of compute capability {capability} computes bfloat16 natively"
+        if compute_capability >= FLOAT16_GPU:
+            return "float16", f"GPU of compute capability {capability}: float16 tensor cores, no bfloat16; " \
+                              "loss-scaled"
+        return "float32", f"GPU of compute capability {capability} has no fast half precision"
+    if cpu_bfloat16:
+        return "bfloat16", "this CPU computes bfloat16 natively"
+    return "float32", "no native bfloat16 on this CPU"
+
+
+def choose_jit_compile(backend: str, device_kind: str) -> bool | str:
+    """XLA compilation: left to Keras, except where it was measured slower (TensorFlow on CPU)."""
+    # TensorFlow's own CPU kernels beat XLA's there (benchmarks/RESULTS.md)
+    return False if backend == "tensorflow" and device_kind == "cpu" else "auto"
+
+
+def choose_device_count(requested: int, devices: Devices, backend: str) -> int:
+    """How many of `devices` train: `requested`, or all of them for 0; refused in one line where impossible."""
+    available = len(devices.names)
+    used = available if requested == 0 else requested
+    if used > 1 and backend == "torch":
+        raise CnnlabError(f"--devices {requested}: Keras's torch backend trains on one device; use "
+                          "KERAS_BACKEND=jax or tensorflow for several")
+    if used > available:
+        hint = f" ({CPU_DEVICES_VARIABLE}=N splits the CPU into N devices)" if devices.kind == "cpu" else ""
+        raise CnnlabError(f"--devices {requested}: this machine has {available} {devices.kind.upper()} "
+                          f"device{'s' if available > 1 else ''} for Keras's {backend} backend{hint}")
+    return used
+
+
 def placement_for(config) -> Placement:
     """The placement of a run configured by `config` (a RunConfig), in the backend this process uses."""
     import keras
@@ -64,19 +135,25 @@ def placement_for(config) -> Placement:
     from cnnlab import system_info
 
     backend = keras.backend.backend()
-    requested = config.train.precision
-    if requested != "auto":
-        precision, reason = requested, "asked for"
-    elif system_info.native_bfloat16():
-        precision, reason = "bfloat16", "this CPU computes bfloat16 natively"
-    else:
-        precision, reason = "float32", "no native bfloat16 on this CPU"
+    engine = _engine(backend)
+    devices = engine.detect_devices()
+    used = choose_device_count(config.train.devices, devices, backend)
+    precision, reason = choose_precision(config.train.precision, devices.kind, devices.compute_capability,
+                                         devices.kind == "cpu" and system_info.native_bfloat16())
+    names = devices.names[:used]
+    process_index, process_count = engine.processes() if hasattr(engine, "processes") else (0, 1)
     return Placement(
-        backend=backend, device_kind="cpu", devices=1, precision=precision, precision_reason=reason,
-        # XLA was measured slower than TensorFlow's own kernels on CPUs (benchmarks/RESULTS.md)
-        jit_compile=False if backend == "tensorflow" else "auto",
+        backend=backend, device_kind=devices.kind, devices=used, precision=precision, precision_reason=reason,
+        device_names=names, process_index=process_index, process_count=process_count,
+        jit_compile=choose_jit_compile(backend, devices.kind),
         steps_per_execution_limit=1 if backend == "torch" else None,
+        _scope=engine.data_parallel(names) if used > 1 else None,
     )
+
+
+def _engine(backend: str):
+    """The module of cnnlab that speaks to `backend` (imported only now: it imports the backend itself)."""
+    return importlib.import_module(f"cnnlab.backends.{backend}")
 
 
 def fit_input(batches) -> tuple[object, list]:
@@ -94,3 +171,80 @@ def fit_input(batches) -> tuple[object, list]:
 
     next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
     return prefetched_batches(batches), [next_epoch]
+
+
+# ---- start-up: splitting the host CPU, and TensorFlow's start-up noise -------------------------------------------
+
+# What TensorFlow writes to stderr on every start on a machine without a CUDA driver, whatever TF_CPP_MIN_LOG_LEVEL
+# says (absl logs before its own set-up, so the level is not read yet): notices, not problems.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "Could not find cuda drivers on your machine, GPU will not be used.",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "rebuild TensorFlow with the appropriate compiler flags.",
+    "oneDNN custom operations are on.",
+)
+# TensorFlow asks the CUDA driver for GPUs even where it found none; that call then fails with an ERROR line. It is
+# noise only when the driver is missing (the line above was written): with a driver it is a real failure, and shown.
+NO_DRIVER = "Could not find cuda drivers on your machine"
+NO_DRIVER_CONSEQUENCE = "failed call to cuInit"
+
+
+def start_up_problems(text: str) -> list[str]:
+    """The lines of what the backend wrote while starting that are not known noise."""
+    lines = text.splitlines()
+    no_driver = any(NO_DRIVER in line for line in lines)
+    return [line for line in lines if line.strip() and not any(noise in line for noise in START_UP_NOISE)
+            and not (no_driver and NO_DRIVER_CONSEQUENCE in line)]
+
+
+def cpu_devices_asked() -> int:
+    """$CNNLAB_CPU_DEVICES as a device count; 1 (the CPU as one device) when unset."""
+    text = os.environ.get(CPU_DEVICES_VARIABLE, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= MAX_CPU_DEVICES:
+        raise CnnlabError(f"{CPU_DEVICES_VARIABLE} must be a whole number between 1 and {MAX_CPU_DEVICES}, "
+                          f"got {text[:20]!r}")
+    return int(text)
+
+
+def import_keras() -> None:
+    """Import Keras and start its backend's devices, quietly: call before anything else imports Keras.
+
+    Splits the CPU as $CNNLAB_CPU_DEVICES asks (JAX reads XLA_FLAGS at its import, TensorFlow its device list before
+    its first operation), then imports Keras and lists the backend's devices with file descriptor 2 held in a
+    temporary file: the backend's C++ libraries write there before any setting can quieten them. What they wrote is
+    then shown, less the known noise (`start_up_problems`); with CNNLAB_DEBUG set, all of it, as it comes.
+    """
+    cpu_devices = cpu_devices_asked()
+    if cpu_devices > 1 and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
+                                  f"--xla_force_host_platform_device_count={cpu_devices}".strip()
+    if "keras" in sys.modules or os.environ.get("CNNLAB_DEBUG"):
+        _start_backend(cpu_devices)
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                _start_backend(cpu_devices)
+            finally:
+                os.dup2(saved, 2)
+                held.seek(0)
+                problems = start_up_problems(held.read().decode("utf-8", "replace"))
+    finally:
+        os.close(saved)
+    for line in problems:
+        print(line, file=sys.stderr)
+
+
+def _start_backend(cpu_devices: int) -> None:
+    import keras
+
+    engine = _engine(keras.backend.backend())
+    if hasattr(engine, "split_host_cpu"):
+        engine.split_host_cpu(cpu_devices)
+    engine.detect_devices()

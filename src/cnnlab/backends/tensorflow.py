@@ -1,4 +1,5 @@
-"""The TensorFlow-only part of cnnlab: a tf.data pipeline that feeds training batches ahead of the model.
+"""The TensorFlow-only part of cnnlab: its devices, data parallelism through `tf.distribute.MirroredStrategy`, and a
+tf.data pipeline that feeds training batches ahead of the model.
 
 Everything else in cnnlab runs on any Keras backend; on JAX or PyTorch, `fit` reads the same batches through Keras's
 PyDataset instead (see `backends.fit_input`).
@@ -6,7 +7,39 @@ PyDataset instead (see `backends.fit_input`).
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
+
+from cnnlab.backends import Devices
+from cnnlab.errors import CnnlabError
+
+
+def split_host_cpu(count: int) -> None:
+    """Make the CPU `count` logical devices, as several GPUs would be; must come before TensorFlow's first operation."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if count == len(tf.config.get_logical_device_configuration(cpu) or [None]):
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # TensorFlow had already started its devices
+        raise CnnlabError(f"cannot split the CPU into {count} devices: TensorFlow already started") from None
+
+
+def detect_devices() -> Devices:
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        return Devices("cpu", tuple(device.name for device in tf.config.list_logical_devices("CPU")))
+    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                    for gpu in tf.config.list_physical_devices("GPU")]
+    known = [capability for capability in capabilities if capability]
+    return Devices("gpu", tuple(device.name for device in gpus), min(known) if len(known) == len(capabilities) else None)
+
+
+@functools.cache  # one strategy per set of devices: every model of the run must share it
+def data_parallel(device_names: tuple[str, ...]):
+    """The scope (a context factory) in which Keras builds, compiles and fits models across `device_names`."""
+    return tf.distribute.MirroredStrategy(devices=list(device_names)).scope
 
 
 def prefetched_batches(batches) -> tf.data.Dataset:
