@@ -9,12 +9,17 @@ commands:
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
     cnnlab data info [--data PATH]                                           the data's source, classes, split counts
+    cnnlab devices [--devices N|all] [--preset NAME]                         where a run would compute, in which precision
     cnnlab bench [--data PATH] [--steps N] [--rounds N]                      training and evaluation speed vs plain Keras
 
 Offline, with your own copy of CIFAR-10, or with your own images: --data PATH (a cifar-10-python.tar.gz or the
 extracted folder, or a folder of images in class subfolders: photos/cat/*.jpg, photos/dog/*.png, optionally under
 train/ and test/), or set CNNLAB_DATA. Every error is one line on stderr and a non-zero exit; CNNLAB_DEBUG=1 adds
 the traceback.
+
+Devices: KERAS_BACKEND=tensorflow (default), jax or torch chooses Keras's backend; --devices N|all trains data-parallel
+over N (or all) of this machine's GPUs (TensorFlow, JAX). CNNLAB_CPU_DEVICES=N splits the CPU into N devices, to try
+it without GPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -33,6 +37,16 @@ from cnnlab.errors import CnnlabError, one_line
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+def _device_count(text: str) -> int:
+    """--devices N|all: "all" is 0, what train.devices calls all of them."""
+    if text == "all":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
+
 
 # flag -> (dotted config key, type, help); a bool flag takes no value. The data flags serve `data info` too.
 DATA_OVERRIDES = {
@@ -50,11 +64,14 @@ TRAIN_OVERRIDES = {
     "--batch-size": ("train.batch_size", int, "batch size"),
     "--lr": ("train.learning_rate", float, "learning rate"),
     "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),
+    "--devices": ("train.devices", _device_count, "train data-parallel over N of this machine's devices, or all; "
+                                                  "the batch size is the global batch (default: 1)"),
     **DATA_OVERRIDES,
     "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
     "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
     "--vgg16-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
 }
+DEVICES_OVERRIDES = {flag: TRAIN_OVERRIDES[flag] for flag in ("--devices",)}
 DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": ("train.seed", int, "seed of the splits (default: 0)")}
 
 
@@ -117,12 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(info, DATA_INFO_OVERRIDES)
     info.set_defaults(handler=_data_info)
 
+    devices = commands.add_parser("devices", help="the devices and precision a run would use here, and why")
+    devices.add_argument("--preset", default="seed", help="preset whose precision and devices to resolve "
+                                                          "(default: seed)")
+    _add_overrides(devices, DEVICES_OVERRIDES)
+    _add_set_argument(devices, "a preset value, e.g. --set train.precision=float32")
+    devices.set_defaults(handler=_devices)
+
     bench = commands.add_parser("bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
     _add_data_arguments(bench)
-    bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (default: 300)")
+    bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (with --backend: "
+                       "of the preset's batch, at most the training set) (default: 300)")
     bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
     bench.add_argument("--preset", default="seed", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
+    bench.add_argument("--backend", choices=("all", "tensorflow", "jax", "torch"),
+                       help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "
+                            "each (all), each in its own process")
     _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)
     return parser
@@ -158,9 +186,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "de
 
 
 def main(argv: list[str] | None = None) -> int:
-    # TensorFlow's C++ logging: even its errors are start-up chatter (CUDA probes on machines without a GPU); real
-    # failures reach cnnlab as Python exceptions.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's C++ logging: errors only. Its start-up notices that ignore this level (or are errors only in name,
+    # the CUDA probe on a machine without a driver) are held back by backends.import_keras.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     debug = bool(os.environ.get("CNNLAB_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
@@ -188,24 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _import_keras_quietly() -> None:
-    """Import Keras (and TensorFlow) once the command's own input is checked: every later import is then silent.
+    """Import Keras and start its devices once the command's own input is checked: without the backend's start-up
+    noise, and with the CPU split as $CNNLAB_CPU_DEVICES asks (see backends.import_keras)."""
+    from cnnlab.backends import import_keras
 
-    Importing TensorFlow makes its C++ libraries write to file descriptor 2 before any setting can silence them
-    ("Could not find cuda drivers", CPU feature notes), lines that would bury cnnlab's own one-line messages. They go
-    to a temporary file instead, unless CNNLAB_DEBUG is set.
-    """
-    if "keras" in sys.modules or os.environ.get("CNNLAB_DEBUG"):
-        import keras  # noqa: F401
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    import_keras()
 
 
 def _data_source(args) -> str | None:
@@ -345,6 +360,15 @@ def _bench(args) -> int:
 
     if args.steps < 1 or args.rounds < 1:
         raise CnnlabError("--steps and --rounds must be at least 1")
+    if args.backend:  # each backend in a child process: this one never imports Keras
+        from cnnlab.bench import BACKENDS, format_backend_rows, run_backends
+
+        backends = BACKENDS if args.backend == "all" else (args.backend,)
+        print(f"{args.rounds} timed rounds of {args.steps} training steps per preset and backend")
+        rows = run_backends(backends, {**_parse_set(args.set), **_data_overrides(args)}, args.steps, args.rounds,
+                            log=lambda line: print(line, file=sys.stderr))
+        print(format_backend_rows(rows))
+        return 0
     config = load_config(args.preset, {**_parse_set(args.set), **_data_overrides(args)})
     data = load_dataset(config.data, config.train.seed)
     _import_keras_quietly()
@@ -354,6 +378,16 @@ def _bench(args) -> int:
           "each")
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
     print(format_results(contenders))
+    return 0
+
+
+def _devices(args) -> int:
+    from cnnlab.backends import placement_for
+    from cnnlab.config import load_config
+
+    config = load_config(args.preset, {**_given_overrides(args, DEVICES_OVERRIDES), **_parse_set(args.set)})
+    _import_keras_quietly()
+    print(placement_for(config).describe())
     return 0
 
 
