@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig, load_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, prepare_with_data
@@ -60,7 +61,7 @@ def plain_keras_predictions(path) -> np.ndarray:
 def test_portable_copy_computes_the_same_and_loads_without_cnnlab(kind, tmp_path):
     config = small(kind)
     model = trained_like(config)
-    compile_for_phase(model, config, 0.1, 100)  # as trained: an optimizer whose schedule may be cnnlab's own
+    compile_for_phase(model, config, 0.1, 100, placement_for(config))  # as trained: an optimizer whose schedule may be cnnlab's own
     expected = model.predict(IMAGES, verbose=0)
 
     copy = portable_copy(model)
@@ -99,7 +100,7 @@ def test_a_zip_with_an_undecodable_member_name_is_one_clear_error(tmp_path):
 def test_models_saved_before_the_portable_format_still_load_in_a_fresh_process(tmp_path):
     config = small("fastnet")
     model = trained_like(config)
-    compile_for_phase(model, config, 0.1, 100)  # the WarmupLinear schedule goes into the file with the optimizer
+    compile_for_phase(model, config, 0.1, 100, placement_for(config))  # the WarmupLinear schedule goes into the file with the optimizer
     model.save(tmp_path / "old.keras")
     script = ("import sys, numpy as np\nfrom cnnlab.models.saving import load_model\n"
               "np.save(sys.argv[2], load_model(sys.argv[1]).predict(np.load(sys.argv[3]), verbose=0))")

@@ -1,6 +1,10 @@
+import dataclasses
+
 import keras
 import numpy as np
+import pytest
 
+from cnnlab.backends import placement_for
 from cnnlab.config import load_config
 from cnnlab.models import build_model
 from cnnlab.recipe import Lookahead, WarmupLinear, compile_for_phase
@@ -25,7 +29,8 @@ def test_compile_for_phase_builds_the_configured_recipe():
                             "train.label_smoothing": 0.2, "train.lr_schedule": "warmup_linear",
                             "train.steps_per_execution": 4})
     model = build_model(config, 10)
-    compile_for_phase(model, config, learning_rate=1.5, total_steps=50)
+    compile_for_phase(model, config, 1.5, 50, dataclasses.replace(placement_for(config), jit_compile=False,
+                                                                   steps_per_execution_limit=None))
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     assert model.optimizer.nesterov and model.optimizer.momentum == 0.85
     assert isinstance(model.optimizer._learning_rate, WarmupLinear) and model.optimizer._learning_rate.peak == 1.5
@@ -33,23 +38,41 @@ def test_compile_for_phase_builds_the_configured_recipe():
     assert model.jit_compile is False and model.steps_per_execution == 4
 
 
-def test_lookahead_pulls_weights_onto_their_running_average():
-    inputs = keras.Input((2,))
-    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
-    lookahead = Lookahead(every=1, total_steps=10)
-    lookahead.set_model(model)
+def test_compile_for_phase_takes_steps_per_call_from_the_placement():
+    config = tiny_config(**{"train.steps_per_execution": 4})
+    model = build_model(config, 10)
+    # PyTorch's placement runs one step per call; Keras's torch trainer refuses more.
+    compile_for_phase(model, config, 0.01, 50, dataclasses.replace(placement_for(config), jit_compile=False,
+                                                                    steps_per_execution_limit=1))
+    assert model.steps_per_execution == 1
+
+
+def test_lookahead_keeps_its_average_in_keras_variables_and_follows_the_numpy_reference():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
     kernel = model.layers[-1].kernel
-    kernel.assign(np.array([[1.0], [2.0]]))
-    lookahead._pull(0.5)  # first pull: the average starts at the weights
-    kernel.assign(np.array([[3.0], [6.0]]))
-    lookahead._pull(0.5)
-    np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
-    kernel.assign(np.array([[10.0], [10.0]]))
-    lookahead.last_step = 10
+    lookahead = Lookahead(every=2, total_steps=8)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+    rng, reference = np.random.default_rng(0), None
+    for step in range(1, 9):  # an optimizer's steps, each leaving new weights, as fit would
+        weights = rng.normal(size=(3, 2)).astype("float32")
+        kernel.assign(weights)
+        model.optimizer.iterations.assign(step)
+        lookahead.on_train_batch_end(step - 1)
+        if step % 2 == 0:  # the reference: the same running average in NumPy
+            decay = 0.95**5 * (step / 8) ** 3
+            reference = weights if reference is None else decay * reference + (1 - decay) * weights
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), reference if step % 2 == 0 else weights,
+                                   rtol=1e-6, atol=1e-7)
+    kernel.assign(np.zeros((3, 2), "float32"))
     lookahead.on_epoch_end(0)  # at the last step the weights become the average
-    np.testing.assert_allclose(kernel.numpy(), [[2.0], [4.0]])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), reference, rtol=1e-6, atol=1e-7)
+    assert all(isinstance(average, keras.Variable) and not average.trainable for average in lookahead.average)
 
 
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="PyTorch runs one step per call")
 def test_lookahead_pulls_every_n_steps_whatever_the_steps_per_execution():
     class Counted(Lookahead):
         def _pull(self, decay):

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from cnnlab import rundir
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.models import build_model
+from cnnlab.models import Phase, build_model
 from cnnlab.models.vgg16 import HEAD_PREFIX
-from cnnlab.train import PROGRESS, Phase, StopOnNonFiniteLoss, read_progress, train_model
+from cnnlab.train import PROGRESS, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import JSON_VALUES, learnable_splits
 
 TINY = {"cnn.conv_blocks": [[8], [16]], "cnn.dense_units": [32], "train.batch_size": 32}

@@ -9,11 +9,22 @@ changes, and once as configured (by default: bfloat16 where the CPU has it nativ
 Each contender trains for the same number of steps per round, in an order that rotates every round, so a machine
 whose speed drifts treats them alike; each one's first round is a warm-up (graph tracing, memory pools) and is
 left out. The ratio is the contender's images/s over the baseline's, both summed over the same timed rounds.
+
+`cnnlab bench --backend all` asks another question: how fast each Keras backend runs cnnlab's own models (the seed
+CNN and the fast net, each as its preset builds, compiles and feeds it, augmentation and test-time augmentation
+included; weight averaging and checkpoints left out). The backend is fixed when Keras is imported, so each backend
+runs in its own process (`python -m cnnlab.bench REQUEST`, see `time_presets`), one after the other, and prints its
+rows as JSON for the parent to tabulate. The same warm-up and timed rounds apply, within each process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -63,7 +74,8 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
 
     from cnnlab.data.batches import ShuffledBatches, one_hot
     from cnnlab.evaluate import predict_probabilities
-    from cnnlab.models import build_model, resolve_precision
+    from cnnlab.backends import placement_for
+    from cnnlab.models import build_model
     from cnnlab.recipe import compile_for_phase
 
     config = config or load_config("seed")
@@ -86,10 +98,10 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
                                     steps_per_execution=config.train.steps_per_execution)
         variant = dataclasses.replace(tutorial, train=train)
         model = build_model(variant, num_classes, image_shape)
-        compile_for_phase(model, variant, variant.train.learning_rate, total_steps=steps * rounds)
+        compile_for_phase(model, variant, variant.train.learning_rate, steps * rounds, placement_for(variant))
         return model
 
-    configured = resolve_precision(config.train.precision)
+    configured = placement_for(config).precision
     entries = [
         (Contender(BASELINE),
          lambda: baseline.fit(x_float, y_one_hot, batch_size=batch_size, epochs=1, verbose=0),
@@ -137,3 +149,118 @@ def format_results(contenders: list[Contender]) -> str:
             f"{contender.eval_images_per_second / baseline.eval_images_per_second:5.2f}x"
         )
     return "\n".join(lines)
+
+
+# ---- every backend, each in its own process -------------------------------------------------------------------------
+
+BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_PRESETS = ("seed", "fast")  # the tutorial's CNN and the fast net
+
+
+@dataclass
+class BackendRow:
+    backend: str
+    preset: str
+    model: str = ""  # the model's label, as a report names it
+    batch_size: int = 0
+    train_images_per_second: float | None = None
+    eval_images_per_second: float | None = None
+    problem: str | None = None  # why there is no number: not installed, or the one-line error
+
+
+def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESETS, log=print) -> list[BackendRow]:
+    """Images/s of each preset's model (`overrides` applied) on the backend this process imported: `steps` batches of
+    the preset's size per round, then as many test images (its test-time augmentation included), after one warm-up
+    round."""
+    import keras
+
+    from cnnlab.backends import placement_for
+    from cnnlab.data import load_dataset
+    from cnnlab.data.augment import Augmentation
+    from cnnlab.data.batches import ShuffledBatches
+    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.models import model_label, prepare_with_data
+    from cnnlab.models.factory import ModelFactory
+
+    rows = []
+    for preset in presets:
+        config = load_config(preset, overrides)
+        data = load_dataset(config.data, config.train.seed)
+        train = config.train
+        count = min(steps * train.batch_size, len(data.y_train))
+        x_train, y_train, x_test = data.x_train[:count], data.y_train[:count], data.x_test[:count]
+        num_classes = len(data.class_names)
+        keras.utils.set_random_seed(train.seed)
+        factory = ModelFactory(config, placement_for(config))
+        model = factory.build(num_classes, x_train.shape[1:])
+        prepare_with_data(model, config, x_train)
+        factory.compile(model, train.learning_rate, total_steps=steps * (rounds + 1))
+        augmentation = Augmentation(x_train, train.seed, config.data.flip, config.data.translate)
+        batches = ShuffledBatches(x_train, y_train, num_classes, train.batch_size, train.seed,
+                                  augmentation=augmentation)
+        train_seconds, eval_seconds = [], []
+        for round_index in range(rounds + 1):
+            start = time.perf_counter()
+            _train_one_epoch(model, batches)
+            train_seconds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            predict_probabilities(model, x_test, batch_size=max(train.batch_size, 256),
+                                  augmentation=train.test_time_augmentation)
+            eval_seconds.append(time.perf_counter() - start)
+            log(f"{keras.backend.backend()} {preset}: round {round_index}"
+                f"{' (warm-up, not counted)' if round_index == 0 else ''} done")
+        rows.append(BackendRow(keras.backend.backend(), preset, model_label(config), train.batch_size,
+                               count * rounds / sum(train_seconds[1:]), len(x_test) * rounds / sum(eval_seconds[1:])))
+    return rows
+
+
+def run_backends(backends, overrides: dict, steps: int, rounds: int, log=print) -> list[BackendRow]:
+    """`time_presets` on each backend, one fresh `python -m cnnlab.bench` process after another; a backend that is not
+    installed, or whose process fails, gets a row saying so instead of stopping the others."""
+    rows = []
+    for backend in backends:
+        if importlib.util.find_spec(backend) is None:
+            rows += [BackendRow(backend, preset, problem="not installed") for preset in BACKEND_PRESETS]
+            continue
+        request = json.dumps({"overrides": overrides, "steps": steps, "rounds": rounds})
+        child = subprocess.Popen([sys.executable, "-m", "cnnlab.bench", request], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "KERAS_BACKEND": backend})
+        last_words = "no message"
+        for line in child.stderr:  # as they come: a real run takes minutes per backend
+            if line.startswith(f"{backend} "):  # the child's progress; the rest is the backend's own chatter
+                log(line.rstrip())
+            elif line.strip():
+                last_words = line.strip()
+        output = child.stdout.read()
+        if child.wait() != 0:
+            rows += [BackendRow(backend, preset, problem=f"failed: {last_words}") for preset in BACKEND_PRESETS]
+            continue
+        rows += [BackendRow(**row) for row in json.loads(output)]
+    return rows
+
+
+def format_backend_rows(rows: list[BackendRow]) -> str:
+    lines = [f"{'backend':11} {'model':34} {'batch':>5} {'train img/s':>12} {'eval img/s':>11}"]
+    for row in rows:
+        if row.problem:
+            lines.append(f"{row.backend:11} {row.preset + ' preset':34} {row.problem}")
+        else:
+            lines.append(f"{row.backend:11} {row.model:34} {row.batch_size:5} {row.train_images_per_second:12,.0f} "
+                         f"{row.eval_images_per_second:11,.0f}")
+    return "\n".join(lines)
+
+
+def _child_main(request: str) -> int:
+    """One backend's rows as JSON on stdout (the backend is KERAS_BACKEND's); progress on stderr."""
+    from cnnlab.backends import import_keras
+
+    asked = json.loads(request)
+    import_keras()
+    rows = time_presets(asked["overrides"], asked["steps"], asked["rounds"],
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps([dataclasses.asdict(row) for row in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1]))

@@ -31,11 +31,11 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 def train_run(config: RunConfig, out: Path | None = None) -> Path:
     """Train and evaluate one model; return its run directory. Data problems surface before anything is written."""
-    config, data, splits, model = _data_and_model(config)
+    config, data, splits, placement, model = _data_and_model(config)
     # The model is built before the run directory exists, so a bad weights file or setting leaves nothing behind.
     run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model))
     with rundir.locked(run_dir):
-        _train_into(run_dir, config, model, data, splits)
+        _train_into(run_dir, config, placement, model, data, splits)
     return run_dir
 
 
@@ -48,16 +48,17 @@ def resume_run(run_dir: Path) -> Path:
         if rundir.read_status(run_dir)["state"] == "finished":
             raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
         # Pretrained weights are not needed: they come back from the saved state, so no download happens.
-        config, data, splits, model = _data_and_model(
+        config, data, splits, placement, model = _data_and_model(
             config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True, trained_in=run_dir
         )
-        _train_into(run_dir, config, model, data, splits, resume=True)
+        _train_into(run_dir, config, placement, model, data, splits, resume=True)
     return run_dir
 
 
 def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Path | None = None):
     """Load and split the data (for a run `trained_in` a run directory: the data it was trained on, or an error),
-    then build the seeded model; returns the config with its data source and image size resolved."""
+    then find where the run computes and build the seeded model there; returns the config with its data source and
+    image size resolved, the data, its splits, the run's `Placement` and the model."""
     data = load_dataset(config.data, config.train.seed)
     if trained_in is not None:
         provenance.check_unchanged(trained_in, data)
@@ -66,22 +67,26 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
     config = dataclasses.replace(config, data=resolved)
     import keras  # imported only once the input has been checked: it takes seconds
 
+    from cnnlab.backends import placement_for
     from cnnlab.models import build_model, prepare_with_data
     from cnnlab.models.memory import check_fits
 
     check_fits(config, len(data.class_names), splits.x_train.shape[1:])  # before building: that allocates
+    placement = placement_for(config)  # once per run: every model of the run is made there
+    print(placement.describe(), file=sys.stderr)
     keras.utils.set_random_seed(config.train.seed)
     built_from = config
     if architecture_only:
         built_from = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
-    model = build_model(built_from, len(data.class_names), image_shape=splits.x_train.shape[1:])
+    model = build_model(built_from, len(data.class_names), splits.x_train.shape[1:], placement)
     # Also when resuming: a phase with no whole saved state yet starts again from this fresh model.
     prepare_with_data(model, config, splits.x_train)
-    return config, data, splits, model
+    return config, data, splits, placement, model
 
 
-def _train_into(run_dir: Path, config: RunConfig, model, data: Dataset, splits, resume: bool = False) -> None:
-    from cnnlab.models import model_label, resolve_precision
+def _train_into(run_dir: Path, config: RunConfig, placement, model, data: Dataset, splits,
+                resume: bool = False) -> None:
+    from cnnlab.models import kind_of
     from cnnlab.train import train_model
 
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
@@ -90,13 +95,15 @@ def _train_into(run_dir: Path, config: RunConfig, model, data: Dataset, splits, 
     print(f"run directory: {run_dir}", file=sys.stderr)
     try:
         with _interrupts_finish_the_epoch() as stop_requested:
-            result = train_model(config, model, splits, run_dir, resume=resume, stop_requested=stop_requested)
+            result = train_model(config, model, splits, run_dir, resume=resume, stop_requested=stop_requested,
+                                 placement=placement)
+        kind = kind_of(config)
         metrics = {
             "model": config.model,
-            "label": model_label(config),
+            "label": kind.label(config),
             "preset": config.preset,
-            "weights": config.vgg16.weights if config.model == "vgg16" else None,
-            "precision": resolve_precision(config.train.precision),
+            "weights": kind.weights(config),
+            **placement.record(),  # backend, devices, precision and why
             **result.summary(),
             "train_images": int(len(splits.y_train)),
             "val_images": int(len(splits.y_val)),
@@ -208,12 +215,14 @@ def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, con
 def resume_compare(out: Path) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
+    from cnnlab.models import COMPARED_KINDS
+
     out = Path(out)
-    run_dirs = [out / name for name in ("cnn", "vgg16")]
+    run_dirs = [out / name for name in COMPARED_KINDS]
     if not (run_dirs[0] / rundir.CONFIG).is_file():
-        raise CnnlabError(f"{out} is not an interrupted comparison (no cnn/{rundir.CONFIG})")
+        raise CnnlabError(f"{out} is not an interrupted comparison (no {COMPARED_KINDS[0]}/{rundir.CONFIG})")
     config = config_from_dict(rundir.read_json(run_dirs[0] / rundir.CONFIG))
-    for name, run_dir in zip(("cnn", "vgg16"), run_dirs):
+    for name, run_dir in zip(COMPARED_KINDS, run_dirs):
         if not (run_dir / rundir.STATUS).is_file():
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise CnnlabError(f"{run_dir} holds files but no run status; move it away and resume again")
@@ -224,19 +233,22 @@ def resume_compare(out: Path) -> Path:
 
 
 def compare(config: RunConfig, out: Path | None = None) -> Path:
-    """Train the CNN and VGG16 under one preset into `out/cnn` and `out/vgg16`, then write the report in `out`."""
-    if config.model != "cnn":
+    """Train the CNN and VGG16 (`models.COMPARED_KINDS`) under one preset into `out/cnn` and `out/vgg16`, then write
+    the report in `out`."""
+    from cnnlab.models import COMPARED_KINDS, kind_of
+
+    if config.model != COMPARED_KINDS[0]:
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for VGG16's head.
         raise CnnlabError(f"compare trains the CNN and VGG16 under one recipe, and this configuration (preset "
                           f"{config.preset!r}) is for model {config.model!r}; train each run on its own and compare "
                           "them with `cnnlab report RUN_DIR RUN_DIR`")
-    out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "cnn-vgg16")
+    out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "-".join(COMPARED_KINDS))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
-    from cnnlab.models.vgg16 import build_vgg16_base
-
-    build_vgg16_base(config.vgg16)  # missing or mismatched weights fail now, not after the CNN has trained
-    run_dirs = [train_run(dataclasses.replace(config, model=name), out / name) for name in ("cnn", "vgg16")]
+    configs = [dataclasses.replace(config, model=name) for name in COMPARED_KINDS]
+    for each in configs:  # missing or mismatched weights fail now, not after the first model has trained
+        kind_of(each).check_weights(each)
+    run_dirs = [train_run(each, out / each.model) for each in configs]
     return report(run_dirs, out)
 
 

@@ -7,8 +7,9 @@ every training phase and `cnnlab bench` compile models the same way.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
-import numpy as np
 
 from cnnlab.config import RunConfig, TrainConfig
 
@@ -18,17 +19,19 @@ class Lookahead(keras.callbacks.Callback):
 
     The average's memory grows over training (0 at the start, 0.95**5 by the end, cubically), and the final weights
     are the average: the late, noisy steps of a high learning rate are smoothed out (Zhang et al., 2019; Jordan,
-    2024). The average starts from the weights when training (or a resumed run) begins.
+    2024). The average starts from the weights at the first pull of a training (or of a resumed run). It is kept in
+    non-trainable Keras variables, created in `scope` (the placement's), and updated with Keras ops where the weights
+    live: no copy to the host and back every few steps.
     """
 
-    def __init__(self, every: int, total_steps: int):
+    def __init__(self, every: int, total_steps: int, scope=contextlib.nullcontext):
         super().__init__()
-        self.every, self.total_steps = every, total_steps
-        self.average: list[np.ndarray] | None = None
+        self.every, self.total_steps, self.scope = every, total_steps, scope
+        self.average: list[keras.Variable] | None = None
         self.last_step = 0
 
     def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _variables(self):
         return [variable for variable in self.model.weights if "float" in str(variable.dtype)]
@@ -36,11 +39,17 @@ class Lookahead(keras.callbacks.Callback):
     def _pull(self, decay: float) -> None:
         variables = self._variables()
         if self.average is None:
-            self.average = [np.array(variable.numpy()) for variable in variables]
+            with self.scope():
+                self.average = [keras.Variable("zeros", shape=variable.shape, dtype=variable.dtype, trainable=False,
+                                               name=f"lookahead_{index}") for index, variable in enumerate(variables)]
+            for average, variable in zip(self.average, variables):
+                # Assigned, not passed as the initial value, which TensorFlow would keep as a live view of the weights;
+                # copied (here and below) as JAX's training step frees the buffers of the weights it is given, and an
+                # assign on JAX shares the buffer.
+                average.assign(keras.ops.copy(variable))
         for average, variable in zip(self.average, variables):
-            average *= decay
-            average += (1 - decay) * np.asarray(variable.numpy())
-            variable.assign(average)
+            average.assign(average * decay + variable * (1 - decay))
+            variable.assign(keras.ops.copy(average))
 
     def on_train_begin(self, logs=None):
         self.last_step = self._step()  # a resumed run goes on from its restored step
@@ -85,8 +94,10 @@ def learning_rate_schedule(train: TrainConfig, learning_rate: float, total_steps
     return learning_rate
 
 
-def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: float, total_steps: int) -> None:
-    """The optimizer, schedule and loss of the recipe; Keras's default of XLA is left off, as it is slower on CPUs."""
+def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: float, total_steps: int,
+                      placement) -> None:
+    """The optimizer, schedule and loss of the recipe; XLA and steps per call as `placement` (a
+    `cnnlab.backends.Placement`) says its backend and device want them."""
     train = config.train
     rate = learning_rate_schedule(train, learning_rate, total_steps)
     if train.optimizer == "sgd":
@@ -97,6 +108,5 @@ def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: floa
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=["accuracy"],
-        jit_compile=False,
-        steps_per_execution=train.steps_per_execution,
+        **placement.compile_options(train.steps_per_execution),
     )

@@ -25,6 +25,7 @@ from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.display import markdown_text, short_text, terminal_text
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import read_history, read_metrics
+from cnnlab.models import kind_of
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -266,8 +267,8 @@ def verdict_paragraph(runs: list[FinishedRun], labels: list[str]) -> str:
             ratio = slow.metrics["train_seconds"] / max(fast.metrics["train_seconds"], 1e-9)
             sentences.append(f"{fast_label} trained in {_duration(fast.metrics['train_seconds'])}, "
                              f"{ratio:.1f}x faster than {slow_label} ({_duration(slow.metrics['train_seconds'])}).")
-    if any(run.config.model == "vgg16" and run.config.vgg16.weights == "none" for run in runs):
-        sentences.append("VGG16 here started from random weights, not ImageNet: this is no test of transfer learning.")
+    # Each kind's own warning about how a run of it started (VGG16 from random weights: no test of transfer learning).
+    sentences += dict.fromkeys(caveat for run in runs if (caveat := kind_of(run.config).caveat(run.config)))
     return " ".join(sentences)
 
 
@@ -291,7 +292,7 @@ def _table(runs: list[FinishedRun], labels: list[str]) -> tuple[list[str], list[
     rows = []
     for label, run in zip(labels, runs):
         metrics = run.metrics
-        weights = run.config.vgg16.weights if run.config.model == "vgg16" else "none (random init)"
+        weights = kind_of(run.config).weights(run.config) or "none (random init)"
         per_epoch = "; ".join(
             f"{phase['name']} {phase['seconds_per_epoch']:.1f} s" for phase in metrics.get("phases", [])
             if phase.get("seconds_per_epoch") is not None

@@ -1,10 +1,11 @@
-"""Training: the recipe in phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
+"""Training: the model's phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
 
-The CNN and the fast net train in one phase. VGG16 trains in two, as transfer learning is done in practice: phase 1 fits the new head
-with the base frozen (optionally on base features computed once per image, which gives the same head far faster);
-phase 2 unfreezes the base's last conv blocks and trains on at a much lower learning rate. Every phase is compiled
-by `recipe.py` (the tutorial's presets: Adam and categorical cross-entropy). `history.csv` gets one row per epoch across phases, and the best
-epoch by validation accuracy becomes the run's `model.keras`.
+Each model kind names its phases (models/registry.py): the CNN and the fast net train in one; VGG16 in two, head
+then fine-tuning (models/vgg16.py), the first optionally on base features computed once. `train_model` is a loop
+over the phases: where to resume, then for each phase its inputs (the cached-feature head or the whole model), its
+callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation accuracy becomes the
+run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
+`history.csv` gets one row per epoch across phases.
 """
 
 from __future__ import annotations
@@ -22,29 +23,21 @@ import keras
 import numpy as np
 
 from cnnlab import rundir
-from cnnlab.backends import fit_input
+from cnnlab.backends import Placement, fit_input, placement_for
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation
 from cnnlab.data.batches import ShuffledBatches, one_hot
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import history_number
-from cnnlab.models import vgg16
-from cnnlab.models.saving import load_model, portable_copy
-from cnnlab.recipe import Lookahead, compile_for_phase
+from cnnlab.models import Phase, kind_of
+from cnnlab.models.factory import ModelFactory
+from cnnlab.models.saving import portable_copy
+from cnnlab.recipe import Lookahead
 
 BEST_CHECKPOINT = "best.keras"
 RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
 PROGRESS = "progress.json"
-
-
-@dataclass
-class Phase:
-    name: str
-    epochs: int
-    learning_rate: float
-    prepare: Callable[[keras.Model], None]  # sets which layers train in this phase
-    cached_features: bool = False
 
 
 @dataclass
@@ -74,22 +67,6 @@ class TrainingResult:
 
 def trainable_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
-
-
-def phases_for(config: RunConfig) -> list[Phase]:
-    if config.model != "vgg16":
-        return [Phase("train", config.train.epochs, config.train.learning_rate, prepare=lambda model: None)]
-    settings = config.vgg16
-    phases = [
-        Phase("head", config.train.epochs, config.train.learning_rate, prepare=vgg16.freeze_base,
-              cached_features=settings.feature_cache),
-    ]
-    if settings.unfreeze_blocks and settings.finetune_epochs:
-        phases.append(
-            Phase("finetune", settings.finetune_epochs, settings.finetune_learning_rate,
-                  prepare=lambda model: vgg16.freeze_base(model, settings.unfreeze_blocks))
-        )
-    return phases
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -205,116 +182,151 @@ def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None
 
 def train_model(
     config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path, resume: bool = False,
-    stop_requested: Callable[[], bool] = lambda: False,
+    stop_requested: Callable[[], bool] = lambda: False, placement: Placement | None = None,
 ) -> TrainingResult:
-    """Train `model` (built by the caller, seeded) through the phases of `config`; save the best to model.keras.
+    """Train `model` (built by the caller, seeded, in `placement`) through its kind's phases; save the best to
+    model.keras.
 
     State is saved every epoch (and every `save_every_steps` steps): Keras's BackupAndRestore keeps each phase's
     weights, optimizer and epoch; a finished phase leaves the full model's weights. With `resume=True`, finished
     phases are skipped, the phase in progress continues from its last saved state, and history.csv is cut back to
     the epochs that state includes, so that every epoch appears once. When `stop_requested()` turns true, training
-    ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt.
+    ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt. `placement` defaults to
+    the one `config` gets in this process.
     """
-    run_dir = Path(run_dir)
-    num_classes = len(splits.class_names)
-    has_validation = len(splits.y_val) > 0
-    timer, nan_guard = EpochTimer(), StopOnNonFiniteLoss()
-    checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
-    state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
-    state_dir.mkdir(parents=True, exist_ok=True)
-    phases = phases_for(config)
-    progress = read_progress(state_dir, phases) if resume else {"phases_done": [], "records": {}}
-    augmentation = None
-    if config.data.flip or config.data.translate:
-        augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
+    run = _Training(config, ModelFactory(config, placement or placement_for(config)), model, splits, Path(run_dir),
+                    stop_requested)
+    phases = kind_of(config).phases(config)
+    progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
     if resume:
-        resume_epoch = 0
-        for phase in phases:
-            if phase.name not in progress["phases_done"]:
-                resume_epoch = _backed_up_epoch(state_dir / phase.name, resume_epoch, phase.epochs) or resume_epoch
-                break
-            resume_epoch += phase.epochs
-        timer.seconds = _restore_history(run_dir / rundir.HISTORY, resume_epoch, checkpoint)
-        print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
-    earlier_seconds = sum(timer.seconds)  # training done before an interruption still counts
+        _resume_position(run, phases, progress)
+    earlier_seconds = sum(run.timer.seconds)  # training done before an interruption still counts
     start = time.perf_counter()
-    phase_records, epochs_done = [], 0
+    records, epochs_done = [], 0
     for phase in phases:
         if phase.name in progress["phases_done"]:
-            _load_finished_phase(model, state_dir / f"after-{phase.name}.weights.h5")
-            phase_records.append(progress["records"][phase.name])
-            epochs_done += phase.epochs
-            continue
-        phase.prepare(model)
-        start_epoch = (_backed_up_epoch(state_dir / phase.name, epochs_done, phase.epochs) if resume else None) \
-            or epochs_done
-        epochs_before = epochs_done
-        fit_model, x_train, x_val, feature_seconds = model, splits.x_train, splits.x_val, None
-        if phase.cached_features:
-            feature_start = time.perf_counter()
-            fit_model, x_train, x_val = _cached_head(model, splits, config.train.batch_size)
-            feature_seconds = round(time.perf_counter() - feature_start, 2)
-        batches = ShuffledBatches(x_train, splits.y_train, num_classes, config.train.batch_size, config.train.seed,
-                                  epoch=start_epoch, augmentation=augmentation if x_train is splits.x_train else None)
-        phase_steps = phase.epochs * len(batches)
-        compile_for_phase(fit_model, config, phase.learning_rate, phase_steps)
-        callbacks = [timer, nan_guard, HistoryFile(run_dir / rundir.HISTORY)]
-        if has_validation:
-            callbacks.append(checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
-        # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
-        callbacks.append(keras.callbacks.BackupAndRestore(
-            str(state_dir / phase.name), save_freq=config.train.save_every_steps or "epoch",
-            double_checkpoint=True, delete_checkpoint=False,
-        ))
-        callbacks.append(StopWhenAsked(stop_requested))
-        if config.train.lookahead_every:
-            callbacks.insert(0, Lookahead(config.train.lookahead_every, phase_steps))
-        if config.train.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
-        print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
-              f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
-        fit_data, input_callbacks = fit_input(batches)
-        fit_model.fit(
-            fit_data,
-            shuffle=False,  # the batches come in their own seeded order
-            validation_data=(x_val, one_hot(splits.y_val, num_classes)) if has_validation else None,
-            initial_epoch=epochs_done,
-            epochs=epochs_done + phase.epochs,
-            callbacks=input_callbacks + callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
-        )
-        if nan_guard.bad_batch is not None:
-            raise CnnlabError(
-                f"training diverged: loss became NaN or infinite in epoch {len(timer.seconds)}, batch "
-                f"{nan_guard.bad_batch + 1} (try a lower --lr)"
-            )
-        if stop_requested():
-            raise KeyboardInterrupt
+            _load_finished_phase(model, run.state_dir / f"after-{phase.name}.weights.h5")
+            records.append(progress["records"][phase.name])
+        else:
+            records.append(_fit_phase(run, phase, epochs_done, resume))
+            _record_finished_phase(run, phase, records[-1], progress)
         epochs_done += phase.epochs
-        phase_epoch_seconds = timer.seconds[epochs_before:]
-        record = {
-            "name": phase.name,
-            "epochs": phase.epochs,
-            "learning_rate": phase.learning_rate,
-            "trainable_parameters": trainable_parameters(fit_model),
-            "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
-            "feature_cache_seconds": feature_seconds,
-        }
-        phase_records.append(record)
-        with rundir.atomic_path(state_dir / f"after-{phase.name}.weights.h5") as temporary:
-            model.save_weights(temporary)
-        progress["phases_done"].append(phase.name)
-        progress["records"][phase.name] = record
-        rundir.write_json(state_dir / PROGRESS, progress)
     train_seconds = earlier_seconds + time.perf_counter() - start
+    final = _save_final_model(run)
+    return TrainingResult(final, epochs_done, run.checkpoint.best_epoch, train_seconds, run.timer.seconds, records)
 
-    if checkpoint.best_epoch is not None:
-        model = load_model(checkpoint.path)
+
+class _Training:
+    """What every step of one `train_model` call shares: the run, its model and data, and the callbacks that span
+    its phases."""
+
+    def __init__(self, config: RunConfig, factory: ModelFactory, model: keras.Model, splits: Splits, run_dir: Path,
+                 stop_requested: Callable[[], bool]):
+        self.config, self.factory, self.model, self.splits, self.run_dir = config, factory, model, splits, run_dir
+        self.stop_requested = stop_requested
+        self.num_classes = len(splits.class_names)
+        self.state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
+        self.checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
+        self.augmentation = None
+        if config.data.flip or config.data.translate:
+            self.augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
+
+
+def _resume_position(run: _Training, phases: list[Phase], progress: dict) -> None:
+    """Find the epoch the saved state resumes at; cut history.csv back to it and take its timings and best epoch."""
+    resume_epoch = 0
+    for phase in phases:
+        if phase.name not in progress["phases_done"]:
+            resume_epoch = _backed_up_epoch(run.state_dir / phase.name, resume_epoch, phase.epochs) or resume_epoch
+            break
+        resume_epoch += phase.epochs
+    run.timer.seconds = _restore_history(run.run_dir / rundir.HISTORY, resume_epoch, run.checkpoint)
+    print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
+
+
+def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -> dict[str, object]:
+    """Train one phase, from its saved state when resuming; returns its record for progress.json and metrics.json."""
+    phase.prepare(run.model)
+    start_epoch = (_backed_up_epoch(run.state_dir / phase.name, epochs_before, phase.epochs) if resume else None) \
+        or epochs_before
+    fit_model, x_train, x_val, feature_seconds = run.model, run.splits.x_train, run.splits.x_val, None
+    if phase.cached_features:
+        fit_model, x_train, x_val, feature_seconds = _cached_head(run, phase)
+    splits, num_classes = run.splits, run.num_classes
+    batches = ShuffledBatches(x_train, splits.y_train, num_classes, run.config.train.batch_size, run.config.train.seed,
+                              epoch=start_epoch, augmentation=None if phase.cached_features else run.augmentation)
+    phase_steps = phase.epochs * len(batches)
+    run.factory.compile(fit_model, phase.learning_rate, phase_steps)
+    print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
+          f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
+    fit_data, input_callbacks = fit_input(batches)
+    fit_model.fit(
+        fit_data,
+        shuffle=False,  # the batches come in their own seeded order
+        validation_data=(x_val, one_hot(splits.y_val, num_classes)) if len(splits.y_val) else None,
+        initial_epoch=epochs_before,
+        epochs=epochs_before + phase.epochs,
+        callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),
+        verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
+    )
+    if run.nan_guard.bad_batch is not None:
+        raise CnnlabError(
+            f"training diverged: loss became NaN or infinite in epoch {len(run.timer.seconds)}, batch "
+            f"{run.nan_guard.bad_batch + 1} (try a lower --lr)"
+        )
+    if run.stop_requested():
+        raise KeyboardInterrupt
+    phase_epoch_seconds = run.timer.seconds[epochs_before:]
+    return {
+        "name": phase.name,
+        "epochs": phase.epochs,
+        "learning_rate": phase.learning_rate,
+        "trainable_parameters": trainable_parameters(fit_model),
+        "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
+        "feature_cache_seconds": feature_seconds,
+    }
+
+
+def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[keras.callbacks.Callback]:
+    """In order: lookahead first (the epoch's last pull lands before anything saves), then timing, the NaN guard,
+    history, the best checkpoint, the resume state, and the stop a Ctrl-C asked for once that state is saved."""
+    train = run.config.train
+    callbacks = []
+    if train.lookahead_every:
+        callbacks.append(Lookahead(train.lookahead_every, phase_steps, scope=run.factory.placement.scope))
+    callbacks += [run.timer, run.nan_guard, HistoryFile(run.run_dir / rundir.HISTORY)]
+    if len(run.splits.y_val):
+        callbacks.append(run.checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
+    # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
+    callbacks.append(keras.callbacks.BackupAndRestore(
+        str(run.state_dir / phase.name), save_freq=train.save_every_steps or "epoch",
+        double_checkpoint=True, delete_checkpoint=False,
+    ))
+    callbacks.append(StopWhenAsked(run.stop_requested))
+    if train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard")))
+    return callbacks
+
+
+def _record_finished_phase(run: _Training, phase: Phase, record: dict, progress: dict) -> None:
+    """Save the full model's weights after `phase` and mark it done, so that a resume skips it."""
+    with rundir.atomic_path(run.state_dir / f"after-{phase.name}.weights.h5") as temporary:
+        run.model.save_weights(temporary)
+    progress["phases_done"].append(phase.name)
+    progress["records"][phase.name] = record
+    rundir.write_json(run.state_dir / PROGRESS, progress)
+
+
+def _save_final_model(run: _Training) -> keras.Model:
+    """Write model.keras from the best epoch (the last one where nothing was validated); return what was saved."""
+    model = run.factory.load(run.checkpoint.path) if run.checkpoint.best_epoch is not None else run.model
     # What is saved is what gets scored: the test metrics describe exactly the model.keras that loads anywhere.
     model = portable_copy(model)
-    with rundir.atomic_path(run_dir / rundir.MODEL) as temporary:
+    with rundir.atomic_path(run.run_dir / rundir.MODEL) as temporary:
         model.save(temporary)
-    return TrainingResult(model, epochs_done, checkpoint.best_epoch, train_seconds, timer.seconds, phase_records)
+    return model
 
 
 def read_progress(state_dir: Path, phases: list[Phase]) -> dict:
@@ -411,11 +423,15 @@ def _complete_row(row: dict) -> bool:
         return False
 
 
-def _cached_head(model: keras.Model, splits: Splits, batch_size: int):
-    """The head alone, and the base's features for the training and validation images, computed once."""
-    extractor = vgg16.feature_extractor(model)
-    print(f"computing VGG16 features once for {len(splits.y_train) + len(splits.y_val):,} images", file=sys.stderr)
-    batch = max(batch_size, 128)
+def _cached_head(run: _Training, phase: Phase):
+    """The head alone, and the base's features for the training and validation images, computed once; with the
+    seconds that took."""
+    started = time.perf_counter()
+    extractor, head = run.factory.cached_feature_models(run.model, phase)
+    splits = run.splits
+    print(f"computing the base's features once for {len(splits.y_train) + len(splits.y_val):,} images",
+          file=sys.stderr)
+    batch = max(run.config.train.batch_size, 128)
     train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
     val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
-    return vgg16.head_model(model), train_features, val_features
+    return head, train_features, val_features, round(time.perf_counter() - started, 2)

@@ -1,69 +1,38 @@
-"""Model builders, found by name: `build_model(config, ...)` is all the rest of cnnlab calls."""
+"""Models, found by name: `build_model(config, ...)` builds one, `kind_of(config)` answers what else cnnlab asks.
+
+Importing this package imports no Keras (a report asks only `kind_of`); building a model does.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from cnnlab.models.registry import COMPARED_KINDS, KINDS, ModelKind, Phase, kind_of
 
-import keras
-import numpy as np
-
-from cnnlab import system_info
-from cnnlab.config import RunConfig
-from cnnlab.models.cnn import build_cnn, check_cnn_image_size
-from cnnlab.models.fastnet import build_fastnet, check_fastnet_image_size, fit_input_layers
-from cnnlab.models.vgg16 import build_vgg16, vgg16_label
+__all__ = ["COMPARED_KINDS", "KINDS", "ModelKind", "Phase", "build_model", "check_image_size", "kind_of",
+           "model_label", "prepare_with_data"]
 
 
-def build_model(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)) -> keras.Model:
+def build_model(config, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3), placement=None):
     """A model that takes raw 0-255 RGB images of `image_shape` and returns float32 class probabilities.
 
-    Layers compute in the precision `config.train.precision` resolves to; the model keeps that choice when saved.
+    Built by `ModelFactory` in the precision and scope of `placement` (a `cnnlab.backends.Placement`; by default the
+    one `config` gets in this process); the model keeps that precision when saved.
     """
-    check_image_size(config, image_shape)
-    with _dtype_policy(resolve_precision(config.train.precision)):
-        if config.model == "vgg16":
-            return build_vgg16(config.vgg16, num_classes, image_shape, seed=config.train.seed)
-        if config.model == "fastnet":
-            return build_fastnet(config.fastnet, num_classes, image_shape, seed=config.train.seed)
-        return build_cnn(config.cnn, num_classes, image_shape)
+    from cnnlab.backends import placement_for
+    from cnnlab.models.factory import ModelFactory
+
+    return ModelFactory(config, placement or placement_for(config)).build(num_classes, image_shape)
 
 
-def check_image_size(config: RunConfig, image_shape: tuple[int, int, int]) -> None:
+def check_image_size(config, image_shape: tuple[int, int, int]) -> None:
     """Refuse, in one line, a model whose poolings would shrink images of `image_shape` to nothing."""
-    size = min(image_shape[:2])
-    if config.model == "cnn":
-        check_cnn_image_size(config.cnn, size)
-    elif config.model == "fastnet":
-        check_fastnet_image_size(config.fastnet, size)
-    # VGG16 resizes any input to its own vgg16.image_size (32 px or more) inside the model.
+    kind_of(config).check_image_size(config, min(image_shape[:2]))
 
 
-def prepare_with_data(model: keras.Model, config: RunConfig, train_images: np.ndarray) -> None:
+def prepare_with_data(model, config, train_images) -> None:
     """Set the parts of a fresh model that are computed from the training images rather than learned."""
-    if config.model == "fastnet":
-        fit_input_layers(model, train_images)
+    kind_of(config).prepare_with_data(model, train_images)
 
 
-def resolve_precision(precision: str) -> str:
-    """"auto" becomes "bfloat16" on a CPU with native bfloat16 math, "float32" anywhere else."""
-    if precision != "auto":
-        return precision
-    return "bfloat16" if system_info.native_bfloat16() else "float32"
-
-
-@contextlib.contextmanager
-def _dtype_policy(precision: str):
-    # Mixed precision: weights stay float32, layers compute in bfloat16; each output layer asks for float32 itself.
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-
-
-def model_label(config: RunConfig) -> str:
+def model_label(config) -> str:
     """The name a person sees in tables and figures."""
-    if config.model == "fastnet":
-        return "fast net from scratch"
-    return vgg16_label(config.vgg16) if config.model == "vgg16" else "CNN from scratch"
+    return kind_of(config).label(config)

@@ -23,12 +23,9 @@ from pathlib import Path
 
 from cnnlab.config import RunConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.models import check_image_size
-from cnnlab.models.saving import MAX_MODEL_BYTES
-from cnnlab.models.cnn import tally_cnn
-from cnnlab.models.fastnet import tally_fastnet
+from cnnlab.models import check_image_size, kind_of
 from cnnlab.models.footprint import Tally
-from cnnlab.models.vgg16 import tally_vgg16
+from cnnlab.models.saving import MAX_MODEL_BYTES
 
 BYTES_PER_WEIGHT = 4
 OPTIMIZER_SLOTS = {"adam": 2, "sgd": 1}  # copies of the weights each optimizer keeps
@@ -107,8 +104,4 @@ def _cgroup_limit() -> int | None:
 
 
 def _tally(config: RunConfig, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
-    if config.model == "vgg16":
-        return tally_vgg16(config.vgg16, num_classes, image_shape)
-    if config.model == "fastnet":
-        return tally_fastnet(config.fastnet, num_classes, image_shape)
-    return tally_cnn(config.cnn, num_classes, image_shape)
+    return kind_of(config).tally(config, num_classes, image_shape)

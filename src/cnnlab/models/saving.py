@@ -17,12 +17,13 @@ import numpy as np
 
 from cnnlab import recipe
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.models import fastnet
+from cnnlab.models import KINDS, fastnet
 
 # VGG16 at 224 px with a wide head is about 0.6 GB of float32 weights; anything much larger is not a cnnlab model.
 MAX_MODEL_BYTES = 2 * 2**30
 MAX_COMPRESSION_RATIO = 100  # Keras stores members uncompressed; a member that inflates far more is a zip bomb
-CUSTOM_OBJECTS = {"cnnlab>ScaledBias": fastnet.ScaledBias, "cnnlab>WarmupLinear": recipe.WarmupLinear}
+CUSTOM_OBJECTS = {"cnnlab>WarmupLinear": recipe.WarmupLinear,
+                  **{name: cls for kind in KINDS.values() for name, cls in kind.custom_objects().items()}}
 
 
 def portable_copy(model: keras.Model) -> keras.Model:

@@ -13,9 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnlab.config import Vgg16Config
+from cnnlab.config import RunConfig, Vgg16Config
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.footprint import Tally
+from cnnlab.models.registry import Phase
 
 BASE_NAME = "vgg16"
 PREPROCESS_NAME = "vgg16_preprocess"
@@ -124,6 +125,20 @@ def build_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
     return keras.Model(inputs, x, name="vgg16_transfer")
 
 
+def phases(config: RunConfig) -> list[Phase]:
+    """Transfer learning as done in practice: phase 1 fits the new head with the base frozen (on base features computed
+    once per image if `feature_cache`, which gives the same head far faster); phase 2 unfreezes the base's last
+    `unfreeze_blocks` conv blocks and trains on at a much lower learning rate."""
+    settings = config.vgg16
+    head = Phase("head", config.train.epochs, config.train.learning_rate, prepare=freeze_base,
+                 cached_features=split_at_base if settings.feature_cache else None)
+    if not (settings.unfreeze_blocks and settings.finetune_epochs):
+        return [head]
+    finetune = Phase("finetune", settings.finetune_epochs, settings.finetune_learning_rate,
+                     prepare=lambda model: freeze_base(model, settings.unfreeze_blocks))
+    return [head, finetune]
+
+
 def base_of(model: keras.Model) -> keras.Model:
     return model.get_layer(BASE_NAME)
 
@@ -157,6 +172,11 @@ def head_model(model: keras.Model) -> keras.Model:
         if layer.name.startswith(HEAD_PREFIX) or layer.name == OUTPUT_NAME:
             x = layer(x)
     return keras.Model(features, x, name="vgg16_head")
+
+
+def split_at_base(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The feature extractor and the head of `model`, sharing its layers: what a cached-features phase trains."""
+    return feature_extractor(model), head_model(model)
 
 
 def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
