@@ -1,9 +1,11 @@
+import importlib.util
 import re
 
 import pytest
 
 from cnnlab import cli
-from cnnlab.bench import BASELINE, format_results, run_bench
+from cnnlab.bench import (BACKENDS, BASELINE, BackendRow, format_backend_rows, format_results, run_backends,
+                          run_bench)
 from cnnlab.config import load_config
 from cnnlab.data.cifar10 import load_cifar10
 
@@ -44,3 +46,48 @@ def test_bench_refuses_non_positive_counts(synthetic_archive, capsys, flag):
     assert cli.main(["bench", "--data", str(synthetic_archive), flag, "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "at least 1" in err
+
+
+# ---- cnnlab bench --backend: each backend in its own process --------------------------------------------------------
+
+TINY_BOTH = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]", "--set",
+             "fastnet.widths=[8, 16, 16]", "--set", "train.batch_size=16"]
+
+
+@pytest.mark.slow
+def test_bench_on_every_backend_times_both_presets_in_a_process_each(synthetic_archive, capsys):
+    assert cli.main(["bench", "--backend", "all", "--data", str(synthetic_archive), "--steps", "2", "--rounds", "1",
+                     *TINY_BOTH]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines()[2:]]
+    assert [(row[0], row[1]) for row in rows] == [(backend, first) for backend in BACKENDS
+                                                  for first in ("CNN", "fast")]
+    for row in rows:
+        if importlib.util.find_spec(row[0]) is None:
+            assert row[-2:] == ["not", "installed"]
+        else:  # batch 16, then training and evaluation images/s, both measured
+            assert row[-3] == "16" and float(row[-2].replace(",", "")) > 0 and float(row[-1].replace(",", "")) > 0
+    # each child's own progress, in its own backend: its Keras reported the backend it was started with
+    for backend in BACKENDS:
+        if importlib.util.find_spec(backend) is not None:
+            assert f"{backend} seed: round 1 done" in captured.err and f"{backend} fast: round 1 done" in captured.err
+
+
+def test_a_backend_that_is_not_installed_or_fails_gets_a_row_saying_why(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "torch" else
+                        real_find_spec(name, *rest))
+    # a batch of 0 passes the parent (which reads no preset) and fails in the child, as any error there would
+    rows = run_backends(["torch", "jax"], {"train.batch_size": 0}, steps=1, rounds=1, log=lambda line: None)
+    assert [(row.backend, row.preset, row.problem) for row in rows[:2]] == [
+        ("torch", "seed", "not installed"), ("torch", "fast", "not installed")]
+    assert [row.preset for row in rows[2:]] == ["seed", "fast"]
+    assert all(row.problem.startswith("failed: ") and "batch_size" in row.problem for row in rows[2:])
+    table = format_backend_rows(rows).splitlines()
+    assert table[1].split() == ["torch", "seed", "preset", "not", "installed"]
+    assert rows[2].problem in table[3]
+
+
+def test_backend_rows_show_the_measured_rates():
+    rows = [BackendRow("jax", "seed", "CNN from scratch", 32, 1234.4, 5678.6)]
+    assert format_backend_rows(rows).splitlines()[1].split() == ["jax", "CNN", "from", "scratch", "32", "1,234", "5,679"]
