@@ -2,7 +2,8 @@
 #   make run    the main job: CNN vs VGG16 on CIFAR-10 with a report (preset quick; PRESET=seed for the full tutorial)
 #               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/vgg16_notop.h5 or none
 #   make test   the test suite (the real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists)
-#               on all three Keras backends; EXTRAS=jax,test (say) sets up fewer, and their tests are skipped
+# Both install all three Keras backends at the versions in constraints.txt; `make run EXTRAS=jax KERAS_BACKEND=jax`
+# sets up and uses JAX alone (a .venv already made is kept: `make clean` first). The test suite expects all three.
 
 PYTHON ?= python3
 VENV := .venv
