@@ -1,8 +1,13 @@
+import dataclasses
+
 import keras
 import numpy as np
+import pytest
 
-from cnnlab.config import load_config
-from cnnlab.models import build_model
+from cnnlab.backends import placement_for
+from cnnlab.config import MODEL_NAMES, load_config
+from cnnlab.models import COMPARED_KINDS, KINDS, build_model, kind_of
+from cnnlab.models.factory import ModelFactory
 
 
 def layer_types(model):
@@ -46,3 +51,30 @@ def test_save_load_round_trip(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)  # plain Keras, no cnnlab objects needed
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5)
+
+
+def test_the_registry_knows_every_model_a_config_can_name():
+    assert set(KINDS) == set(MODEL_NAMES) and set(COMPARED_KINDS) <= set(KINDS)
+    for name, kind in KINDS.items():
+        config = load_config("seed", {"model": name, "vgg16.weights": "none"})
+        assert kind_of(config) is kind and kind.label(config)
+        assert [phase.epochs for phase in kind.phases(config)][0] == config.train.epochs
+    vgg = load_config("seed", {"model": "vgg16", "vgg16.weights": "none"})
+    assert [phase.name for phase in kind_of(vgg).phases(vgg)] == ["head", "finetune"]
+    assert kind_of(vgg).weights(vgg) == "none" and "random weights" in kind_of(vgg).caveat(vgg)
+    cnn = load_config("seed")
+    assert kind_of(cnn).weights(cnn) is None and kind_of(cnn).caveat(cnn) is None
+
+
+@pytest.mark.parametrize("precision, policy", [("float32", "float32"), ("bfloat16", "mixed_bfloat16"),
+                                               ("float16", "mixed_float16")])
+def test_models_are_built_in_the_placements_precision(precision, policy):
+    config = load_config("seed", {"cnn.conv_blocks": [[4]], "cnn.dense_units": [8]})
+    factory = ModelFactory(config, dataclasses.replace(placement_for(config), precision=precision))
+    model = factory.build(10, (32, 32, 3))
+    assert model.get_layer("block1_conv1").dtype_policy.name == policy
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is left as it was
+    factory.compile(model, 0.01, 10)
+    # float16 gradients underflow without loss scaling, which Keras's compile adds for a mixed_float16 model
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "float16")

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -65,6 +66,9 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
         assert json.loads((compared / name / "status.json").read_text())["state"] == "finished"
     vgg_metrics = json.loads((compared / "vgg16" / "metrics.json").read_text())
     assert vgg_metrics["label"] == "VGG16 from scratch" and vgg_metrics["weights"] == "none"
+    # where it computed, as the run's Placement says (cnnlab.backends)
+    assert vgg_metrics["backend"] in ("tensorflow", "jax", "torch") and vgg_metrics["devices"] == 1
+    assert vgg_metrics["precision"] in ("float32", "bfloat16", "float16") and vgg_metrics["precision_reason"]
     assert [phase["name"] for phase in vgg_metrics["phases"]] == ["head", "finetune"]
     page = (compared / "report.html").read_text()
     assert "CNN from scratch" in page and "VGG16 from scratch" in page and "fine-tuned" not in page
@@ -343,3 +347,9 @@ def test_fuzz_mutated_predictions_load_or_are_damaged(finished_run, data):
         assert run.probabilities.shape == (20, 10) and run.labels.shape == (20,) and run.labels.max() < 10
     finally:
         (finished_run / rundir.TEST_PREDICTIONS).write_bytes(valid)
+
+
+def test_the_report_module_imports_no_keras():
+    # `cnnlab report` reads finished runs; Keras would add seconds to every report for nothing.
+    code = "import sys, cnnlab.report; assert 'keras' not in sys.modules, 'keras imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

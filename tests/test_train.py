@@ -216,6 +216,46 @@ def test_history_is_replaced_whole_at_each_epoch_never_appended_in_place(tmp_pat
     assert float(rows[1]["loss"]) == 1.5 and not list(tmp_path.glob(".tmp-*"))
 
 
+def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monkeypatch):
+    """The full model, the cached-feature head and its extractor, every compile, and the reload of the best epoch:
+    a distribution strategy must see them all."""
+    import contextlib
+    import dataclasses
+
+    from cnnlab.backends import placement_for
+    from cnnlab.models import vgg16
+
+    inside, made = [], []
+
+    @contextlib.contextmanager
+    def scope():
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    def watch(owner, name):
+        original = getattr(owner, name)
+
+        def watched(*args, **kwargs):
+            made.append((name, bool(inside)))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, watched)
+
+    for owner, name in ((vgg16, "build_vgg16"), (vgg16, "split_at_base"), (keras.Model, "compile"),
+                        (keras.saving, "load_model")):
+        watch(owner, name)
+    config = tiny_config(**TINY_VGG, **{"train.epochs": 1, "vgg16.finetune_epochs": 1})
+    placement = dataclasses.replace(placement_for(config), _scope=scope)
+    splits = learnable_splits(train=64, val=32)
+    model = build_model(config, len(splits.class_names), splits.x_train.shape[1:], placement)
+    train_model(config, model, splits, rundir.create_run_dir(tmp_path / "run"), placement=placement)
+    assert [name for name, _ in made] == ["build_vgg16", "split_at_base", "compile", "compile", "load_model"]
+    assert all(in_scope for _, in_scope in made), made
+
+
 PHASES = [Phase("head", 3, 0.1, prepare=lambda model: None), Phase("finetune", 2, 0.01, prepare=lambda model: None)]
 
 
