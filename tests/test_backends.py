@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cnnlab import backends, system_info
 from cnnlab.backends import Devices, choose_device_count, choose_jit_compile, choose_precision, placement_for
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError
+from conftest import TINY_MODEL
 
 
 @pytest.mark.parametrize("device_kind, capability, cpu_bfloat16, expected", [
@@ -153,3 +155,111 @@ def test_device_refusals_are_one_line():
                           "(CNNLAB_CPU_DEVICES=N splits the CPU into N devices)\n"
     done = run_quietly("devices", "--devices", "two", env={})
     assert done.returncode == 2 and "expected a number of devices or 'all', got 'two'" in done.stderr
+
+
+def test_whole_shards_split_each_batch_evenly_between_devices_and_processes():
+    from cnnlab.backends.shards import WholeShards, whole_shards
+    from cnnlab.data.batches import ShuffledBatches
+
+    images, labels = np.arange(70).reshape(70, 1, 1, 1).astype("float32"), np.arange(70) % 3
+    batches = lambda: ShuffledBatches(images, labels, 3, 32, seed=0)  # batches of 32, 32 and 6
+    four = WholeShards(batches(), devices=4)
+    assert len(four) == 3 and [len(four[index][0]) for index in range(3)] == [32, 32, 4]
+    assert len(WholeShards(batches(), devices=8)) == 2  # a last batch of 6 cannot give 8 devices one image each
+    parts = [WholeShards(batches(), devices=4, process_index=index, process_count=2) for index in range(2)]
+    for index in range(3):
+        first, second = parts[0][index][0], parts[1][index][0]
+        whole = batches()[index][0]
+        np.testing.assert_array_equal(np.concatenate([first, second]), whole[:len(whole) - len(whole) % 4])
+    shard = WholeShards(batches(), devices=2)
+    shard.on_epoch_end()
+    assert shard.batches.epoch == 1  # the next epoch's order, as Keras asks of a PyDataset
+    x, y = whole_shards(images[:9], labels[:9], 2)
+    assert len(x) == len(y) == 8
+
+
+@pytest.mark.skipif(__import__("keras").backend.backend() != "tensorflow", reason="stands in TensorFlow's devices")
+def test_a_batch_size_that_does_not_split_between_the_devices_is_refused(monkeypatch):
+    from cnnlab.backends import tensorflow as engine
+
+    monkeypatch.setattr(engine, "detect_devices", lambda: Devices("cpu", ("/device:CPU:0", "/device:CPU:1")))
+    monkeypatch.setattr(engine, "data_parallel", lambda names: None)
+    with pytest.raises(CnnlabError, match=r"^--devices 2 needs a batch size that divides by 2, got 33$"):
+        placement_for(load_config("seed", {"train.devices": 2, "train.batch_size": 33}))
+    placement = placement_for(load_config("seed", {"train.devices": 0, "train.steps_per_execution": 8}))
+    assert placement.devices == 2 and placement.compile_options(8)["steps_per_execution"] == 1
+
+
+def test_one_process_needs_no_cluster_settings(monkeypatch):
+    for variable in ("CNNLAB_COORDINATOR", "CNNLAB_PROCESSES", "CNNLAB_PROCESS_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    assert backends.cluster_from() is None
+    assert backends.cluster_from(processes=1, process_id=0) is None
+
+
+def test_cluster_settings_come_from_flags_else_the_environment(monkeypatch):
+    monkeypatch.setenv("CNNLAB_COORDINATOR", "head:1234")
+    monkeypatch.setenv("CNNLAB_PROCESSES", "4")
+    monkeypatch.setenv("CNNLAB_PROCESS_ID", "3")
+    assert backends.cluster_from() == backends.Cluster("head:1234", 4, 3)
+    assert backends.cluster_from("10.0.0.1:99", 2, 1) == backends.Cluster("10.0.0.1:99", 2, 1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("127.0.0.1:1234", 2, None), "several processes need all of --coordinator HOST:PORT, --processes N and "
+                                  "--process-id I"),
+    (("127.0.0.1", 2, 0), "--coordinator must be HOST:PORT, got '127.0.0.1'"),
+    (("host:port", 2, 0), "--coordinator must be HOST:PORT, got 'host:port'"),
+    (("host:70000", 2, 0), "--coordinator must be HOST:PORT"),
+    (("host:1", 0, 0), "--processes must be between 1 and 65,536, got 0"),
+    (("host:1", 2, 2), r"--process-id must be between 0 and 1 \(--processes 2\), got 2"),
+    (("host:1", 2, -1), "--process-id must be between 0 and 1"),
+])
+def test_bad_cluster_settings_are_refused_in_one_line(monkeypatch, flags, message):
+    monkeypatch.delenv("CNNLAB_PROCESS_ID", raising=False)
+    with pytest.raises(CnnlabError, match=f"^{message}"):
+        backends.cluster_from(*flags)
+
+
+def test_cluster_environment_must_hold_numbers(monkeypatch):
+    monkeypatch.setenv("CNNLAB_PROCESSES", "two")
+    with pytest.raises(CnnlabError, match="^CNNLAB_PROCESSES must be a whole number, got 'two'$"):
+        backends.cluster_from()
+
+
+def placement_of_process(index: int) -> backends.Placement:
+    return backends.Placement(backend="jax", device_kind="cpu", devices=1, precision="float32",
+                              precision_reason="asked for", process_index=index, process_count=2)
+
+
+def test_the_chief_works_in_the_run_directory_itself(tmp_path):
+    with placement_of_process(0).working_dir(tmp_path / "run") as where:
+        assert where == tmp_path / "run"
+
+
+def test_another_process_works_in_a_private_copy_that_goes_afterwards(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / "checkpoints" / "state").write_text("epoch 3")
+    (run_dir / ".lock").write_text("123")  # the chief's: never copied, so a worker cannot take it
+    with placement_of_process(1).working_dir(run_dir) as where:
+        assert where != run_dir and where.name == "run"
+        assert (where / "config.json").read_text() == "{}" and (where / "checkpoints" / "state").read_text() == "epoch 3"
+        assert not (where / ".lock").exists()
+        (where / "metrics.json").write_text("written by the worker")
+    assert not where.exists()
+    assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoints", "config.json"]
+    with placement_of_process(1).working_dir(tmp_path / "fresh") as where:  # a fresh run: nothing there to read yet
+        assert not where.exists() and where.parent.is_dir()
+    assert not where.parent.exists() and not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.slow
+def test_a_tiny_training_run_shows_none_of_tensorflows_start_up_noise(synthetic_archive, tmp_path):
+    done = run_quietly("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "200", "--val-size", "100",
+                       *TINY_MODEL, "--out", tmp_path / "run", env={"KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 0, done.stderr
+    noise = [line for line in done.stderr.splitlines()
+             if any(text in line for text in (*backends.START_UP_NOISE, backends.NO_DRIVER_CONSEQUENCE))]
+    assert noise == []

@@ -19,7 +19,9 @@ the traceback.
 
 Devices: KERAS_BACKEND=tensorflow (default), jax or torch chooses Keras's backend; --devices N|all trains data-parallel
 over N (or all) of this machine's GPUs (TensorFlow, JAX). CNNLAB_CPU_DEVICES=N splits the CPU into N devices, to try
-it without GPUs.
+it without GPUs. Many machines (JAX): the same train command on each, with --coordinator HOST:PORT (process 0's
+address) --processes N --process-id I (or CNNLAB_COORDINATOR, CNNLAB_PROCESSES, CNNLAB_PROCESS_ID); process 0 writes
+the run directory.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(train, default_preset="seed")
     train.add_argument("--out", type=Path, help="run directory (default: runs/PRESET-MODEL-TIME)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last saved state")
+    _add_cluster_arguments(train)
     train.set_defaults(handler=_train)
 
     compare = commands.add_parser("compare", help="train the CNN and VGG16 under one preset and report on both")
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR", help="report on these finished runs instead")
     compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-PRESET-...)")
     compare.add_argument("--resume", type=Path, metavar="OUT", help="finish an interrupted comparison")
+    _add_cluster_arguments(compare)
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", help="the comparison report (HTML and Markdown) of finished runs")
@@ -165,6 +169,14 @@ def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, 
     _add_set_argument(parser, "any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]'")
 
 
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group("many machines (Keras's jax backend)")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT", help="where process 0 listens (or $CNNLAB_COORDINATOR)")
+    cluster.add_argument("--processes", type=int, metavar="N", help="processes in the run (or $CNNLAB_PROCESSES)")
+    cluster.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1; 0 writes the run "
+                                                                     "directory (or $CNNLAB_PROCESS_ID)")
+
+
 def _add_overrides(parser: argparse.ArgumentParser, flags: dict[str, tuple]) -> None:
     """One argument per flag, None when not given, so that only what the user typed overrides the preset."""
     for flag, (_, kind, text) in flags.items():
@@ -215,12 +227,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _import_keras_quietly() -> None:
+def _import_keras_quietly(cluster=None) -> None:
     """Import Keras and start its devices once the command's own input is checked: without the backend's start-up
-    noise, and with the CPU split as $CNNLAB_CPU_DEVICES asks (see backends.import_keras)."""
+    noise, with the CPU split as $CNNLAB_CPU_DEVICES asks, joined to the run's other processes when there are any
+    (see backends.import_keras)."""
     from cnnlab.backends import import_keras
 
-    import_keras()
+    import_keras(cluster)
+
+
+def _cluster(args):
+    from cnnlab.backends import cluster_from
+
+    return cluster_from(args.coordinator, args.processes, args.process_id)
+
+
+def _worker_done(cluster) -> bool:
+    """True, having said so, in a process other than process 0: it wrote nothing of the run to show."""
+    if cluster is None or cluster.process_id == 0:
+        return False
+    print(f"process {cluster.process_id} of {cluster.processes} finished; process 0 wrote the run directory")
+    return True
 
 
 def _data_source(args) -> str | None:
@@ -252,14 +279,17 @@ def _given_overrides(args, flags: dict[str, tuple]) -> dict[str, object]:
 def _train(args) -> int:
     from cnnlab.experiment import resume_run, train_run
 
+    cluster = _cluster(args)
     if args.resume:
         _refuse_training_options(args, "--resume continues a run with its own saved settings", extra=["--out"])
-        _import_keras_quietly()
+        _import_keras_quietly(cluster)
         run_dir = resume_run(args.resume)
     else:
         config = _resolved_config(args)
-        _import_keras_quietly()
+        _import_keras_quietly(cluster)
         run_dir = train_run(config, args.out)
+    if _worker_done(cluster):
+        return 0
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
     return 0
@@ -275,12 +305,14 @@ def _compare(args) -> int:
         html_path = experiment.report(args.runs, args.out)
     elif args.resume:
         _refuse_training_options(args, "--resume continues a comparison with its own saved settings", extra=["--out"])
-        _import_keras_quietly()
+        _import_keras_quietly(_cluster(args))
         html_path = experiment.resume_compare(args.resume)
     else:
         config = _resolved_config(args)
-        _import_keras_quietly()
+        _import_keras_quietly(_cluster(args))
         html_path = experiment.compare(config, args.out)
+    if _worker_done(_cluster(args)):
+        return 0
     print(f"report: {html_path} (and report.md beside it)")
     return 0
 

@@ -12,6 +12,9 @@ Environment:
     CNNLAB_CPU_DEVICES=N   split this machine's CPU into N logical devices (TensorFlow) or N host devices (JAX), so
                            that data-parallel training (`--devices N`) can be tried and tested without GPUs. Read once,
                            by `import_keras`, before the backend initialises its devices.
+    CNNLAB_COORDINATOR=HOST:PORT, CNNLAB_PROCESSES=N, CNNLAB_PROCESS_ID=I
+                           one run over N processes (machines), on JAX: what the flags --coordinator, --processes and
+                           --process-id say, for launchers that set the environment (see `cluster_from`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 
@@ -50,6 +55,23 @@ class Placement:
     def scope(self):
         """The context every model of the run is built, compiled and trained in."""
         return self._scope() if self._scope is not None else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def working_dir(self, run_dir: Path):
+        """Where this process writes the run: the chief (process 0) `run_dir` itself; any other process a private
+        scratch copy of it (config, resume state: what it must read), removed afterwards, so that one run directory
+        is written by one process while every process runs the same code."""
+        if self.is_chief:
+            yield Path(run_dir)
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=f"cnnlab-process-{self.process_index}-"))
+        try:
+            copy = scratch / Path(run_dir).name
+            if Path(run_dir).is_dir():  # resuming: the chief's saved state; a fresh run has nothing to read yet
+                shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".lock", ".tmp-*"))
+            yield copy
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def compile_options(self, steps_per_execution: int) -> dict[str, object]:
         """Keyword arguments for `model.compile` that depend on the backend and device."""
@@ -140,14 +162,20 @@ def placement_for(config) -> Placement:
     used = choose_device_count(config.train.devices, devices, backend)
     precision, reason = choose_precision(config.train.precision, devices.kind, devices.compute_capability,
                                          devices.kind == "cpu" and system_info.native_bfloat16())
-    names = devices.names[:used]
     process_index, process_count = engine.processes() if hasattr(engine, "processes") else (0, 1)
+    total = used * process_count
+    if config.train.batch_size % total:  # each batch is split into equal parts, one per device (backends/shards.py)
+        where = f"{used} devices in each of {process_count} processes" if process_count > 1 else f"--devices {used}"
+        raise CnnlabError(f"{where} needs a batch size that divides by {total}, got {config.train.batch_size}")
+    names = engine.global_device_names(used) if process_count > 1 else devices.names[:used]
     return Placement(
         backend=backend, device_kind=devices.kind, devices=used, precision=precision, precision_reason=reason,
-        device_names=names, process_index=process_index, process_count=process_count,
+        device_names=devices.names[:used], process_index=process_index, process_count=process_count,
         jit_compile=choose_jit_compile(backend, devices.kind),
-        steps_per_execution_limit=1 if backend == "torch" else None,
-        _scope=engine.data_parallel(names) if used > 1 else None,
+        # PyTorch runs one step per call; so does TensorFlow over several devices, where Keras 3.15's multi-step
+        # loop under MirroredStrategy fails ("You must feed a value for placeholder tensor ... while/cond")
+        steps_per_execution_limit=1 if backend == "torch" or (backend == "tensorflow" and used > 1) else None,
+        _scope=engine.data_parallel(names) if total > 1 else None,
     )
 
 
@@ -157,7 +185,8 @@ def _engine(backend: str):
 
 
 def fit_input(batches) -> tuple[object, list]:
-    """What `fit` reads for a `data.batches.ShuffledBatches`, and the callbacks that must go with it.
+    """What `fit` reads for a `data.batches.ShuffledBatches`, and the callbacks that must go with it. Call it, and
+    `fit`, inside the placement's scope: over several devices, batches are cut into whole shards (backends/shards.py).
 
     On TensorFlow a tf.data pipeline serves the same batches, each prepared while the model trains on the one before:
     Keras's own PyDataset adapter halved training speed at batch 32 on a 2-core CPU (see benchmarks/RESULTS.md).
@@ -165,12 +194,92 @@ def fit_input(batches) -> tuple[object, list]:
     """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    devices = _distributed_devices(backend)
+    if devices > 1:
+        from cnnlab.backends.shards import WholeShards
+
+        engine = _engine(backend)
+        batches = WholeShards(batches, devices, *(engine.processes() if hasattr(engine, "processes") else (0, 1)))
+    if backend != "tensorflow":
         return batches, []
     from cnnlab.backends.tensorflow import prefetched_batches
 
     next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
     return prefetched_batches(batches), [next_epoch]
+
+
+def validation_input(x, y) -> tuple[object, object]:
+    """The validation images and labels `fit` evaluates on, called inside the placement's scope: all of them on one
+    device; over several, the last len(x) % devices are left out (backends/shards.py)."""
+    import keras
+
+    devices = _distributed_devices(keras.backend.backend())
+    if devices == 1:
+        return x, y
+    from cnnlab.backends.shards import whole_shards
+
+    return whole_shards(x, y, devices)
+
+
+def _distributed_devices(backend: str) -> int:
+    """The devices the distribution in force (the placement's scope) splits each batch over."""
+    engine = _engine(backend)
+    return engine.distributed_devices() if hasattr(engine, "distributed_devices") else 1
+
+
+# ---- many processes ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cluster:
+    """The processes of one run: where process 0 listens, how many there are, and which one this is."""
+
+    coordinator: str  # HOST:PORT of process 0
+    processes: int
+    process_id: int
+
+
+MAX_PROCESSES = 65_536
+# Tried with two workers on 127.0.0.1 (TensorFlow 2.21, Keras 3.15.1): MultiWorkerMirroredStrategy starts, with 2
+# replicas in sync, but Keras's `fit` fails under it: "ValueError: Attempt to convert a value (PerReplica:{...}) with
+# an unsupported type (<class '...PerReplica'>) to a Tensor" (keras-team/keras#20585).
+MULTI_PROCESS_REFUSALS = {
+    "tensorflow": "several processes: Keras 3 cannot fit under TensorFlow's MultiWorkerMirroredStrategy "
+                  "(keras-team/keras#20585); use KERAS_BACKEND=jax",
+    "torch": "several processes: Keras's torch backend trains in one process; use KERAS_BACKEND=jax",
+}
+
+
+def cluster_from(coordinator: str | None = None, processes: int | None = None,
+                 process_id: int | None = None) -> Cluster | None:
+    """The run's processes as flags (else CNNLAB_COORDINATOR, CNNLAB_PROCESSES, CNNLAB_PROCESS_ID) say; None for
+    one process. Checked here, in one line, before any backend starts."""
+    coordinator = coordinator or os.environ.get("CNNLAB_COORDINATOR") or None
+    processes = processes if processes is not None else _whole_number("CNNLAB_PROCESSES")
+    process_id = process_id if process_id is not None else _whole_number("CNNLAB_PROCESS_ID")
+    if coordinator is None and processes in (None, 1) and process_id in (None, 0):
+        return None
+    if coordinator is None or processes is None or process_id is None:
+        raise CnnlabError("several processes need all of --coordinator HOST:PORT, --processes N and --process-id I "
+                          "(or CNNLAB_COORDINATOR, CNNLAB_PROCESSES, CNNLAB_PROCESS_ID)")
+    host, colon, port = coordinator.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise CnnlabError(f"--coordinator must be HOST:PORT, got {coordinator[:80]!r}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise CnnlabError(f"--processes must be between 1 and {MAX_PROCESSES:,}, got {processes}")
+    if not 0 <= process_id < processes:
+        raise CnnlabError(f"--process-id must be between 0 and {processes - 1} (--processes {processes}), "
+                          f"got {process_id}")
+    return Cluster(coordinator, processes, process_id)
+
+
+def _whole_number(variable: str) -> int | None:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise CnnlabError(f"{variable} must be a whole number, got {text[:20]!r}")
+    return int(text)
 
 
 # ---- start-up: splitting the host CPU, and TensorFlow's start-up noise -------------------------------------------
@@ -209,20 +318,21 @@ def cpu_devices_asked() -> int:
     return int(text)
 
 
-def import_keras() -> None:
+def import_keras(cluster: Cluster | None = None) -> None:
     """Import Keras and start its backend's devices, quietly: call before anything else imports Keras.
 
     Splits the CPU as $CNNLAB_CPU_DEVICES asks (JAX reads XLA_FLAGS at its import, TensorFlow its device list before
     its first operation), then imports Keras and lists the backend's devices with file descriptor 2 held in a
     temporary file: the backend's C++ libraries write there before any setting can quieten them. What they wrote is
-    then shown, less the known noise (`start_up_problems`); with CNNLAB_DEBUG set, all of it, as it comes.
+    then shown, less the known noise (`start_up_problems`); with CNNLAB_DEBUG set, all of it, as it comes. With a
+    `cluster`, this process joins the run's other processes first (JAX only).
     """
     cpu_devices = cpu_devices_asked()
     if cpu_devices > 1 and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} " \
                                   f"--xla_force_host_platform_device_count={cpu_devices}".strip()
     if "keras" in sys.modules or os.environ.get("CNNLAB_DEBUG"):
-        _start_backend(cpu_devices)
+        _start_backend(cpu_devices, cluster)
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -230,7 +340,7 @@ def import_keras() -> None:
         with tempfile.TemporaryFile() as held:
             os.dup2(held.fileno(), 2)
             try:
-                _start_backend(cpu_devices)
+                _start_backend(cpu_devices, cluster)
             finally:
                 os.dup2(saved, 2)
                 held.seek(0)
@@ -241,10 +351,15 @@ def import_keras() -> None:
         print(line, file=sys.stderr)
 
 
-def _start_backend(cpu_devices: int) -> None:
+def _start_backend(cpu_devices: int, cluster: Cluster | None) -> None:
     import keras
 
-    engine = _engine(keras.backend.backend())
+    backend = keras.backend.backend()
+    engine = _engine(backend)
     if hasattr(engine, "split_host_cpu"):
         engine.split_host_cpu(cpu_devices)
+    if cluster is not None and cluster.processes > 1:
+        if not hasattr(engine, "initialize"):
+            raise CnnlabError(MULTI_PROCESS_REFUSALS[backend])
+        engine.initialize(cluster.coordinator, cluster.processes, cluster.process_id)
     engine.detect_devices()

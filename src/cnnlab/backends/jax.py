@@ -1,17 +1,25 @@
-"""The JAX-only part of cnnlab: its devices and data parallelism through `keras.distribution.DataParallel`."""
+"""The JAX-only part of cnnlab: its devices, its processes, and data parallelism through
+`keras.distribution.DataParallel`."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import jax
 import keras
+import numpy as np
 
 from cnnlab.backends import Devices
 
 
+def initialize(coordinator: str, processes: int, process_id: int) -> None:
+    """Join the run's other processes (Keras 3's multi-host path); before JAX starts its devices."""
+    keras.distribution.initialize(coordinator, processes, process_id)
+
+
 def detect_devices() -> Devices:
-    devices = jax.devices()  # the default backend's: its accelerators if it has any, else the host's CPU devices
+    # this process's devices of the default backend: its accelerators if it has any, else the host's CPU devices
+    devices = jax.local_devices()
     kind = "gpu" if devices[0].platform in ("gpu", "cuda", "rocm") else devices[0].platform
     capabilities = [getattr(device, "compute_capability", None) for device in devices]
     capability = None
@@ -20,11 +28,35 @@ def detect_devices() -> Devices:
     return Devices(kind, tuple(f"{device.platform}:{device.id}" for device in devices), capability)
 
 
-def data_parallel(device_names: tuple[str, ...]):
-    """Data parallelism over `device_names`, for the rest of this process.
+def processes() -> tuple[int, int]:
+    """This process's index among the processes of a run, and their count (0 and 1 on one machine)."""
+    return jax.process_index(), jax.process_count()
 
-    Set globally rather than inside a scope: Keras's JAX trainer reads the distribution when `fit`, `evaluate` and
-    `predict` run, not only when variables are made, so each of them must see it.
+
+def global_device_names(per_process: int) -> tuple[str, ...]:
+    """The first `per_process` devices of every process of the run, in the names keras.distribution uses."""
+    chosen = [device for index in range(jax.process_count())
+              for device in [device for device in jax.devices() if device.process_index == index][:per_process]]
+    return tuple(f"{device.platform}:{device.id}" for device in chosen)
+
+
+@functools.cache  # one distribution per set of devices: every model of the run must share it
+def _data_parallel(device_names: tuple[str, ...]) -> keras.distribution.DataParallel:
+    # Each process already feeds its own part of every batch (backends/shards.py), so Keras must not shard again;
+    # without this, Keras refuses any input but a tf.data.Dataset once there are several processes.
+    return keras.distribution.DataParallel(devices=list(device_names), auto_shard_dataset=False)
+
+
+def data_parallel(device_names: tuple[str, ...]):
+    """The scope (a context factory) in which Keras builds, compiles and fits models data-parallel.
+
+    Keras's JAX trainer shards what `fit` reads only while the distribution is in force, so `fit` must run inside it
+    too; `evaluate` and `predict` outside it run on the same (replicated) weights, on batches of any size.
     """
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=list(device_names)))
-    return contextlib.nullcontext
+    return _data_parallel(device_names).scope
+
+
+def distributed_devices() -> int:
+    """The devices the distribution in force splits each batch over; 1 outside any."""
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(np.size(distribution.device_mesh.devices))

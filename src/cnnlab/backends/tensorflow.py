@@ -42,6 +42,11 @@ def data_parallel(device_names: tuple[str, ...]):
     return tf.distribute.MirroredStrategy(devices=list(device_names)).scope
 
 
+def distributed_devices() -> int:
+    """The devices the strategy in force splits each batch over; 1 outside any."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def prefetched_batches(batches) -> tf.data.Dataset:
     """One epoch of a `batches.ShuffledBatches` (its current epoch, read as each batch is made), each batch made while
     the model trains on the one before.

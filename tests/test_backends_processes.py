@@ -1,0 +1,95 @@
+"""One run over two processes on 127.0.0.1 (JAX, through keras.distribution.initialize), each with one CPU device;
+and TensorFlow's one-line refusal of several processes.
+
+Both processes train the same tiny model 2 epochs, each feeding its half of every batch of 32; the losses must be
+those of one process training over two devices of its own (CNNLAB_CPU_DEVICES=2) to 1e-5 relative (measured: equal to
+the last bit), and only process 0 writes into the run directory (`Placement.working_dir`).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("jax")
+pytestmark = pytest.mark.slow
+
+SCRIPT = r'''
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.backends import Cluster, fit_input, import_keras, placement_for
+
+run_dir, cluster = Path(sys.argv[1]), Cluster(sys.argv[2], 2, int(sys.argv[3])) if len(sys.argv) > 2 else None
+import_keras(cluster)
+import keras
+
+from cnnlab.config import load_config
+from cnnlab.data.batches import ShuffledBatches
+
+rng = np.random.default_rng(0)
+x, labels = rng.random((128, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 128)
+# one device in each of two processes, or (the reference) two devices in one process
+placement = placement_for(load_config("seed", {"train.devices": 1 if cluster else 2, "train.precision": "float32"}))
+keras.utils.set_random_seed(0)
+with placement.scope():
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy",
+                  **placement.compile_options(1))
+    data, callbacks = fit_input(ShuffledBatches(x, labels, 3, 32, seed=0))
+    history = model.fit(data, epochs=2, shuffle=False, callbacks=callbacks, verbose=0).history["loss"]
+with placement.working_dir(run_dir) as where:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / f"written-by-{placement.process_index}").write_text(json.dumps(history))
+print(json.dumps({"loss": history, "record": placement.record(), "chief": placement.is_chief,
+                  "batch": len(data[0][0]), "where": str(where)}))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(*args, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "KERAS_BACKEND": "jax", **env})
+
+
+def result(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.splitlines()[-1])
+
+
+def test_two_processes_train_as_two_devices_of_one_and_only_the_chief_writes(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    processes = [start(tmp_path / "run", coordinator, index) for index in range(2)]
+    chief, worker = [result(process) for process in processes]
+    reference = result(start(tmp_path / "reference", CNNLAB_CPU_DEVICES="2"))
+    assert (chief["chief"], worker["chief"]) == (True, False)
+    for process in (chief, worker):
+        assert process["record"]["processes"] == 2 and process["record"]["devices"] == 1
+        assert process["batch"] == 16  # its half of each batch of 32
+        assert process["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+    assert reference["record"]["devices"] == 2 and reference["batch"] == 32
+    assert [path.name for path in (tmp_path / "run").iterdir()] == ["written-by-0"]
+    assert not os.path.exists(worker["where"])  # the worker's private copy is gone
+
+
+def test_tensorflow_refuses_several_processes_and_points_to_jax():
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--coordinator", "127.0.0.1:1", "--processes", "2",
+                           "--process-id", "1", "--data", "/nonexistent"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "cnnlab: error: several processes: Keras 3 cannot fit under TensorFlow's " \
+                          "MultiWorkerMirroredStrategy (keras-team/keras#20585); use KERAS_BACKEND=jax\n"
