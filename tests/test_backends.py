@@ -72,6 +72,12 @@ def test_torch_refuses_several_devices():
         choose_device_count(0, TWO_GPUS, "torch")
 
 
+def test_auto_precision_on_the_cpu_follows_its_bfloat16_flags(monkeypatch):
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(system_info, "native_bfloat16", lambda native=native: native)
+        assert placement_for(load_config("seed")).precision == expected
+
+
 def test_placement_records_what_it_chose(monkeypatch):
     monkeypatch.setattr(system_info, "native_bfloat16", lambda: True)
     placement = placement_for(load_config("seed"))
