@@ -292,6 +292,8 @@ START_UP_NOISE = (
     "This TensorFlow binary is optimized to use available CPU instructions",
     "rebuild TensorFlow with the appropriate compiler flags.",
     "oneDNN custom operations are on.",
+    # JAX's CPU collectives (several processes), on stdout, once every process has joined
+    "peer ranks. Expected number of connected peer ranks is",
 )
 # TensorFlow asks the CUDA driver for GPUs even where it found none; that call then fails with an ERROR line. It is
 # noise only when the driver is missing (the line above was written): with a driver it is a real failure, and shown.
@@ -322,10 +324,10 @@ def import_keras(cluster: Cluster | None = None) -> None:
     """Import Keras and start its backend's devices, quietly: call before anything else imports Keras.
 
     Splits the CPU as $CNNLAB_CPU_DEVICES asks (JAX reads XLA_FLAGS at its import, TensorFlow its device list before
-    its first operation), then imports Keras and lists the backend's devices with file descriptor 2 held in a
-    temporary file: the backend's C++ libraries write there before any setting can quieten them. What they wrote is
-    then shown, less the known noise (`start_up_problems`); with CNNLAB_DEBUG set, all of it, as it comes. With a
-    `cluster`, this process joins the run's other processes first (JAX only).
+    its first operation), then imports Keras and lists the backend's devices with file descriptors 1 and 2 held in
+    temporary files: the backend's C++ libraries write there before any setting can quieten them. What they wrote is
+    then shown where it was going, less the known noise (`start_up_problems`); with CNNLAB_DEBUG set, all of it, as it
+    comes. With a `cluster`, this process joins the run's other processes first (JAX only).
     """
     cpu_devices = cpu_devices_asked()
     if cpu_devices > 1 and "jax" not in sys.modules:
@@ -334,21 +336,31 @@ def import_keras(cluster: Cluster | None = None) -> None:
     if "keras" in sys.modules or os.environ.get("CNNLAB_DEBUG"):
         _start_backend(cpu_devices, cluster)
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with _held_output():
+        _start_backend(cpu_devices, cluster)
+
+
+@contextlib.contextmanager
+def _held_output():
+    """Standard output and error into temporary files; afterwards, what is not noise goes where it was going."""
+    streams = {1: sys.stdout, 2: sys.stderr}
+    held = {}
+    for descriptor, stream in streams.items():
+        stream.flush()
+        held[descriptor] = (os.dup(descriptor), tempfile.TemporaryFile())
+        os.dup2(held[descriptor][1].fileno(), descriptor)
     try:
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                _start_backend(cpu_devices, cluster)
-            finally:
-                os.dup2(saved, 2)
-                held.seek(0)
-                problems = start_up_problems(held.read().decode("utf-8", "replace"))
+        yield
     finally:
-        os.close(saved)
-    for line in problems:
-        print(line, file=sys.stderr)
+        for descriptor, (saved, file) in held.items():
+            streams[descriptor].flush()  # Python's own writes in the meantime land in the file, in order
+            os.dup2(saved, descriptor)
+            os.close(saved)
+            with file:
+                file.seek(0)
+                problems = start_up_problems(file.read().decode("utf-8", "replace"))
+            for line in problems:
+                print(line, file=streams[descriptor])
 
 
 def _start_backend(cpu_devices: int, cluster: Cluster | None) -> None:
