@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -367,6 +368,10 @@ def _start_backend(cpu_devices: int, cluster: Cluster | None) -> None:
     import keras
 
     backend = keras.backend.backend()
+    if backend != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+        # Keras imports TensorFlow on any backend where it is installed (keras.utils.set_random_seed seeds it too):
+        # here, its start-up noise is held back with the rest, instead of arriving in the middle of a run.
+        import tensorflow  # noqa: F401
     engine = _engine(backend)
     if hasattr(engine, "split_host_cpu"):
         engine.split_host_cpu(cpu_devices)
