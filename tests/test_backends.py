@@ -251,16 +251,17 @@ def test_another_process_works_in_a_private_copy_that_goes_afterwards(tmp_path):
     (run_dir / "config.json").write_text("{}")
     (run_dir / "checkpoints" / "state").write_text("epoch 3")
     (run_dir / ".lock").write_text("123")  # the chief's: never copied, so a worker cannot take it
-    with placement_of_process(1).working_dir(run_dir) as where:
+    with placement_of_process(1).working_dir(run_dir, resume=True) as where:
         assert where != run_dir and where.name == "run"
         assert (where / "config.json").read_text() == "{}" and (where / "checkpoints" / "state").read_text() == "epoch 3"
         assert not (where / ".lock").exists()
         (where / "metrics.json").write_text("written by the worker")
     assert not where.exists()
     assert sorted(path.name for path in run_dir.iterdir()) == [".lock", "checkpoints", "config.json"]
-    with placement_of_process(1).working_dir(tmp_path / "fresh") as where:  # a fresh run: nothing there to read yet
-        assert not where.exists() and where.parent.is_dir()
-    assert not where.parent.exists() and not (tmp_path / "fresh").exists()
+    # a fresh run: a path of its own, not yet made, whatever the chief has already written on a shared filesystem
+    with placement_of_process(1).working_dir(run_dir) as where:
+        assert not where.exists() and where.parent.is_dir() and where.name == "run"
+    assert not where.parent.exists()
 
 
 @pytest.mark.slow

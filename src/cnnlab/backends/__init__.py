@@ -58,17 +58,19 @@ class Placement:
         return self._scope() if self._scope is not None else contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def working_dir(self, run_dir: Path):
+    def working_dir(self, run_dir: Path, resume: bool = False):
         """Where this process writes the run: the chief (process 0) `run_dir` itself; any other process a private
-        scratch copy of it (config, resume state: what it must read), removed afterwards, so that one run directory
-        is written by one process while every process runs the same code."""
+        scratch path, removed afterwards, so that one run directory is written by one process while every process
+        runs the same code. Resuming, the scratch path is a copy of `run_dir` (config, resume state: what a worker
+        must read); for a fresh run it does not exist yet, whatever the chief has already made of `run_dir` on a
+        shared filesystem."""
         if self.is_chief:
             yield Path(run_dir)
             return
         scratch = Path(tempfile.mkdtemp(prefix=f"cnnlab-process-{self.process_index}-"))
         try:
             copy = scratch / Path(run_dir).name
-            if Path(run_dir).is_dir():  # resuming: the chief's saved state; a fresh run has nothing to read yet
+            if resume:
                 shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".lock", ".tmp-*"))
             yield copy
         finally:
