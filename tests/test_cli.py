@@ -242,6 +242,12 @@ def test_evaluate_resume_and_report_refuse_data_changed_since_training(tmp_path,
         (["--set", "train.epochz=3"], "unknown setting 'train.epochz'", 1),
         (["--set", "nonsense"], "--set expects KEY=VALUE", 1),
         (["--data", "/no/such/file.tar.gz"], "data path not found", 1),
+        (["--devices", "-1"], "train.devices must be between 0 and 4,096, got -1", 1),
+        (["--devices", "some"], "expected a number of devices or 'all', got 'some'", 2),
+        (["--processes", "2"], "several processes need all of --coordinator HOST:PORT, --processes N and "
+                               "--process-id I", 1),
+        (["--coordinator", "head", "--processes", "2", "--process-id", "0"],
+         "--coordinator must be HOST:PORT, got 'head'", 1),
     ],
 )
 def test_bad_train_arguments(tmp_path, capsys, args, expected, exit_code):
