@@ -32,7 +32,8 @@ def portable_copy(model: keras.Model) -> keras.Model:
     A `ScaledBias` only changes how fast a shift learns; once trained it is an addition, which the layer before it
     does instead (a BatchNormalization gains its centre, the whitening conv's bias takes the shift).
     """
-    shifts = {_folded_into(model, layer).name: np.asarray(layer.shift())
+    # convert_to_numpy, not np.asarray: on PyTorch a trainable weight's tensor refuses NumPy until detached
+    shifts = {_folded_into(model, layer).name: keras.ops.convert_to_numpy(layer.shift())
               for layer in model.layers if isinstance(layer, fastnet.ScaledBias)}
 
     def clone(layer):
