@@ -90,4 +90,5 @@ def test_a_backend_that_is_not_installed_or_fails_gets_a_row_saying_why(monkeypa
 
 def test_backend_rows_show_the_measured_rates():
     rows = [BackendRow("jax", "seed", "CNN from scratch", 32, 1234.4, 5678.6)]
-    assert format_backend_rows(rows).splitlines()[1].split() == ["jax", "CNN", "from", "scratch", "32", "1,234", "5,679"]
+    row = format_backend_rows(rows).splitlines()[1]
+    assert row.split() == ["jax", "CNN", "from", "scratch", "32", "1,234", "5,679"]
