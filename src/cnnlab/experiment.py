@@ -24,6 +24,7 @@ from cnnlab.data import Dataset, load_dataset, make_splits, provenance
 from cnnlab.display import terminal_text
 from cnnlab.errors import CnnlabError, first_line, one_line
 from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history, read_metrics
+from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
@@ -86,7 +87,6 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
 
 def _train_into(run_dir: Path, config: RunConfig, placement, model, data: Dataset, splits,
                 resume: bool = False) -> None:
-    from cnnlab.models import kind_of
     from cnnlab.train import train_model
 
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
@@ -215,8 +215,6 @@ def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, con
 def resume_compare(out: Path) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
-    from cnnlab.models import COMPARED_KINDS
-
     out = Path(out)
     run_dirs = [out / name for name in COMPARED_KINDS]
     if not (run_dirs[0] / rundir.CONFIG).is_file():
@@ -235,8 +233,6 @@ def resume_compare(out: Path) -> Path:
 def compare(config: RunConfig, out: Path | None = None) -> Path:
     """Train the CNN and VGG16 (`models.COMPARED_KINDS`) under one preset into `out/cnn` and `out/vgg16`, then write
     the report in `out`."""
-    from cnnlab.models import COMPARED_KINDS, kind_of
-
     if config.model != COMPARED_KINDS[0]:
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for VGG16's head.
         raise CnnlabError(f"compare trains the CNN and VGG16 under one recipe, and this configuration (preset "
