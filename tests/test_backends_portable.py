@@ -83,6 +83,16 @@ def tensorflow_blocker(tmp_path_factory):
     return folder
 
 
+def test_without_the_backend_keras_asks_for_a_clear_line_names_the_extra(tensorflow_blocker):
+    env = {key: value for key, value in backend_env("jax", tensorflow_blocker).items() if key != "KERAS_BACKEND"}
+    result = cnnlab(env, "-m", "cnnlab", "devices")  # Keras's default backend, TensorFlow, is hidden
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("cnnlab: error: Keras's backend needs tensorflow, which is not installed: pip install "
+                                     "'cnnlab[tensorflow]', or choose an installed backend with "
+                                     "KERAS_BACKEND=tensorflow|jax|torch")
+
+
 def backend_env(backend, blocker):
     env = {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if backend != "tensorflow":

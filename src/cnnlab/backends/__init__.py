@@ -366,8 +366,19 @@ def _held_output():
                 print(line, file=streams[descriptor])
 
 
+# The module a Keras backend needs -> the cnnlab extra that installs it.
+BACKEND_EXTRAS = {"tensorflow": "tensorflow", "jax": "jax", "jaxlib": "jax", "torch": "torch"}
+
+
 def _start_backend(cpu_devices: int, cluster: Cluster | None) -> None:
-    import keras
+    try:
+        import keras
+    except ModuleNotFoundError as exc:  # Keras imports its backend at once; TensorFlow unless told otherwise
+        if exc.name not in BACKEND_EXTRAS:
+            raise
+        raise CnnlabError(f"Keras's backend needs {exc.name}, which is not installed: pip install "
+                          f"'cnnlab[{BACKEND_EXTRAS[exc.name]}]', or choose an installed backend with "
+                          "KERAS_BACKEND=tensorflow|jax|torch") from None
 
     backend = keras.backend.backend()
     if backend != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
