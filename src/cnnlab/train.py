@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from cnnlab import rundir
-from cnnlab.backends import Placement, fit_input, placement_for
+from cnnlab.backends import Placement, fit_input, placement_for, validation_input
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation
@@ -261,16 +261,17 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
     run.factory.compile(fit_model, phase.learning_rate, phase_steps)
     print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
           f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
-    fit_data, input_callbacks = fit_input(batches)
-    fit_model.fit(
-        fit_data,
-        shuffle=False,  # the batches come in their own seeded order
-        validation_data=(x_val, one_hot(splits.y_val, num_classes)) if len(splits.y_val) else None,
-        initial_epoch=epochs_before,
-        epochs=epochs_before + phase.epochs,
-        callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),
-        verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
-    )
+    with run.factory.placement.scope():  # over several devices the input is cut into shards, and fit runs there
+        fit_data, input_callbacks = fit_input(batches)
+        fit_model.fit(
+            fit_data,
+            shuffle=False,  # the batches come in their own seeded order
+            validation_data=validation_input(x_val, one_hot(splits.y_val, num_classes)) if len(splits.y_val) else None,
+            initial_epoch=epochs_before,
+            epochs=epochs_before + phase.epochs,
+            callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),
+            verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
+        )
     if run.nan_guard.bad_batch is not None:
         raise CnnlabError(
             f"training diverged: loss became NaN or infinite in epoch {len(run.timer.seconds)}, batch "
