@@ -94,3 +94,46 @@ def test_tensorflow_refuses_several_processes_and_points_to_jax():
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == "cnnlab: error: several processes: Keras 3 cannot fit under TensorFlow's " \
                           "MultiWorkerMirroredStrategy (keras-team/keras#20585); use KERAS_BACKEND=jax\n"
+
+
+def cnnlab_process(index, coordinator, *args, faults=()):
+    """`python -m cnnlab ARGS` as process `index` of 2 (or tests/faults.py's harness around it)."""
+    harness = [os.path.join(os.path.dirname(__file__), "faults.py"), *faults, "--"] if faults else ["-m", "cnnlab"]
+    return subprocess.Popen(
+        [sys.executable, *harness, *map(str, args), "--coordinator", coordinator, "--processes", "2",
+         "--process-id", str(index)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def epochs_in(history_csv):
+    return [int(line.split(",")[0]) for line in history_csv.read_text().splitlines()[1:]]
+
+
+def test_two_cli_processes_write_one_run_and_resume_together_after_one_is_killed(tmp_path, synthetic_archive):
+    from conftest import TINY_MODEL
+
+    run_dir = tmp_path / "run"
+    train = ["train", "--data", synthetic_archive, "--epochs", "3", "--train-limit", "256", "--val-size", "64",
+             "--batch-size", "32", "--out", run_dir, *TINY_MODEL]
+    coordinator = f"127.0.0.1:{free_port()}"
+    # The chief is killed half-way through saving its second epoch's state; the worker, left waiting on it, is ended.
+    chief = cnnlab_process(0, coordinator, *train, faults=("state", "2"))
+    worker = cnnlab_process(1, coordinator, *train)
+    chief.communicate(timeout=600)
+    assert chief.returncode == -9
+    worker.kill()
+    worker.communicate(timeout=60)
+    assert 1 <= len(epochs_in(run_dir / "history.csv")) < 3
+
+    coordinator = f"127.0.0.1:{free_port()}"
+    resumed = [cnnlab_process(index, coordinator, "train", "--resume", run_dir) for index in range(2)]
+    (chief_out, chief_err), (worker_out, worker_err) = [process.communicate(timeout=600) for process in resumed]
+    assert [process.returncode for process in resumed] == [0, 0], chief_err[-2000:] + worker_err[-2000:]
+    assert "resuming at epoch 2" in chief_err and "resuming at epoch 2" in worker_err  # both from the chief's state
+    assert worker_out.strip().splitlines()[-1] == "process 1 of 2 finished; process 0 wrote the run directory"
+    assert epochs_in(run_dir / "history.csv") == [0, 1, 2]  # every epoch once, across the kill
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["devices"], metrics["epochs"]) == (2, 1, 3)
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in chief_out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # nothing of the worker's lands beside it

@@ -13,3 +13,18 @@ def test_native_bfloat16_needs_a_bfloat16_instruction_set():
     assert system_info.native_bfloat16({"amx_bf16", "amx_tile"})
     assert not system_info.native_bfloat16({"avx512f", "avx2"})
     assert not system_info.native_bfloat16(set())
+
+
+def test_accelerators_are_the_backends_non_cpu_devices(monkeypatch, capsys):
+    from cnnlab import backends
+
+    assert system_info.accelerators() == []  # this machine: CPU only, on whichever backend runs the tests
+    monkeypatch.setattr(backends, "detect_devices", lambda: backends.Devices("gpu", ("GPU:0", "GPU:1"), (8, 0)))
+    assert system_info.accelerators() == ["GPU:0", "GPU:1"]
+
+    def broken_driver():
+        raise RuntimeError("driver mismatch")
+
+    monkeypatch.setattr(backends, "detect_devices", broken_driver)
+    assert system_info.accelerators() == []
+    assert "could not list accelerators (driver mismatch)" in capsys.readouterr().err

@@ -31,13 +31,19 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 
 def train_run(config: RunConfig, out: Path | None = None) -> Path:
-    """Train and evaluate one model; return its run directory. Data problems surface before anything is written."""
+    """Train and evaluate one model; return its run directory. Data problems surface before anything is written.
+
+    With several processes (many machines) every process trains, and only process 0 writes the run directory: the
+    others write into scratch copies (`Placement.working_dir`) and return the path process 0 wrote.
+    """
     config, data, splits, placement, model = _data_and_model(config)
     # The model is built before the run directory exists, so a bad weights file or setting leaves nothing behind.
-    run_dir = rundir.create_run_dir(out or rundir.default_run_dir(config.preset, config.model))
-    with rundir.locked(run_dir):
-        _train_into(run_dir, config, placement, model, data, splits)
-    return run_dir
+    target = Path(out or rundir.default_run_dir(config.preset, config.model))
+    with placement.working_dir(target) as where:
+        run_dir = rundir.create_run_dir(where)
+        with rundir.locked(run_dir):
+            _train_into(run_dir, config, placement, model, data, splits)
+    return target
 
 
 def resume_run(run_dir: Path) -> Path:
@@ -45,18 +51,29 @@ def resume_run(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CONFIG).is_file() or not (run_dir / rundir.STATUS).is_file():
         raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
-    with rundir.locked(run_dir):  # before reading the status: a process still writing here could yet change it
-        if rundir.read_status(run_dir)["state"] == "finished":
+    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))  # written once, atomically: safe unlocked
+    placement = _placement(config)
+    # A process other than 0 resumes from a copy of the run directory: the same state, written nowhere shared.
+    with placement.working_dir(run_dir, resume=True) as where, rundir.locked(where):
+        # Locked before reading the status: a process still writing here could yet change it.
+        if rundir.read_status(where)["state"] == "finished":
             raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
         # Pretrained weights are not needed: they come back from the saved state, so no download happens.
-        config, data, splits, placement, model = _data_and_model(
-            config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)), architecture_only=True, trained_in=run_dir
-        )
-        _train_into(run_dir, config, placement, model, data, splits, resume=True)
+        config, data, splits, placement, model = _data_and_model(config, architecture_only=True, trained_in=where,
+                                                                 placement=placement)
+        _train_into(where, config, placement, model, data, splits, resume=True)
     return run_dir
 
 
-def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Path | None = None):
+def _placement(config: RunConfig):
+    """Where a run of `config` computes (imports Keras: call once the input has been checked)."""
+    from cnnlab.backends import placement_for
+
+    return placement_for(config)
+
+
+def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Path | None = None,
+                    placement=None):
     """Load and split the data (for a run `trained_in` a run directory: the data it was trained on, or an error),
     then find where the run computes and build the seeded model there; returns the config with its data source and
     image size resolved, the data, its splits, the run's `Placement` and the model."""
@@ -68,12 +85,11 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
     config = dataclasses.replace(config, data=resolved)
     import keras  # imported only once the input has been checked: it takes seconds
 
-    from cnnlab.backends import placement_for
     from cnnlab.models import build_model, prepare_with_data
     from cnnlab.models.memory import check_fits
 
     check_fits(config, len(data.class_names), splits.x_train.shape[1:])  # before building: that allocates
-    placement = placement_for(config)  # once per run: every model of the run is made there
+    placement = placement or _placement(config)  # once per run: every model of the run is made there
     print(placement.describe(), file=sys.stderr)
     keras.utils.set_random_seed(config.train.seed)
     built_from = config
@@ -227,6 +243,13 @@ def resume_compare(out: Path) -> Path:
             train_run(dataclasses.replace(config, model=name), run_dir)
         elif rundir.read_status(run_dir)["state"] != "finished":
             resume_run(run_dir)
+    return _report_from_chief(config, run_dirs, out)
+
+
+def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Path:
+    """The comparison's report, written by process 0 alone; the others have trained their part and are done."""
+    if not _placement(config).is_chief:
+        return out
     return report(run_dirs, out)
 
 
@@ -239,13 +262,13 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
                           f"{config.preset!r}) is for model {config.model!r}; train each run on its own and compare "
                           "them with `cnnlab report RUN_DIR RUN_DIR`")
     out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "-".join(COMPARED_KINDS))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if _placement(config).is_chief and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
     configs = [dataclasses.replace(config, model=name) for name in COMPARED_KINDS]
     for each in configs:  # missing or mismatched weights fail now, not after the first model has trained
         kind_of(each).check_weights(each)
     run_dirs = [train_run(each, out / each.model) for each in configs]
-    return report(run_dirs, out)
+    return _report_from_chief(config, run_dirs, out)
 
 
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:

@@ -61,23 +61,12 @@ def cpu_model() -> str:
 
 
 def accelerators() -> list[str]:
-    """GPU names as the active Keras backend sees them (one question, asked of each backend in its own words)."""
-    import keras
+    """The accelerators the active Keras backend sees (none: a CPU-only run); `cnnlab.backends` asks the backend."""
+    from cnnlab.backends import detect_devices
 
-    backend = keras.backend.backend()
     try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return [device.name for device in tf.config.list_physical_devices("GPU")]
-        if backend == "jax":
-            import jax
-
-            return [str(device) for device in jax.devices() if device.platform != "cpu"]
-        if backend == "torch":
-            import torch
-
-            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        devices = detect_devices()
     except Exception as exc:  # a broken driver must not lose a finished run's metrics
         print(f"warning: could not list accelerators ({exc})", file=sys.stderr)
-    return []
+        return []
+    return [] if devices.kind == "cpu" else list(devices.names)

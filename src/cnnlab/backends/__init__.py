@@ -182,6 +182,13 @@ def placement_for(config) -> Placement:
     )
 
 
+def detect_devices() -> Devices:
+    """The devices the active Keras backend offers this process."""
+    import keras
+
+    return _engine(keras.backend.backend()).detect_devices()
+
+
 def _engine(backend: str):
     """The module of cnnlab that speaks to `backend` (imported only now: it imports the backend itself)."""
     return importlib.import_module(f"cnnlab.backends.{backend}")
