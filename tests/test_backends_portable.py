@@ -93,6 +93,16 @@ def test_without_the_backend_keras_asks_for_a_clear_line_names_the_extra(tensorf
                                      "KERAS_BACKEND=tensorflow|jax|torch")
 
 
+def test_tensorboard_without_tensorflow_is_refused_before_anything_is_written(tensorflow_blocker, photos, tmp_path):
+    result = cnnlab(backend_env("torch", tensorflow_blocker), "-m", "cnnlab", "train", "--data", photos,
+                    "--tensorboard", "--out", tmp_path / "run", *COMMON, *KINDS["cnn"])
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == ("cnnlab: error: --tensorboard writes its logs with TensorFlow, "
+                                                      "which is not installed: pip install 'cnnlab[tensorflow]'")
+    assert not (tmp_path / "run").exists()
+
+
 def backend_env(backend, blocker):
     env = {"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if backend != "tensorflow":

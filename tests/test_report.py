@@ -153,11 +153,15 @@ def chromium():
     return path
 
 
-def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys):
+def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys, monkeypatch):
+    # Reporting trains nothing: settings for a run over several processes, left in the environment, play no part.
+    monkeypatch.setenv("CNNLAB_PROCESSES", "2")
+    monkeypatch.setenv("CNNLAB_PROCESS_ID", "1")
     out = tmp_path / "reused"
     assert main(["compare", "--runs", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
     assert "VGG16 from scratch" in (out / "report.md").read_text()
     assert not (out / "cnn").exists()  # nothing was trained again
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'} (and report.md beside it)"
 
 
 def test_compare_refuses_a_preset_for_another_model_and_writes_nothing(tmp_path, capsys):

@@ -300,19 +300,22 @@ def _compare(args) -> int:
 
     if args.runs and args.resume:
         raise CnnlabError("--runs and --resume cannot be combined")
-    if args.runs:
+    if args.runs:  # no training: the multi-process settings play no part
         _refuse_training_options(args, "--runs reports on finished runs")
         html_path = experiment.report(args.runs, args.out)
-    elif args.resume:
-        _refuse_training_options(args, "--resume continues a comparison with its own saved settings", extra=["--out"])
-        _import_keras_quietly(_cluster(args))
-        html_path = experiment.resume_compare(args.resume)
     else:
-        config = _resolved_config(args)
-        _import_keras_quietly(_cluster(args))
-        html_path = experiment.compare(config, args.out)
-    if _worker_done(_cluster(args)):
-        return 0
+        cluster = _cluster(args)
+        if args.resume:
+            _refuse_training_options(args, "--resume continues a comparison with its own saved settings",
+                                     extra=["--out"])
+            _import_keras_quietly(cluster)
+            html_path = experiment.resume_compare(args.resume)
+        else:
+            config = _resolved_config(args)
+            _import_keras_quietly(cluster)
+            html_path = experiment.compare(config, args.out)
+        if _worker_done(cluster):
+            return 0
     print(f"report: {html_path} (and report.md beside it)")
     return 0
 

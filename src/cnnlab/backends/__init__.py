@@ -160,6 +160,10 @@ def placement_for(config) -> Placement:
     from cnnlab import system_info
 
     backend = keras.backend.backend()
+    if config.train.tensorboard and importlib.util.find_spec("tensorflow") is None:
+        # Keras's TensorBoard callback writes its logs through tf.summary on every backend
+        raise CnnlabError("--tensorboard writes its logs with TensorFlow, which is not installed: pip install "
+                          "'cnnlab[tensorflow]'")
     engine = _engine(backend)
     devices = engine.detect_devices()
     used = choose_device_count(config.train.devices, devices, backend)
