@@ -114,3 +114,25 @@ def test_two_devices_train_as_one_does(backend):
     assert double["evaluate"] == pytest.approx(single["evaluate"], rel=1e-5)
     # 129 images: the last batch holds one image, fewer than the devices, and is left out rather than failing
     assert np.isfinite(result["odd_loss"])
+
+
+@pytest.mark.parametrize("preset", [["--preset", "seed"], ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]",
+                                                           "--set", "train.test_time_augmentation=0"]])
+@pytest.mark.parametrize("backend", [pytest.param(name, marks=pytest.mark.skipif(
+    importlib.util.find_spec(name) is None, reason=f"{name} is not installed")) for name in ("tensorflow", "jax")])
+def test_cnnlab_train_on_two_devices_runs_the_whole_recipe(backend, preset, synthetic_archive, tmp_path):
+    """The whole of `cnnlab train --devices 2` (callbacks, checkpoints, the fast net's lookahead, the reload of the
+    best epoch), in a fresh process; the recorded scores come back from `cnnlab evaluate` on one device."""
+    from conftest import TINY_MODEL, assert_evaluate_reproduces_the_recorded_scores, run_cnnlab, run_metrics
+
+    run_dir = tmp_path / "run"
+    done = run_cnnlab("train", "--data", synthetic_archive, "--devices", "2", "--epochs", "2", "--train-limit", "256",
+                      "--val-size", "64", "--batch-size", "32", *preset, *TINY_MODEL, "--out", run_dir,
+                      env={"KERAS_BACKEND": backend, "CNNLAB_CPU_DEVICES": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"computing on 2 CPU devices with Keras's {backend} backend" in done.stderr
+    metrics = run_metrics(run_dir)
+    assert (metrics["backend"], metrics["devices"], len(metrics["device_names"]), metrics["epochs"]) == \
+        (backend, 2, 2, 2)
+    assert [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
+    assert_evaluate_reproduces_the_recorded_scores(run_dir)
