@@ -15,6 +15,24 @@ import time
 from pathlib import Path
 
 
+def train_seed(preset: str, data: str, seed: int, run_dir: Path, extra: list[str]) -> tuple[float, float, dict]:
+    """One `cnnlab train` process: test accuracy (%), wall time (minutes) and its metrics.json. A run directory that
+    already holds a finished run is read, not trained again (so a long series can be run in pieces)."""
+    metrics_file, wall_file = run_dir / "metrics.json", run_dir / "wall_minutes.txt"
+    if metrics_file.is_file() and wall_file.is_file():
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        return 100 * metrics["test_accuracy"], float(wall_file.read_text(encoding="utf-8")), metrics
+    command = [sys.executable, "-m", "cnnlab", "train", "--preset", preset, "--data", data, "--seed", str(seed),
+               "--out", str(run_dir), *extra]
+    start = time.perf_counter()
+    if subprocess.run(command).returncode:
+        sys.exit(f"{Path(sys.argv[0]).stem}: seed {seed}: cnnlab train failed (its error is above); later runs not run")
+    minutes = (time.perf_counter() - start) / 60
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    wall_file.write_text(f"{minutes:.2f}\n", encoding="utf-8")
+    return 100 * metrics["test_accuracy"], minutes, metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast")
@@ -25,15 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     accuracies, minutes = [], []
     for seed in args.seeds:
-        run_dir = args.out / f"{args.preset}-seed{seed}"
-        command = [sys.executable, "-m", "cnnlab", "train", "--preset", args.preset, "--data", args.data,
-                   "--seed", str(seed), "--out", str(run_dir), *args.extra]
-        start = time.perf_counter()
-        if subprocess.run(command).returncode:
-            sys.exit(f"preset_seeds: seed {seed}: cnnlab train failed (its error is above); later seeds not run")
-        minutes.append((time.perf_counter() - start) / 60)
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        accuracies.append(100 * metrics["test_accuracy"])
+        accuracy, wall, metrics = train_seed(args.preset, args.data, seed, args.out / f"{args.preset}-seed{seed}",
+                                             args.extra)
+        accuracies.append(accuracy)
+        minutes.append(wall)
         print(f"seed {seed}: test accuracy {accuracies[-1]:.2f}%, wall time {minutes[-1]:.1f} min "
               f"(training {metrics['train_seconds'] / 60:.1f} min, test evaluation {metrics['test_seconds']:.0f} s)",
               flush=True)

@@ -34,7 +34,8 @@ BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 # The real data set: $CNNLAB_DATA, else the copy the CI machine keeps beside the clone. Read before any fixture runs.
 REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/cifar-10-python.tar.gz")
 TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]"]
-TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1"]
+TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1",
+              "--set", "vgg16.unfreeze_blocks=1"]
 
 
 # Any JSON document: what a tampered run-directory file can hold.

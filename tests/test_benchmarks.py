@@ -1,5 +1,6 @@
 """The benchmark scripts' own behaviour (their measurements live in benchmarks/RESULTS.md, not in tests)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,3 +19,28 @@ def test_preset_seeds_stops_with_one_line_when_a_run_fails(tmp_path):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("preset_seeds: seed 0: cnnlab train failed")
     assert "seed 1" not in result.stdout + result.stderr
+
+
+def test_vgg16_transfer_tabulates_finished_runs_without_retraining_them(tmp_path):
+    """Finished runs under --out are read back (a long series runs in pieces): mean and sd over the seeds per arm,
+    the wall time each run took, and the report's verdict for the first seed."""
+    accuracies = {"pretrained": (0.80, 0.78), "random": (0.50, 0.54), "cnn": (0.70, 0.70)}
+    for arm, (first, second) in accuracies.items():
+        for seed, accuracy in ((0, first), (1, second)):
+            run_dir = tmp_path / "quick" / f"{arm}-seed{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy}))
+            (run_dir / "wall_minutes.txt").write_text(f"{3 + seed}\n")
+    report = tmp_path / "quick" / "report-seed0"
+    report.mkdir()
+    (report / "report.md").write_text("# Report\n\nVGG16 reached 80.00% test accuracy against 50.00% for ...\n\nmore")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vgg16_transfer.py"), "--data", "unused", "--weights", "w.h5",
+         "--presets", "quick", "--seeds", "0", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| quick | VGG16 from the pretrained trunk | 0, 1 | 79.00 +- 1.41 | 3.5 |" in result.stdout
+    assert "| quick | VGG16 from random weights | 0, 1 | 52.00 +- 2.83 | 3.5 |" in result.stdout
+    assert "| quick | CNN from scratch | 0, 1 | 70.00 +- 0.00 | 3.5 |" in result.stdout
+    assert "quick, seed 0, as `cnnlab report` says it: VGG16 reached 80.00% test accuracy against" in result.stdout

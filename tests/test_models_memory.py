@@ -3,7 +3,7 @@ from conftest import run_cnnlab
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnnlab.config import MAX_LAYER_WIDTH, MAX_LAYERS, OPTIMIZERS, load_config
+from cnnlab.config import MAX_LAYER_WIDTH, MAX_LAYERS, OPTIMIZERS, available_presets, load_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, memory
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit
@@ -49,7 +49,8 @@ def test_a_model_too_large_to_save_and_read_back_is_refused_before_training():
 
 
 def test_the_shipped_presets_fit():
-    for preset in ("seed", "quick", "fast", "scratch"):
+    assert {"seed", "quick", "transfer", "fast", "scratch"} <= set(available_presets())
+    for preset in available_presets():
         check_fits(load_config(preset), **CIFAR10)
 
 

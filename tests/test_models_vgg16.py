@@ -134,3 +134,55 @@ def test_labels_never_call_a_random_start_fine_tuned():
     assert model_label(frozen) == "VGG16 on frozen ImageNet features"
     assert model_label(vgg_config(**{"vgg16.finetune_epochs": 0})) == "VGG16 from scratch"
     assert model_label(load_config("seed")) == "CNN from scratch"
+
+
+@pytest.mark.parametrize("first_block, feature_shape", [(4, (4, 4, 256)), (5, (2, 2, 512)), (6, (1, 1, 512))])
+def test_split_before_a_block_chains_back_to_the_whole_model(first_block, feature_shape):
+    model = build_model(vgg_config(), 10)
+    extractor, rest = vgg16.split_before_block(model, first_block)
+    images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    assert extractor.output_shape[1:] == feature_shape
+    np.testing.assert_allclose(rest.predict(extractor.predict(images, verbose=0), verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
+    shared = {id(weight) for weight in model.weights}  # the same variables, not copies: training one trains the other
+    assert {id(weight) for weight in extractor.weights + rest.weights} <= shared
+    trained_blocks = {layer.name[:6] for layer in rest.layers if layer.name.startswith("block")}
+    assert trained_blocks == {f"block{block}" for block in range(first_block, 6)}
+
+
+def test_phases_cache_below_the_lowest_block_either_phase_trains():
+    preset = load_config("transfer", {"model": "vgg16", "vgg16.weights": "none"})
+    head, finetune = vgg16.phases(preset)
+    assert (head.epochs, finetune.epochs) == (preset.vgg16.head_epochs, preset.vgg16.finetune_epochs)
+    assert head.epochs != preset.train.epochs  # the CNN's epochs are its own
+    assert head.cached_features.keywords == finetune.cached_features.keywords == {"first_block": 4}
+    frozen_only = load_config("seed", {"model": "vgg16", "vgg16.unfreeze_blocks": 0, "train.epochs": 7})
+    (only,) = vgg16.phases(frozen_only)
+    assert only.epochs == 7 and only.cached_features.keywords == {"first_block": 6}
+    shifted = load_config("transfer", {"model": "vgg16", "data.translate": 2})
+    assert all(phase.cached_features is None for phase in vgg16.phases(shifted))  # shifts need the images
+
+
+def test_top_block_keeps_the_blocks_below_it_with_their_weights(tmp_path):
+    whole = build_model(vgg_config(**{"vgg16.image_size": 64}), 10)
+    cut = build_model(vgg_config(**{"vgg16.image_size": 64, "vgg16.top_block": 4, "vgg16.unfreeze_blocks": 1,
+                                    "vgg16.head_batch_norm": True}), 10)
+    assert cut.get_layer("vgg16").output.shape[1:] == (4, 4, 512)  # block 4's pooling at 64 px
+    assert not any(layer.name.startswith("block5") for layer in cut.get_layer("vgg16").layers)
+    assert "head_norm" in [layer.name for layer in cut.layers]
+    block5 = 3 * (512 * 512 * 9 + 512)  # its three convolutions
+    assert whole.get_layer("vgg16").count_params() - cut.get_layer("vgg16").count_params() == block5
+    vgg16.freeze_base(cut, 1)  # the last block the model keeps is block 4
+    assert {layer.name[:6] for layer in cut.get_layer("vgg16").layers if layer.trainable} == {"block4"}
+    assert model_label(vgg_config(**{"vgg16.top_block": 4})) == "VGG16 to block 4 from scratch"
+    assert model_label(vgg_config(**{"vgg16.top_block": 4, "vgg16.weights": "/x/hed.h5",
+                                     "vgg16.unfreeze_blocks": 0})) == "VGG16 to block 4 on frozen hed.h5 features"
+    cut.save(tmp_path / "cut.keras")  # a plain functional model: loads in safe mode, computes the same
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    loaded = keras.saving.load_model(tmp_path / "cut.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), cut.predict(images, verbose=0), rtol=1e-4)
+
+
+def test_unfreezing_more_blocks_than_the_model_keeps_is_refused():
+    with pytest.raises(CnnlabError, match=r"vgg16.unfreeze_blocks \(3\) cannot exceed vgg16.top_block \(2\)"):
+        vgg_config(**{"vgg16.top_block": 2, "vgg16.unfreeze_blocks": 3})

@@ -87,24 +87,37 @@ def test_non_finite_loss_callback():
     assert guard.bad_batch == 4 and guard.model.stop_training
 
 
-def head_weights(model):
-    return [w for layer in model.layers if layer.name.startswith(HEAD_PREFIX) or layer.name == "probabilities"
+def trained_weights(model):
+    """The head's weights and VGG16's last block's: what the two phases train."""
+    head = [w for layer in model.layers if layer.name.startswith(HEAD_PREFIX) or layer.name == "probabilities"
             for w in layer.get_weights()]
+    return head + [w for layer in model.get_layer("vgg16").layers if layer.name.startswith("block5_")
+                   for w in layer.get_weights()]
 
 
-def test_vgg16_cached_and_uncached_phase_one_train_the_same_head(tmp_path):
+@pytest.mark.parametrize("finetune_epochs, flip", [(0, False), (1, False), (1, True)])
+def test_vgg16_cached_features_train_the_same_model_as_the_images(tmp_path, finetune_epochs, flip):
+    """Both phases on features of the frozen blocks computed once (mirror images' too where flips are on) end
+    exactly where training the whole model on the images does: the cache changes the speed, not the recipe."""
     splits = learnable_splits(train=96, val=32, test=16)
     results = {}
     for cache in (True, False):
-        config = load_config("seed", {**TINY_VGG, "train.epochs": 2, "vgg16.unfreeze_blocks": 0,
-                                      "vgg16.feature_cache": cache})
+        config = load_config("seed", {**TINY_VGG, "train.epochs": 2, "vgg16.unfreeze_blocks": 1,
+                                      "vgg16.finetune_epochs": finetune_epochs, "vgg16.finetune_learning_rate": 1e-3,
+                                      "data.flip": flip, "vgg16.feature_cache": cache})
         results[cache] = train(config, splits, rundir.create_run_dir(tmp_path / str(cache)))
-    cached, uncached = head_weights(results[True].model), head_weights(results[False].model)
-    assert len(cached) == 4
+    cached, uncached = trained_weights(results[True].model), trained_weights(results[False].model)
+    assert len(cached) == 10
     for a, b in zip(cached, uncached):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    keras.utils.set_random_seed(config.train.seed)
+    untrained = trained_weights(build_model(config, len(splits.class_names), splits.x_train.shape[1:]))
+    moved = [not np.allclose(a, b) for a, b in zip(cached, untrained)]
+    assert all(moved[:4]) and all(moved[4:]) == bool(finetune_epochs)  # block 5 trains in phase 2 only
     assert results[True].phases[0]["feature_cache_seconds"] is not None
-    assert results[False].phases[0]["feature_cache_seconds"] is None
+    assert [phase["feature_cache_seconds"] for phase in results[False].phases] == [None] * (1 + finetune_epochs)
+    if finetune_epochs:  # computed once, for both phases
+        assert results[True].phases[1]["feature_cache_seconds"] is None
 
 
 def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
@@ -244,7 +257,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
 
         monkeypatch.setattr(owner, name, watched)
 
-    for owner, name in ((vgg16, "build_vgg16"), (vgg16, "split_at_base"), (keras.Model, "compile"),
+    for owner, name in ((vgg16, "build_vgg16"), (vgg16, "split_before_block"), (keras.Model, "compile"),
                         (keras.saving, "load_model")):
         watch(owner, name)
     config = tiny_config(**TINY_VGG, **{"train.epochs": 1, "vgg16.finetune_epochs": 1})
@@ -252,7 +265,8 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
     splits = learnable_splits(train=64, val=32)
     model = build_model(config, len(splits.class_names), splits.x_train.shape[1:], placement)
     train_model(config, model, splits, rundir.create_run_dir(tmp_path / "run"), placement=placement)
-    assert [name for name, _ in made] == ["build_vgg16", "split_at_base", "compile", "compile", "load_model"]
+    assert [name for name, _ in made] == ["build_vgg16", "split_before_block", "compile", "split_before_block", "compile",
+                                         "load_model"]
     assert all(in_scope for _, in_scope in made), made
 
 

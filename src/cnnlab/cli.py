@@ -62,7 +62,8 @@ DATA_OVERRIDES = {
 }
 TRAIN_OVERRIDES = {
     "--model": ("model", str, "model to train: cnn, vgg16 or fastnet"),
-    "--epochs": ("train.epochs", int, "number of epochs"),
+    "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
+                                      "vgg16.head_epochs)"),
     "--batch-size": ("train.batch_size", int, "batch size"),
     "--lr": ("train.learning_rate", float, "learning rate"),
     "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),

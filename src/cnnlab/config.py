@@ -54,11 +54,18 @@ class CnnConfig:
 class Vgg16Config:
     weights: str = "imagenet"  # "imagenet" (Keras download and cache), "none" (random init) or a local .h5 path
     image_size: int = 32  # images are upscaled to this inside the model; ImageNet features like larger inputs
-    head_pooling: str = "flatten"  # "flatten" or "avg" over VGG16's last feature map
+    # The head sits on this conv block's output (1-5); the blocks above it are left out. A trunk's top block is its
+    # most task-specific: for a trunk tuned on another task a lower block can transfer better (measure it).
+    top_block: int = 5
+    head_pooling: str = "flatten"  # "flatten" or "avg" over the top block's feature map
+    # BatchNormalization on the head's input: frozen features differ in scale by orders of magnitude between trunks
+    head_batch_norm: bool = False
     head_units: tuple[int, ...] = (256,)
     head_dropout: float = 0.5
-    feature_cache: bool = True  # phase 1 on base features computed once per image, not once per epoch
-    unfreeze_blocks: int = 1  # phase 2 trains VGG16's last N of 5 conv blocks; 0 skips phase 2
+    # The blocks frozen in both phases run once per image (and mirror image), not once per epoch; not with translate
+    feature_cache: bool = True
+    head_epochs: int | None = None  # phase 1, the head alone; None: train.epochs, as the CNN (the tutorial's recipe)
+    unfreeze_blocks: int = 1  # phase 2 trains the last N conv blocks up to top_block; 0 skips phase 2
     finetune_epochs: int = 5
     finetune_learning_rate: float = 1e-5
 
@@ -191,6 +198,8 @@ RANGES = {  # for a list setting: the range of each entry
     "vgg16.image_size": Range(32, 1024),  # VGG16 needs 32x32 or more
     "vgg16.head_units": Range(1, MAX_LAYER_WIDTH),
     "vgg16.head_dropout": FRACTION,
+    "vgg16.head_epochs": Range(1, MAX_EPOCHS),
+    "vgg16.top_block": Range(1, 5),
     "vgg16.unfreeze_blocks": Range(0, 5),
     "vgg16.finetune_epochs": Range(0, MAX_EPOCHS),
     "vgg16.finetune_learning_rate": LEARNING_RATE,
@@ -365,6 +374,9 @@ def _check_ranges(config: RunConfig) -> None:
     sha256 = config.data.sha256
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         problems.append("data.sha256 must be 64 hexadecimal digits")
+    if config.vgg16.unfreeze_blocks > config.vgg16.top_block:
+        problems.append(f"vgg16.unfreeze_blocks ({config.vgg16.unfreeze_blocks}) cannot exceed vgg16.top_block "
+                        f"({config.vgg16.top_block}), the blocks the model keeps")
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))
 

@@ -26,7 +26,7 @@ from cnnlab import rundir
 from cnnlab.backends import Placement, fit_input, placement_for, validation_input
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
-from cnnlab.data.augment import Augmentation
+from cnnlab.data.augment import Augmentation, MirroredViews
 from cnnlab.data.batches import ShuffledBatches, one_hot
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.evaluate import history_number
@@ -230,6 +230,7 @@ class _Training:
         self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
         self.checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
         self.augmentation = None
+        self.features: dict[str, tuple] = {}  # cached features by the extractor that made them
         if config.data.flip or config.data.translate:
             self.augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
 
@@ -251,12 +252,14 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
     phase.prepare(run.model)
     start_epoch = (_backed_up_epoch(run.state_dir / phase.name, epochs_before, phase.epochs) if resume else None) \
         or epochs_before
-    fit_model, x_train, x_val, feature_seconds = run.model, run.splits.x_train, run.splits.x_val, None
+    fit_model, x_train, x_val, augmentation = run.model, run.splits.x_train, run.splits.x_val, run.augmentation
+    feature_seconds = None
     if phase.cached_features:
-        fit_model, x_train, x_val, feature_seconds = _cached_head(run, phase)
+        extractor, fit_model = run.factory.cached_feature_models(run.model, phase)
+        x_train, x_val, augmentation, feature_seconds = _cached_features(run, extractor)
     splits, num_classes = run.splits, run.num_classes
     batches = ShuffledBatches(x_train, splits.y_train, num_classes, run.config.train.batch_size, run.config.train.seed,
-                              epoch=start_epoch, augmentation=None if phase.cached_features else run.augmentation)
+                              epoch=start_epoch, augmentation=augmentation)
     phase_steps = phase.epochs * len(batches)
     run.factory.compile(fit_model, phase.learning_rate, phase_steps)
     print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
@@ -424,15 +427,23 @@ def _complete_row(row: dict) -> bool:
         return False
 
 
-def _cached_head(run: _Training, phase: Phase):
-    """The head alone, and the base's features for the training and validation images, computed once; with the
-    seconds that took."""
+def _cached_features(run: _Training, extractor: keras.Model):
+    """The training and validation images through `extractor`, computed once per run (phases that cut the model at
+    the same place share them), with the flips `data.flip` asks for served from the mirror images' features; and the
+    seconds that took, None where they were already there."""
+    if extractor.name in run.features:
+        return *run.features[extractor.name], None
     started = time.perf_counter()
-    extractor, head = run.factory.cached_feature_models(run.model, phase)
-    splits = run.splits
-    print(f"computing the base's features once for {len(splits.y_train) + len(splits.y_val):,} images",
+    splits, flip = run.splits, run.config.data.flip
+    count = len(splits.y_train) * (2 if flip else 1) + len(splits.y_val)
+    print(f"computing the frozen layers' features once for {count:,} images" + (" (and mirror images)" if flip else ""),
           file=sys.stderr)
     batch = max(run.config.train.batch_size, 128)
     train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
     val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
-    return head, train_features, val_features, round(time.perf_counter() - started, 2)
+    views = None
+    if flip:
+        mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0)
+        views = MirroredViews(train_features, mirrored, run.config.train.seed)
+    run.features[extractor.name] = (train_features, val_features, views)
+    return train_features, val_features, views, round(time.perf_counter() - started, 2)

@@ -13,7 +13,7 @@ import numpy as np
 class Augmentation:
     def __init__(self, images: np.ndarray, seed: int, flip: bool, translate: int):
         self.flip, self.translate = flip, translate
-        self.flip_phase = np.random.default_rng([seed, 1]).random(len(images)) < 0.5
+        self.flip_phase = _flip_phases(seed, len(images))
         # Padded once, reflecting the border, so each shifted crop is only an index away.
         pad = ((0, 0), (translate, translate), (translate, translate), (0, 0))
         self.padded = np.pad(images, pad, mode="reflect") if translate else images
@@ -28,6 +28,31 @@ class Augmentation:
         else:
             images = self.padded[indices]
         if self.flip:
-            flipped = self.flip_phase[indices] ^ bool(epoch % 2)
+            flipped = _mirrored(self.flip_phase, indices, epoch)
             images[flipped] = images[flipped, :, ::-1]
         return images
+
+
+class MirroredViews:
+    """Flips for a model trained on cached features: the features of each training image and of its mirror image,
+    both computed once, served on exactly the schedule `Augmentation` flips the images on (same seed), so a
+    cached-features phase sees each image in the orientation the image pipeline would have shown it."""
+
+    def __init__(self, features: np.ndarray, mirrored_features: np.ndarray, seed: int):
+        self.features, self.mirrored_features = features, mirrored_features
+        self.flip_phase = _flip_phases(seed, len(features))
+
+    def __call__(self, indices: np.ndarray, rng: np.random.Generator, epoch: int) -> np.ndarray:
+        views = self.features[indices]
+        flipped = _mirrored(self.flip_phase, indices, epoch)
+        views[flipped] = self.mirrored_features[indices[flipped]]
+        return views
+
+
+def _flip_phases(seed: int, count: int) -> np.ndarray:
+    return np.random.default_rng([seed, 1]).random(count) < 0.5
+
+
+def _mirrored(flip_phase: np.ndarray, indices: np.ndarray, epoch: int) -> np.ndarray:
+    """Which of the images at `indices` are mirrored in `epoch`: each in every other epoch, on its own phase."""
+    return flip_phase[indices] ^ bool(epoch % 2)

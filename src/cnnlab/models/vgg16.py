@@ -8,6 +8,7 @@ layer, so the model still loads with plain `keras.saving.load_model(..., safe_mo
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import keras
@@ -30,12 +31,13 @@ NUM_BLOCKS = len(BLOCK_WIDTHS)
 
 def vgg16_label(config: Vgg16Config) -> str:
     """How tables and figures name a VGG16 run: a random start is never called fine-tuned, nor a frozen base."""
+    blocks = "" if config.top_block == NUM_BLOCKS else f" to block {config.top_block}"
     if config.weights == "none":
-        return "VGG16 from scratch"
+        return f"VGG16{blocks} from scratch"
     source = "ImageNet" if config.weights == "imagenet" else Path(config.weights).name
     if config.unfreeze_blocks and config.finetune_epochs:
-        return f"VGG16 fine-tuned ({source})"
-    return f"VGG16 on frozen {source} features"
+        return f"VGG16{blocks} fine-tuned ({source})"
+    return f"VGG16{blocks} on frozen {source} features"
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -96,6 +98,8 @@ def head_layers(config: Vgg16Config, num_classes: int, seed: int) -> list[keras.
         if config.head_pooling == "flatten"
         else keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")
     ]
+    if config.head_batch_norm:
+        layers.append(keras.layers.BatchNormalization(name=f"{HEAD_PREFIX}norm"))
     for index, units in enumerate(config.head_units, start=1):
         initializer = keras.initializers.HeUniform(seed=seed + index)
         name = f"{HEAD_PREFIX}dense{index}"
@@ -119,6 +123,8 @@ def build_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
         x = keras.layers.Resizing(config.image_size, config.image_size, name="upscale")(x)
     x = caffe_preprocessing()(x)
     base = build_vgg16_base(config)
+    if config.top_block < NUM_BLOCKS:  # the same layers and weights, up to the top block's pooling
+        base = keras.Model(base.input, base.get_layer(f"block{config.top_block}_pool").output, name=BASE_NAME)
     x = base(x, training=False)  # inference mode in both phases, as fine-tuning practice recommends
     for layer in head_layers(config, num_classes, seed):
         x = layer(x)
@@ -126,16 +132,27 @@ def build_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
 
 
 def phases(config: RunConfig) -> list[Phase]:
-    """Transfer learning as done in practice: phase 1 fits the new head with the base frozen (on base features computed
-    once per image if `feature_cache`, which gives the same head far faster); phase 2 unfreezes the base's last
-    `unfreeze_blocks` conv blocks and trains on at a much lower learning rate."""
+    """Transfer learning as done in practice: phase 1 fits the new head with the base frozen; phase 2 unfreezes the
+    base's last `unfreeze_blocks` conv blocks and trains on at its own (usually much lower) learning rate.
+
+    With `feature_cache`, the blocks that stay frozen in both phases run once per image (and once per mirror image
+    where `data.flip`), not once per epoch: both phases train on their cached output, which is exactly what the full
+    model computes there (see `split_before_block`), so the result is the same, only sooner.
+    """
     settings = config.vgg16
-    head = Phase("head", config.train.epochs, config.train.learning_rate, prepare=freeze_base,
-                 cached_features=split_at_base if settings.feature_cache else None)
-    if not (settings.unfreeze_blocks and settings.finetune_epochs):
+    finetuning = bool(settings.unfreeze_blocks and settings.finetune_epochs)
+    first_trained_block = settings.top_block + 1 - (settings.unfreeze_blocks if finetuning else 0)
+    # Cached features serve flips (from the mirror images' features) but not shifts: with data.translate every
+    # epoch needs the images themselves, so the phases run the whole model, with the same result, only slower.
+    cacheable = settings.feature_cache and not config.data.translate
+    split = functools.partial(split_before_block, first_block=first_trained_block) if cacheable else None
+    head_epochs = settings.head_epochs or config.train.epochs
+    head = Phase("head", head_epochs, config.train.learning_rate, prepare=freeze_base, cached_features=split)
+    if not finetuning:
         return [head]
     finetune = Phase("finetune", settings.finetune_epochs, settings.finetune_learning_rate,
-                     prepare=lambda model: freeze_base(model, settings.unfreeze_blocks))
+                     prepare=functools.partial(freeze_base, unfrozen_blocks=settings.unfreeze_blocks),
+                     cached_features=split)
     return [head, finetune]
 
 
@@ -144,39 +161,49 @@ def base_of(model: keras.Model) -> keras.Model:
 
 
 def freeze_base(model: keras.Model, unfrozen_blocks: int = 0) -> None:
-    """Freeze VGG16's base except its last `unfrozen_blocks` conv blocks (block5 first)."""
+    """Freeze VGG16's base except its last `unfrozen_blocks` conv blocks (the top block first)."""
     base = base_of(model)
-    trainable = tuple(f"block{block}_" for block in range(NUM_BLOCKS - unfrozen_blocks + 1, NUM_BLOCKS + 1))
+    top_block = max(_block_of(layer) for layer in base.layers)
     base.trainable = unfrozen_blocks > 0
     for layer in base.layers:
-        layer.trainable = bool(trainable) and layer.name.startswith(trainable)
+        layer.trainable = _block_of(layer) > top_block - unfrozen_blocks
 
 
-def feature_extractor(model: keras.Model) -> keras.Model:
-    """Raw images in, VGG16 base features out (the same layers as `model`): what phase 1 caches."""
+def _block_of(layer: keras.layers.Layer) -> int:
+    """The conv block (1-5) a layer of keras.applications.VGG16 belongs to: its name says, "block3_conv2"; 0 for
+    the input layer."""
+    return int(layer.name[len("block")]) if layer.name.startswith("block") else 0
+
+
+def split_before_block(model: keras.Model, first_block: int) -> tuple[keras.Model, keras.Model]:
+    """`model` cut in two before conv block `first_block` (top_block + 1: after the whole base), sharing its layers
+    and weights.
+
+    The first part takes raw images through the upscaling, the preprocessing and VGG16's blocks below `first_block`:
+    the features a run computes once. The second takes those features through the remaining blocks and the head:
+    what a cached-features phase trains. Chained, they compute exactly what `model` does (its base runs in inference
+    mode in every phase, and VGG16 has no layer that behaves otherwise in training).
+    """
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     x = inputs
-    for layer in model.layers[1:]:  # layers in graph order: [upscale], preprocess, base, head...
+    for layer in model.layers[1:]:  # graph order: [upscale], preprocess, base, head...
         if layer.name == BASE_NAME:
-            return keras.Model(inputs, layer(x, training=False), name="vgg16_features")
+            break
         x = layer(x)
-    raise ValueError("model has no VGG16 base")
-
-
-def head_model(model: keras.Model) -> keras.Model:
-    """The head alone, on base features, sharing its layers (and so its weights) with `model`."""
-    base = base_of(model)
-    features = keras.Input(shape=base.output.shape[1:], name="features")
-    x = features
+    base_layers = base_of(model).layers[1:]  # a plain chain: block1_conv1 ... the top block's pooling
+    for layer in base_layers:
+        if _block_of(layer) < first_block:
+            x = layer(x)
+    extractor = keras.Model(inputs, x, name=f"vgg16_below_block{first_block}")
+    features = keras.Input(shape=x.shape[1:], name="features")
+    y = features
+    for layer in base_layers:
+        if _block_of(layer) >= first_block:
+            y = layer(y)
     for layer in model.layers:
         if layer.name.startswith(HEAD_PREFIX) or layer.name == OUTPUT_NAME:
-            x = layer(x)
-    return keras.Model(features, x, name="vgg16_head")
-
-
-def split_at_base(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """The feature extractor and the head of `model`, sharing its layers: what a cached-features phase trains."""
-    return feature_extractor(model), head_model(model)
+            y = layer(y)
+    return extractor, keras.Model(features, y, name=f"vgg16_from_block{first_block}")
 
 
 def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, int, int]) -> Tally:
@@ -185,7 +212,7 @@ def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
     if image_shape[:2] != (config.image_size, config.image_size):
         tally.resize(config.image_size)
     tally.conv(3, kernel=1)  # caffe_preprocessing
-    for widths in BLOCK_WIDTHS:
+    for widths in BLOCK_WIDTHS[: config.top_block]:
         for width in widths:
             tally.conv(width)  # with its ReLU inside
         tally.pool()
@@ -193,5 +220,7 @@ def tally_vgg16(config: Vgg16Config, num_classes: int, image_shape: tuple[int, i
         tally.flatten()
     else:
         tally.global_pool()
+    if config.head_batch_norm:
+        tally.batch_norm()
     tally.classifier_head(config.head_units, bool(config.head_dropout), num_classes)
     return tally
