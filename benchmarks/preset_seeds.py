@@ -17,19 +17,21 @@ from pathlib import Path
 
 def train_seed(preset: str, data: str, seed: int, run_dir: Path, extra: list[str]) -> tuple[float, float, dict]:
     """One `cnnlab train` process: test accuracy (%), wall time (minutes) and its metrics.json. A run directory that
-    already holds a finished run is read, not trained again (so a long series can be run in pieces)."""
-    metrics_file, wall_file = run_dir / "metrics.json", run_dir / "wall_minutes.txt"
-    if metrics_file.is_file() and wall_file.is_file():
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        return 100 * metrics["test_accuracy"], float(wall_file.read_text(encoding="utf-8")), metrics
-    command = [sys.executable, "-m", "cnnlab", "train", "--preset", preset, "--data", data, "--seed", str(seed),
-               "--out", str(run_dir), *extra]
+    already holds a run this same command finished is read, not trained again (a long series can be run in pieces);
+    any other run there makes `cnnlab train` refuse the folder, as it refuses any non-empty one."""
+    arguments = ["train", "--preset", preset, "--data", data, "--seed", str(seed), "--out", str(run_dir), *extra]
+    record_file, metrics_file = run_dir / "benchmark_run.json", run_dir / "metrics.json"
+    if record_file.is_file() and metrics_file.is_file():
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        if record["arguments"] == arguments:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            return 100 * metrics["test_accuracy"], record["wall_minutes"], metrics
     start = time.perf_counter()
-    if subprocess.run(command).returncode:
+    if subprocess.run([sys.executable, "-m", "cnnlab", *arguments]).returncode:
         sys.exit(f"{Path(sys.argv[0]).stem}: seed {seed}: cnnlab train failed (its error is above); later runs not run")
     minutes = (time.perf_counter() - start) / 60
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    wall_file.write_text(f"{minutes:.2f}\n", encoding="utf-8")
+    record_file.write_text(json.dumps({"arguments": arguments, "wall_minutes": minutes}), encoding="utf-8")
     return 100 * metrics["test_accuracy"], minutes, metrics
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     print(f"phase 1 without cache:  {head_uncached['seconds_per_epoch']:.1f} s per epoch")
     print(f"phase 1 with cache:     {head_cached['feature_cache_seconds']:.1f} s once for features, then "
           f"{head_cached['seconds_per_epoch']:.1f} s per epoch")
-    print(f"phase 2 (block5 open):  {finetune['seconds_per_epoch']:.1f} s per epoch")
+    print(f"phase 2 (block5 open), without cache: {finetune['seconds_per_epoch']:.1f} s per epoch")
     print(f"phase 1 over {args.epochs} epochs: {total_uncached:.1f} s uncached vs {total_cached:.1f} s cached, "
           f"speed-up {total_uncached / total_cached:.1f}x")
 

@@ -1,11 +1,11 @@
 """Transfer learning, measured: VGG16 from a pretrained trunk vs VGG16 from random weights vs the CNN from scratch.
 
     .venv/bin/python benchmarks/vgg16_transfer.py --data PATH/TO/cifar-10-python.tar.gz \
-        --weights vgg16_hed_notop.weights.h5 --presets quick transfer --seeds 0 1 [--arms hed random cnn]
+        --weights vgg16_hed_notop.weights.h5 --presets quick transfer --seeds 0 1 [--arms pretrained random cnn]
 
 Every run is one `cnnlab train` process of the preset as a user runs it, timed from start to exit (start-up, data,
-feature cache, training, test evaluation), on the same seeds, so the three arms differ only in the model and its
-starting weights. Finished runs are kept under --out and read back, not retrained, so a long series can be run
+feature cache, training, test evaluation), on the same seeds and data; each arm trains as the preset says for its
+model (the two VGG16 arms differ only in their starting weights). Finished runs are kept under --out and read back, not retrained, so a long series can be run
 in pieces. The table gives the mean test accuracy over the seeds (with the standard deviation where there are two
 or more) and the wall time; then, for the first seed of each preset, `cnnlab report` compares the arms and its
 verdict paragraph (McNemar's test on the same test images) is printed as a user would read it.
@@ -51,7 +51,7 @@ def main() -> None:
                         f"{statistics.mean(accuracies):.2f}{spread} | {minutes:.1f} |")
             print(rows[-1], flush=True)
         verdicts.append((preset, _verdict([args.out / preset / f"{arm}-seed{args.seeds[0]}" for arm in args.arms],
-                                          args.out / preset / f"report-seed{args.seeds[0]}")))
+                                          args.out / preset / f"report-seed{args.seeds[0]}-{'-'.join(args.arms)}")))
     print("\n| preset | model | seeds | test accuracy % (mean +- sd) | wall time per run, min |")
     print("|---|---|---|---:|---:|")
     print("\n".join(rows))

@@ -30,8 +30,12 @@ def test_vgg16_transfer_tabulates_finished_runs_without_retraining_them(tmp_path
             run_dir = tmp_path / "quick" / f"{arm}-seed{seed}"
             run_dir.mkdir(parents=True)
             (run_dir / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy}))
-            (run_dir / "wall_minutes.txt").write_text(f"{3 + seed}\n")
-    report = tmp_path / "quick" / "report-seed0"
+            weights = {"pretrained": "w.h5", "random": "none"}
+            model = ["--model", "vgg16", "--weights", weights[arm]] if arm in weights else ["--model", "cnn"]
+            arguments = ["train", "--preset", "quick", "--data", "unused", "--seed", str(seed), "--out", str(run_dir),
+                         *model]
+            (run_dir / "benchmark_run.json").write_text(json.dumps({"arguments": arguments, "wall_minutes": 3 + seed}))
+    report = tmp_path / "quick" / "report-seed0-pretrained-random-cnn"
     report.mkdir()
     (report / "report.md").write_text("# Report\n\nVGG16 reached 80.00% test accuracy against 50.00% for ...\n\nmore")
     result = subprocess.run(
@@ -44,3 +48,23 @@ def test_vgg16_transfer_tabulates_finished_runs_without_retraining_them(tmp_path
     assert "| quick | VGG16 from random weights | 0, 1 | 52.00 +- 2.83 | 3.5 |" in result.stdout
     assert "| quick | CNN from scratch | 0, 1 | 70.00 +- 0.00 | 3.5 |" in result.stdout
     assert "quick, seed 0, as `cnnlab report` says it: VGG16 reached 80.00% test accuracy against" in result.stdout
+
+
+def test_preset_seeds_trains_again_where_the_finished_run_was_made_by_another_command(tmp_path):
+    run_dir = tmp_path / "runs" / "seed-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "train_seconds": 1, "test_seconds": 1}))
+    arguments = ["train", "--preset", "seed", "--data", str(tmp_path), "--seed", "0", "--out", str(run_dir)]
+    (run_dir / "benchmark_run.json").write_text(json.dumps({"arguments": arguments, "wall_minutes": 1.0}))
+    reused = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "preset_seeds.py"), "--preset", "seed", "--data", str(tmp_path), "--seeds",
+         "0", "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120,
+    )
+    assert reused.returncode == 0 and "seed 0: test accuracy 50.00%" in reused.stdout
+    other = subprocess.run(  # float32 this time: not the run on disk, so cnnlab train is asked, and refuses the folder
+        [sys.executable, str(BENCHMARKS / "preset_seeds.py"), "--preset", "seed", "--data", str(tmp_path), "--seeds",
+         "0", "--out", str(tmp_path / "runs"), "--", "--set", "train.precision=float32"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert other.returncode != 0 and "50.00%" not in other.stdout
+    assert other.stderr.strip().splitlines()[-1].startswith("preset_seeds: seed 0: cnnlab train failed")

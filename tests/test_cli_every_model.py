@@ -19,6 +19,9 @@ KINDS = {
     "cnn": ["--preset", "seed", *TINY_MODEL],
     "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
     "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
+    # The middle preset's VGG16 (head on cached block-4 features, normalised), at 32 px to keep the test short.
+    "vgg16-transfer": ["--preset", "transfer", "--model", "vgg16", "--weights", "none", "--vgg16-size", "32",
+                       "--set", "vgg16.head_units=[16]", "--set", "vgg16.head_epochs=1"],
 }
 
 
@@ -72,6 +75,14 @@ def test_report_in_a_fresh_process_compares_all_three_kinds(runs, tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text()
     for run_dir in runs.values():
         assert f"{run_metrics(run_dir)['test_accuracy']:.2%}" in markdown
+
+
+def test_the_transfer_preset_trains_its_head_alone_on_cached_block_4_features(runs):
+    metrics = run_metrics(runs["vgg16-transfer"])
+    assert metrics["label"] == "VGG16 to block 4 from scratch"
+    (head,) = metrics["phases"]
+    assert head["name"] == "head" and head["epochs"] == 1 and head["feature_cache_seconds"] > 0
+    assert head["trainable_parameters"] == 2 * 2 * 512 * 16 + 16 + 16 * 10 + 10 + 2 * 2 * 2 * 512  # dense, BN scale+shift
 
 
 def test_data_info_in_a_fresh_process_counts_the_classes(synthetic_archive):

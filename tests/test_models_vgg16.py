@@ -150,16 +150,18 @@ def test_split_before_a_block_chains_back_to_the_whole_model(first_block, featur
     assert trained_blocks == {f"block{block}" for block in range(first_block, 6)}
 
 
-def test_phases_cache_below_the_lowest_block_either_phase_trains():
-    preset = load_config("transfer", {"model": "vgg16", "vgg16.weights": "none"})
-    head, finetune = vgg16.phases(preset)
-    assert (head.epochs, finetune.epochs) == (preset.vgg16.head_epochs, preset.vgg16.finetune_epochs)
-    assert head.epochs != preset.train.epochs  # the CNN's epochs are its own
-    assert head.cached_features.keywords == finetune.cached_features.keywords == {"first_block": 4}
-    frozen_only = load_config("seed", {"model": "vgg16", "vgg16.unfreeze_blocks": 0, "train.epochs": 7})
-    (only,) = vgg16.phases(frozen_only)
+def test_each_phase_caches_the_output_of_the_blocks_it_keeps_frozen():
+    config = vgg_config(**{"vgg16.top_block": 4, "vgg16.unfreeze_blocks": 2, "vgg16.head_epochs": 3,
+                           "vgg16.finetune_epochs": 2, "train.epochs": 9})
+    head, finetune = vgg16.phases(config)
+    assert (head.epochs, finetune.epochs) == (3, 2)  # the head's own count, not the CNN's train.epochs
+    assert head.cached_features.keywords == {"first_block": 5}  # the whole (cut) base
+    assert finetune.cached_features.keywords == {"first_block": 3}  # below the two unfrozen blocks
+    (only,) = vgg16.phases(vgg_config(**{"vgg16.unfreeze_blocks": 0, "train.epochs": 7}))
     assert only.epochs == 7 and only.cached_features.keywords == {"first_block": 6}
-    shifted = load_config("transfer", {"model": "vgg16", "data.translate": 2})
+    everything = vgg16.phases(vgg_config(**{"vgg16.unfreeze_blocks": 5}))
+    assert everything[1].cached_features is None  # nothing stays frozen: nothing to compute once
+    shifted = vgg_config(**{"data.translate": 2})
     assert all(phase.cached_features is None for phase in vgg16.phases(shifted))  # shifts need the images
 
 

@@ -97,8 +97,8 @@ def trained_weights(model):
 
 @pytest.mark.parametrize("finetune_epochs, flip", [(0, False), (1, False), (1, True)])
 def test_vgg16_cached_features_train_the_same_model_as_the_images(tmp_path, finetune_epochs, flip):
-    """Both phases on features of the frozen blocks computed once (mirror images' too where flips are on) end
-    exactly where training the whole model on the images does: the cache changes the speed, not the recipe."""
+    """Each phase on features of the blocks it keeps frozen, computed once (mirror images' too where flips are on),
+    ends exactly where training the whole model on the images does: the cache changes the speed, not the recipe."""
     splits = learnable_splits(train=96, val=32, test=16)
     results = {}
     for cache in (True, False):
@@ -114,10 +114,8 @@ def test_vgg16_cached_features_train_the_same_model_as_the_images(tmp_path, fine
     untrained = trained_weights(build_model(config, len(splits.class_names), splits.x_train.shape[1:]))
     moved = [not np.allclose(a, b) for a, b in zip(cached, untrained)]
     assert all(moved[:4]) and all(moved[4:]) == bool(finetune_epochs)  # block 5 trains in phase 2 only
-    assert results[True].phases[0]["feature_cache_seconds"] is not None
+    assert all(phase["feature_cache_seconds"] > 0 for phase in results[True].phases)  # once per phase
     assert [phase["feature_cache_seconds"] for phase in results[False].phases] == [None] * (1 + finetune_epochs)
-    if finetune_epochs:  # computed once, for both phases
-        assert results[True].phases[1]["feature_cache_seconds"] is None
 
 
 def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):

@@ -1,8 +1,9 @@
 """Training: the model's phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
 
 Each model kind names its phases (models/registry.py): the CNN and the fast net train in one; VGG16 in two, head
-then fine-tuning (models/vgg16.py), the first optionally on base features computed once. `train_model` is a loop
-over the phases: where to resume, then for each phase its inputs (the cached-feature head or the whole model), its
+then fine-tuning (models/vgg16.py), each optionally on features of its frozen layers computed once. `train_model` is
+a loop over the phases: where to resume, then for each phase its inputs (the part above the cached features, or the
+whole model), its
 callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation accuracy becomes the
 run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
 `history.csv` gets one row per epoch across phases.
@@ -118,8 +119,8 @@ class StopWhenAsked(keras.callbacks.Callback):
 class BestCheckpoint(keras.callbacks.Callback):
     """Save `full_model` whenever validation accuracy improves, atomically.
 
-    Unlike keras.callbacks.ModelCheckpoint it saves the full model even while `fit` runs on the head alone (cached
-    features), and a kill mid-save never leaves a damaged checkpoint behind.
+    Unlike keras.callbacks.ModelCheckpoint it saves the full model even while `fit` runs on the part above cached
+    features, and a kill mid-save never leaves a damaged checkpoint behind.
     """
 
     def __init__(self, full_model: keras.Model, path: Path):
@@ -230,7 +231,7 @@ class _Training:
         self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
         self.checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
         self.augmentation = None
-        self.features: dict[str, tuple] = {}  # cached features by the extractor that made them
+        self.features: dict[str, tuple] = {}  # the latest cached features, by the extractor that made them
         if config.data.flip or config.data.translate:
             self.augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
 
@@ -428,22 +429,24 @@ def _complete_row(row: dict) -> bool:
 
 
 def _cached_features(run: _Training, extractor: keras.Model):
-    """The training and validation images through `extractor`, computed once per run (phases that cut the model at
-    the same place share them), with the flips `data.flip` asks for served from the mirror images' features; and the
-    seconds that took, None where they were already there."""
+    """The training and validation images through `extractor`, computed once per phase (a phase that cuts the model
+    where the last one did reuses them), with the flips `data.flip` asks for served from the mirror images' features;
+    and the seconds that took, None where they were already there."""
     if extractor.name in run.features:
         return *run.features[extractor.name], None
+    run.features.clear()  # another phase's features: not needed again, and they can be large
     started = time.perf_counter()
     splits, flip = run.splits, run.config.data.flip
     count = len(splits.y_train) * (2 if flip else 1) + len(splits.y_val)
     print(f"computing the frozen layers' features once for {count:,} images" + (" (and mirror images)" if flip else ""),
           file=sys.stderr)
     batch = max(run.config.train.batch_size, 128)
-    train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
-    val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
-    views = None
-    if flip:
-        mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0)
-        views = MirroredViews(train_features, mirrored, run.config.train.seed)
+    with run.factory.placement.scope():  # over several devices the images are sharded like fit's
+        train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
+        val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
+        views = None
+        if flip:
+            mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0)
+            views = MirroredViews(train_features, mirrored, run.config.train.seed)
     run.features[extractor.name] = (train_features, val_features, views)
     return train_features, val_features, views, round(time.perf_counter() - started, 2)

@@ -47,12 +47,13 @@ class ModelFactory:
             return self.kind.build(self.config, num_classes, image_shape)
 
     def cached_feature_models(self, model: keras.Model, phase: Phase) -> tuple[keras.Model, keras.Model]:
-        """`model` split for `phase`: a feature extractor and the head that trains on its features (same layers)."""
+        """`model` split for `phase`: a feature extractor and the rest, which trains on its features (same layers)."""
         with self._placed():
             return phase.cached_features(model)
 
     def compile(self, model: keras.Model, learning_rate: float, total_steps: int) -> None:
-        """Compile `model` (the run's model or its head) with the recipe, for a phase of `total_steps` steps."""
+        """Compile `model` (the run's model or the part above cached features) with the recipe, for a phase of
+        `total_steps` steps."""
         with self.placement.scope():
             compile_for_phase(model, self.config, learning_rate, total_steps, self.placement)
 

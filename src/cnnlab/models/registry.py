@@ -25,7 +25,7 @@ class Phase:
     epochs: int
     learning_rate: float
     prepare: Callable  # (model) -> None: sets which layers train in this phase
-    # (model) -> (feature extractor, head model) where the phase trains the head alone on features computed once
+    # (model) -> (feature extractor, the rest of the model) where the phase trains the rest on features computed once
     cached_features: Callable | None = None
 
 

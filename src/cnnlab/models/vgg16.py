@@ -135,25 +135,31 @@ def phases(config: RunConfig) -> list[Phase]:
     """Transfer learning as done in practice: phase 1 fits the new head with the base frozen; phase 2 unfreezes the
     base's last `unfreeze_blocks` conv blocks and trains on at its own (usually much lower) learning rate.
 
-    With `feature_cache`, the blocks that stay frozen in both phases run once per image (and once per mirror image
-    where `data.flip`), not once per epoch: both phases train on their cached output, which is exactly what the full
-    model computes there (see `split_before_block`), so the result is the same, only sooner.
+    With `feature_cache`, the blocks a phase keeps frozen run once per image (and once per mirror image where
+    `data.flip`), not once per epoch: phase 1 trains the head on the whole base's cached output, phase 2 the unfrozen
+    blocks and the head on the cached output of the blocks below them. That is exactly what the full model computes
+    there (see `split_before_block`), so the result is the same, only sooner: one pass over the images per phase,
+    where running the model would cost one per epoch.
     """
     settings = config.vgg16
-    finetuning = bool(settings.unfreeze_blocks and settings.finetune_epochs)
-    first_trained_block = settings.top_block + 1 - (settings.unfreeze_blocks if finetuning else 0)
     # Cached features serve flips (from the mirror images' features) but not shifts: with data.translate every
     # epoch needs the images themselves, so the phases run the whole model, with the same result, only slower.
     cacheable = settings.feature_cache and not config.data.translate
-    split = functools.partial(split_before_block, first_block=first_trained_block) if cacheable else None
     head_epochs = settings.head_epochs or config.train.epochs
-    head = Phase("head", head_epochs, config.train.learning_rate, prepare=freeze_base, cached_features=split)
-    if not finetuning:
+    head = Phase("head", head_epochs, config.train.learning_rate, prepare=freeze_base,
+                 cached_features=_cut_before(settings.top_block + 1) if cacheable else None)
+    if not (settings.unfreeze_blocks and settings.finetune_epochs):
         return [head]
+    first_trained_block = settings.top_block + 1 - settings.unfreeze_blocks
+    # Cut before block 1 there would be nothing to compute once: the phase runs the whole model on the images.
     finetune = Phase("finetune", settings.finetune_epochs, settings.finetune_learning_rate,
                      prepare=functools.partial(freeze_base, unfrozen_blocks=settings.unfreeze_blocks),
-                     cached_features=split)
+                     cached_features=_cut_before(first_trained_block) if cacheable and first_trained_block > 1 else None)
     return [head, finetune]
+
+
+def _cut_before(block: int):
+    return functools.partial(split_before_block, first_block=block)
 
 
 def base_of(model: keras.Model) -> keras.Model:
