@@ -141,3 +141,23 @@ def test_resume_refuses_finished_runs_and_other_options(trained_run, tmp_path, c
     assert "--epochs cannot be used with it" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "not a cnnlab run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_vgg16_killed_while_fine_tuning_on_cached_features_resumes_every_epoch_once(tmp_path, synthetic_archive):
+    """Phase 2 trains block 5 and the head on cached block-4 features (and their mirror images): killed there, the
+    run resumes that phase from its saved state, with the features computed afresh."""
+    run_dir = tmp_path / "run"
+    process = start("train", "--data", synthetic_archive, "--preset", "seed", "--model", "vgg16", *TINY_VGG16,
+                    "--set", "vgg16.finetune_epochs=3", "--set", "data.flip=true", "--epochs", "1",
+                    "--train-limit", "1000", "--val-size", "100", "--out", run_dir)
+    wait_for_epochs(run_dir / "history.csv", 2, process)  # the head's epoch and a fine-tuning one
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state(run_dir)["state"] == "running"
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert epochs_in(run_dir / "history.csv") == [0, 1, 2, 3]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [phase["name"] for phase in metrics["phases"]] == ["head", "finetune"]
+    assert metrics["phases"][1]["feature_cache_seconds"] > 0  # computed again after the kill
+    assert state(run_dir)["state"] == "finished"

@@ -374,7 +374,7 @@ def _check_ranges(config: RunConfig) -> None:
     sha256 = config.data.sha256
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         problems.append("data.sha256 must be 64 hexadecimal digits")
-    if config.vgg16.unfreeze_blocks > config.vgg16.top_block:
+    if not problems and config.vgg16.unfreeze_blocks > config.vgg16.top_block:  # both in range: say how they clash
         problems.append(f"vgg16.unfreeze_blocks ({config.vgg16.unfreeze_blocks}) cannot exceed vgg16.top_block "
                         f"({config.vgg16.top_block}), the blocks the model keeps")
     if problems:
