@@ -3,9 +3,8 @@
 Each model kind names its phases (models/registry.py): the CNN and the fast net train in one; VGG16 in two, head
 then fine-tuning (models/vgg16.py), each optionally on features of its frozen layers computed once. `train_model` is
 a loop over the phases: where to resume, then for each phase its inputs (the part above the cached features, or the
-whole model), its
-callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation accuracy becomes the
-run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
+whole model), its callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation
+accuracy becomes the run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
 `history.csv` gets one row per epoch across phases.
 """
 
