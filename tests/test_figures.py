@@ -134,3 +134,33 @@ def test_a_figure_failure_after_scoring_keeps_the_metrics(trained_run, tmp_path,
     metrics = json.loads((run_dir / rundir.METRICS).read_text())
     assert metrics["test_accuracy"] > 0.5 and sum(map(sum, metrics["confusion_matrix"])) == 10_000
     assert (run_dir / rundir.TEST_PREDICTIONS).is_file()
+
+
+def drawn_figure(monkeypatch) -> list:
+    """The figures a plot function closes once saved, kept open to look at."""
+    kept = []
+    monkeypatch.setattr(figures.plt, "close", kept.append)
+    return kept
+
+
+def test_learning_curves_mark_the_phase_start_the_kept_epoch_and_draw_the_learning_rate(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
+    history = {**HISTORY, "learning_rate": [1e-3, 1e-3, 1e-5]}
+    plot_learning_curves({"VGG16": history, "CNN": HISTORY}, tmp_path / "curves.png",
+                         marks={"VGG16": figures.CurveMarks(phase_starts=(3,), best_epoch=2)})
+    loss, accuracy, rate = kept[0].axes
+    drawn = [list(line.get_ydata()) for line in rate.get_lines() if line.get_linestyle() != ":"]
+    assert rate.get_yscale() == "log" and drawn == [[1e-3, 1e-3, 1e-5]]
+    for axis in (loss, accuracy, rate):  # the second phase began before epoch 3: a line between epochs 2 and 3
+        assert [list(line.get_xdata()) for line in axis.get_lines() if line.get_linestyle() == ":"] == [[2.5, 2.5]]
+    stars = [line for line in accuracy.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xydata()[0]) == [2, 0.45]  # epoch 2's validation accuracy
+
+
+def test_learning_curves_without_validation_draw_no_validation_line(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
+    no_validation = {**HISTORY, "val_accuracy": [float("nan")] * 3, "val_loss": [float("nan")] * 3}
+    plot_learning_curves({"run": no_validation}, tmp_path / "curves.png")
+    assert not figures.has_validation(no_validation) and figures.has_validation(HISTORY)
+    labels = [line.get_label() for axis in kept[0].axes for line in axis.get_lines()]
+    assert labels == ["training", "training"] and len(kept[0].axes) == 2  # no learning rate logged: two panels

@@ -2,6 +2,7 @@ import html
 import io
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,23 +16,37 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonMark renderer to check against
 
-from cnnlab import rundir
-from cnnlab.cli import main
-from cnnlab.config import RunConfig, load_config
+from cnnlab import rundir, stats
+from cnnlab.cli import build_parser, main
+from cnnlab.config import RunConfig, load_config, parse_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import metrics_from_probabilities
-from cnnlab.report import FinishedRun, build_report, load_finished_run, mcnemar_p_value, verdict_paragraph
+from cnnlab.report import FinishedRun, build_report, load_finished_run, reproduce_command, verdict_paragraph
 from conftest import CLASS_NAMES
 
 
-def fake_run(correct, seconds, model="cnn", weights="imagenet", images=10_000):
+def fake_run(correct, seconds, model="cnn", weights="imagenet", images=10_000, seed=0):
     """A finished run that got exactly the test images in `correct` right (all labels are class 0)."""
-    config = load_config("seed", {"model": model, "vgg16.weights": weights})
+    config = load_config("seed", {"model": model, "vgg16.weights": weights, "train.seed": seed})
     probabilities = np.zeros((images, 10))
     probabilities[:, 1] = 1.0
     probabilities[correct] = np.eye(10)[0]
-    metrics = {"test_accuracy": len(correct) / images, "train_seconds": seconds}
+    metrics = {"test_accuracy": len(correct) / images, "train_seconds": seconds, "label": model.upper()}
     return FinishedRun(Path(model), config, metrics, {}, probabilities, np.zeros(images, int))
+
+
+def test_verdict_compares_setups_of_several_seeds_by_their_runs():
+    runs = [fake_run(np.arange(7000), 60, seed=0), fake_run(np.arange(7100), 80, seed=1),
+            fake_run(np.arange(8500), 600, "vgg16", seed=0), fake_run(np.arange(8400), 700, "vgg16", seed=1)]
+    text = verdict_paragraph(runs, ["CNN a", "CNN b", "VGG16 a", "VGG16 b"])
+    assert text.startswith("VGG16 reached 84.50% ± 0.71 points (mean ± sd of 2 seeds) test accuracy against "
+                           "70.50% ± 0.71 points (mean ± sd of 2 seeds) for CNN, 14.0 points higher; every pair of "
+                           "their runs differs beyond chance (McNemar's test, Holm-corrected over every pair of runs).")
+    assert "CNN trained in 70 s, 9.3x faster than VGG16 (10.8 min)." in text
+    # within noise of each other: each pair of runs gets about 500 images right that the other gets wrong, both ways
+    close = [fake_run(np.arange(7000), 60, seed=0), fake_run(np.r_[0:6500, 7000:7510], 60, seed=1),
+             fake_run(np.r_[0:6000, 7000:8020], 60, "vgg16", seed=0), fake_run(np.arange(500, 7530), 60, "vgg16", seed=1)]
+    assert "no pair of their runs differs beyond chance: call it a tie" in verdict_paragraph(close, list("abcd"))
 
 
 def test_verdict_names_the_winner_and_the_margin():
@@ -52,14 +67,6 @@ def test_verdict_calls_a_gap_within_chance_a_tie_and_flags_random_vgg16():
     assert "VGG16 here started from random weights, not ImageNet" in text
 
 
-def test_mcnemar_p_value():
-    right = np.array([True] * 60 + [False] * 40)
-    assert mcnemar_p_value(right, right) == 1.0
-    # 30 discordant pairs all one way: chi2 = 29^2/30 = 28.03, p ~ 1.2e-7
-    other = right.copy()
-    other[:30] = False
-    assert mcnemar_p_value(right, other) == pytest.approx(1.2e-7, rel=0.05)
-
 
 def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     for name in ("cnn", "vgg16"):
@@ -74,14 +81,19 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     page = (compared / "report.html").read_text()
     assert "CNN from scratch" in page and "VGG16 to block 4 from scratch" in page and "fine-tuned" not in page
     for heading in ("Learning curves", "Per-class accuracy", "Confusion matrix: CNN from scratch",
-                    "Confusion matrix: VGG16 to block 4 from scratch", "Test images and predictions", "Environment"):
-        assert heading in page
+                    "Confusion matrix: VGG16 to block 4 from scratch", "Most confident mistakes: CNN from scratch",
+                    "Most confident mistakes: VGG16 to block 4 from scratch", "Per-class numbers", "Settings",
+                    "Environment"):
+        assert f"<h2>{heading}</h2>" in page
+    # VGG16 trained a head phase, then fine-tuned: the curves mark where the second phase began
+    assert "A dotted vertical line marks where a new phase began" in page
+    pictures = 4 + 2 + page.count("<h2>Where the models disagree</h2>")  # curves, classes, 2 matrices; mistakes
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert len(sources) == 5 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == pictures and all(source.startswith("data:image/png;base64,") for source in sources)
     assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
     markdown = (compared / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", markdown)
-    assert len(links) == 5 and all((compared / link).is_file() for link in links)
+    assert len(links) == pictures and all((compared / link).is_file() for link in links)
     assert "| CNN from scratch |" in markdown and "| VGG16 to block 4 from scratch |" in markdown
 
 
@@ -134,9 +146,29 @@ def test_report_opens_offline_in_a_real_browser(compared, chromium, tmp_path):
         page.on("request", lambda request: requests.append(request.url))
         page.goto((compared / "report.html").as_uri(), wait_until="load")
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        # The per-class tables start folded; a click on a summary unfolds that run's tables
+        shown = ("Array.from(document.querySelectorAll('details.per-class table'))"
+                 ".map(t => [t.className, t.checkVisibility(), t.rows.length])")
+        folded = page.evaluate(shown)
+        folded_height = page.evaluate("document.querySelector('details.per-class').getBoundingClientRect().height")
+        page.click("details.per-class summary")
+        unfolded = page.evaluate(shown)
+        unfolded_height = page.evaluate("document.querySelector('details.per-class').getBoundingClientRect().height")
+        # The settings differ in the model and its label: those rows are highlighted, an equal one is not
+        highlighted = page.evaluate("Array.from(document.querySelectorAll('table.settings tr.differs'))"
+                                    ".map(r => [r.cells[0].textContent, getComputedStyle(r.cells[1]).backgroundColor])")
+        plain = page.evaluate("getComputedStyle(Array.from(document.querySelectorAll('table.settings tr'))"
+                              ".find(r => r.cells[0].textContent === 'train.seed').cells[1]).backgroundColor")
         page.screenshot(path=str(compared / "report-screenshot.png"), full_page=True)
         browser.close()
-    assert len(images) == 5 and all(complete and width > 0 for complete, width in images)
+    assert len(images) == 4 + 2 + int("Where the models disagree" in (compared / "report.html").read_text())
+    assert all(complete and width > 0 for complete, width in images)
+    assert not any(visible for _, visible, _ in folded)
+    assert [name for name, visible, _ in unfolded if visible] == ["classes", "confusion"]  # the first run's, unfolded
+    assert unfolded_height > folded_height + 200
+    assert [rows for name, _, rows in unfolded] == [11, 11] * 2  # a header and 10 classes, in both runs' tables
+    assert "model" in dict(highlighted) and "train.seed" not in dict(highlighted)
+    assert len({colour for _, colour in highlighted}) == 1 and plain not in dict(highlighted).values()
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
     assert (compared / "report-screenshot.png").stat().st_size > 10_000
 
@@ -174,7 +206,7 @@ def test_compare_refuses_a_preset_for_another_model_and_writes_nothing(tmp_path,
     assert not out.exists()
 
 
-def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, capsys, monkeypatch):
+def test_report_without_the_data_source_leaves_out_the_test_images(compared, tmp_path, capsys, monkeypatch):
     from cnnlab import experiment
 
     def gone(*args, **kwargs):
@@ -183,8 +215,10 @@ def test_report_without_the_data_source_leaves_out_the_grid(compared, tmp_path, 
     monkeypatch.setattr(experiment, "load_dataset", gone)
     out = tmp_path / "no-grid"
     assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
-    assert "no prediction grid" in capsys.readouterr().err
-    assert "Test images and predictions" not in (out / "report.html").read_text()
+    assert "no pictures of test images" in capsys.readouterr().err
+    page = (out / "report.html").read_text()
+    assert "Most confident mistakes" not in page and "Where the models disagree" not in page
+    assert "<h2>Per-class numbers</h2>" in page  # the rest of the report is there
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -226,7 +260,8 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert "<script" not in page.lower() and "<img src=x" not in page
     assert html.escape("<script>alert(1)</script>") in page and html.escape("(<script>alert(1))") in page
     assert [src for src in re.findall(r'src="([^"]*)"', page) if not src.startswith("data:image/png")] == []
-    assert len(re.findall(r"<tr>", page)) == 3 and all(row.count("<td>") == 10 for row in page.split("<tr>")[2:])
+    results = page.split('<table class="results">')[1].split("</table>")[0]
+    assert results.count("<tr>") == 3 and all(row.count("<td>") == 14 for row in results.split("<tr>")[2:])
 
     markdown = (out / "report.md").read_text()
     rendered = REPORT_RENDERER.render(markdown)
@@ -234,7 +269,7 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert re.findall(r'<img src="([^"]*)"', rendered) == [f"figures/{name}.png" for name in (
         "learning_curves", "per_class_accuracy", "confusion_matrix_1", "confusion_matrix_2")]
     rows = rendered.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
-    assert len(rows) == 2 and all(row.count("<td>") == 10 for row in rows)
+    assert len(rows) == 2 and all(row.count("<td>") == 14 for row in rows)
     first_cells = [html.unescape(row.split("<td>")[1].split("</td>")[0]) for row in rows]
     assert first_cells == [f"{label} (<script>alert(1))",
                            f"{label} (a|b **bold** [x](javascript:alert(1))\\n$\\nosuch$)"]
@@ -358,3 +393,104 @@ def test_the_report_module_imports_no_keras():
     # `cnnlab report` reads finished runs; Keras would add seconds to every report for nothing.
     code = "import sys, cnnlab.report; assert 'keras' not in sys.modules, 'keras imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What the report states beyond the verdict: intervals, seeds, pairwise tests, per-class numbers, settings
+
+
+def with_settings(run_dir: Path, overrides: dict, label: str | None = None) -> Path:
+    """Give a hand-written run other settings (and label) than write_finished_run's."""
+    rundir.write_json(run_dir / rundir.CONFIG, load_config("seed", overrides).to_dict())
+    if label:
+        metrics = json.loads((run_dir / rundir.METRICS).read_text())
+        rundir.write_json(run_dir / rundir.METRICS, {**metrics, "label": label})
+    return run_dir
+
+
+def markdown_table(markdown: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after `heading`, as text, header row first."""
+    table = next(block for block in markdown.split(heading, 1)[1].split("\n\n") if block.startswith("|"))
+    rows = [line for line in table.splitlines() if "---|" not in line]
+    return [[html.unescape(cell.strip()).replace("\\", "") for cell in row.strip("| ").split(" | ")] for row in rows]
+
+
+def test_report_groups_seeds_and_tests_every_pair_with_holm(tmp_path):
+    # write_finished_run draws predictions seeded by the folder name's length: these get different ones
+    runs = [with_settings(write_finished_run(tmp_path / name, images=200), {"train.seed": seed})
+            for seed, name in ((0, "cnn-0"), (1, "cnn-seed1"))]
+    runs.append(with_settings(write_finished_run(tmp_path / "vgg", images=200), {"model": "vgg16"}, "VGG16"))
+    build_report(runs, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    loaded = [load_finished_run(run) for run in runs]
+    accuracies = [run.metrics["test_accuracy"] for run in loaded]
+
+    groups = markdown_table(markdown, "## Runs of one setup, grouped")
+    mean, sd = np.mean(accuracies[:2]), np.std(accuracies[:2], ddof=1)
+    assert groups[1] == ["CNN from scratch", "2", f"{mean:.2%} ± {sd * 100:.2f} points",
+                         f"seed 0: {accuracies[0]:.2%}; seed 1: {accuracies[1]:.2%}"] and len(groups) == 2
+    assert f"{mean:.2%} ± {sd * 100:.2f} points (mean ± sd of 2 seeds)" in markdown  # in the verdict
+
+    pairs = markdown_table(markdown, "## Every pair of runs")[1:]
+    right = [run.probabilities.argmax(1) == run.labels for run in loaded]
+    p_values = [stats.mcnemar_p_value(right[i], right[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+    holm = stats.holm_adjusted(p_values)
+    assert [row[:2] for row in pairs] == [["CNN from scratch (cnn-0)", "CNN from scratch (cnn-seed1)"],
+                                          ["CNN from scratch (cnn-0)", "VGG16"],
+                                          ["CNN from scratch (cnn-seed1)", "VGG16"]]
+    for row, p_value, adjusted in zip(pairs, p_values, holm):
+        assert row[3] == _p(p_value) and row[4] == _p(adjusted) and row[5] == ("yes" if adjusted < 0.05 else "no (a tie)")
+
+    results = markdown_table(markdown, "## Results")
+    for row, run in zip(results[1:], loaded):
+        correct = round(run.metrics["test_accuracy"] * 200)
+        low, high = stats.wilson_interval(correct, 200)
+        assert row[2] == f"{low:.2%} to {high:.2%}"
+        assert row[3] == f"{stats.top_k_accuracy(run.probabilities, run.labels, 5):.2%}"
+
+
+def _p(p_value):
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def test_two_runs_get_no_pairwise_table_and_no_groups_of_different_setups(tmp_path):
+    runs = [write_finished_run(tmp_path / "a"),
+            with_settings(write_finished_run(tmp_path / "b"), {"train.seed": 1, "train.epochs": 3})]
+    build_report(runs, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Every pair of runs" not in markdown and "Runs of one setup" not in markdown and "mean ± sd" not in markdown
+
+
+def test_per_class_numbers_and_top_confusions_are_the_runs_own(tmp_path):
+    run = write_finished_run(tmp_path / "run", images=300)
+    build_report([run], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    confusion = np.array(json.loads((run / rundir.METRICS).read_text())["confusion_matrix"])
+    table = markdown_table(markdown, "### CNN from scratch")
+    assert table[0] == ["class", "precision", "recall", "F1", "test images"]
+    for row, (precision, recall, f1) in zip(table[1:], stats.precision_recall_f1(confusion)):
+        assert row[1:4] == [f"{precision:.3f}", f"{recall:.3f}", f"{f1:.3f}"]
+    true, predicted, count = stats.top_confusions(confusion, 1)[0]
+    assert f"- {CLASS_NAMES[true]} taken for {CLASS_NAMES[predicted]}: {count} images" in markdown
+    matrix = markdown_table(markdown, "Most frequent mistakes:")
+    assert [[int(cell) for cell in row[1:]] for row in matrix[1:]] == confusion.tolist()
+
+
+def test_settings_highlight_what_differs_and_the_command_trains_the_same_run(tmp_path):
+    weights = tmp_path / "my weights 'v2'.weights.h5"
+    runs = [with_settings(write_finished_run(tmp_path / "a"), {"model": "vgg16", "vgg16.weights": str(weights),
+                                                               "vgg16.head_units": [64, 32], "data.flip": True}),
+            with_settings(write_finished_run(tmp_path / "b"), {"model": "vgg16", "train.seed": 7})]
+    build_report(runs, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    settings = page.split('<table class="settings">')[1].split("</table>")[0]
+    highlighted = {row.split("<td>")[1].split("</td>")[0] for row in settings.split("<tr")[2:] if 'class="differs"' in row}
+    assert {"train.seed", "vgg16.weights", "vgg16.head_units", "data.flip", "command"} <= highlighted
+    assert "model" not in highlighted and "train.epochs" not in highlighted
+    for run in runs:
+        config = load_finished_run(run).config
+        words = shlex.split(reproduce_command(config))
+        assert words[:4] == ["cnnlab", "train", "--preset", "seed"]
+        build_parser().parse_args(words[1:])  # a command the CLI accepts
+        settings = [word for before, word in zip(words, words[1:]) if before == "--set"]
+        assert load_config("seed", parse_overrides(settings)) == config

@@ -49,6 +49,15 @@ def test_training_writes_history_checkpoint_and_a_loadable_model(tmp_path):
     )  # the saved model is the best epoch's
 
 
+def test_history_logs_the_learning_rate_the_schedule_reached_at_each_epoch_end(tmp_path):
+    config = tiny_config(**{"train.epochs": 2, "train.lr_schedule": "warmup_linear", "train.warmup_fraction": 0.0,
+                            "train.final_lr_fraction": 0.0})
+    train(config, learnable_splits(train=128, val=32, test=16), rundir.create_run_dir(tmp_path / "run"))
+    with open(tmp_path / "run" / rundir.HISTORY, newline="") as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    assert rates == pytest.approx([0.5e-3, 0.0], abs=1e-9)  # linear from 1e-3 to 0 over two equal epochs
+
+
 def test_same_seed_same_model(tmp_path):
     splits = learnable_splits(train=200, val=50)
     weights = []
@@ -131,7 +140,9 @@ def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
     assert (head["name"], head["epochs"], finetune["name"], finetune["epochs"]) == ("head", 1, "finetune", 2)
     assert finetune["learning_rate"] == 1e-5 and finetune["trainable_parameters"] > head["trainable_parameters"]
     with open(run_dir / rundir.HISTORY, newline="") as handle:
-        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1, 2]
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([1e-3, 1e-5, 1e-5])  # each phase's own
     for layer in model.get_layer("vgg16").layers:
         changed = any(not np.allclose(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
         assert changed == (layer.name.startswith("block5_") and bool(before[layer.name])), layer.name

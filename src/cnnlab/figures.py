@@ -7,6 +7,7 @@ through `display.short_text` (invisible characters shown as escapes, long names 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -36,26 +37,63 @@ def _legend_label(name: str) -> str:
     return "\u200b" + shown if not shown or shown.startswith("_") else shown
 
 
+@dataclass(frozen=True)
+class CurveMarks:
+    """What a run's learning curves mark besides the curves: the epochs at which a new training phase began (VGG16's
+    fine-tuning) and the epoch whose weights the run kept (its best validation accuracy)."""
+
+    phase_starts: tuple[int, ...] = ()
+    best_epoch: int | None = None
+
+
+def has_validation(history: dict[str, list[float]]) -> bool:
+    return any(np.isfinite(value) for value in history.get("val_accuracy", []))
+
+
 @matplotlib.rc_context(_PLAIN_TEXT)
-def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch: one colour per model, training solid, validation dashed."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, title: str = "",
+                         marks: dict[str, CurveMarks] | None = None) -> None:
+    """Loss and accuracy per epoch: one colour per model, training solid, validation dashed; where a run logged its
+    learning rate, a third panel draws the schedule. Dotted verticals mark where a phase began; a star marks the
+    kept (best) epoch on the validation accuracy."""
+    marks = marks or {}
+    panels = ["loss", "accuracy"] + (["learning_rate"] if any("learning_rate" in h for h in histories.values()) else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
     for colour, (label, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
         epochs = [int(e) + 1 for e in history.get("epoch", [])] or list(range(1, len(history.get("loss", [])) + 1))
-        for axis, metric in zip(axes, ("loss", "accuracy")):
+        prefix_name = f"{_legend_label(label)}, " if len(histories) > 1 else ""
+        for axis, metric in zip(axes, panels):
             for prefix, kind, style in (("", "training", "-"), ("val_", "validation", "--")):
                 values = history.get(prefix + metric)
-                if values:
-                    name = f"{_legend_label(label)}, {kind}" if len(histories) > 1 else kind
-                    axis.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=name)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+                if values and np.isfinite(values).any():
+                    axis.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=prefix_name + kind)
+        _draw_marks(axes, epochs, history, marks.get(label, CurveMarks()), colour)
+    for axis, metric in zip(axes, panels):
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_ylabel(metric)
+        axis.set_ylabel(metric.replace("_", " "))
+        rates = [rate for history in histories.values() for rate in history.get(metric, []) if np.isfinite(rate)]
+        if metric == "learning_rate" and min(rates) > 0:
+            axis.set_yscale("log")  # VGG16's phases differ a hundredfold
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+    # One legend for all panels, beside them: every panel draws the same runs in the same colours, and a legend
+    # inside a panel hides its curves once there are a few runs.
+    handles, names = axes[1].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=8)
     figure.suptitle(short_text(title) or "Learning curves")
+    figure.tight_layout()
     _save(figure, path)
+
+
+def _draw_marks(axes, epochs: list[int], history: dict[str, list[float]], marks: CurveMarks, colour) -> None:
+    for start in marks.phase_starts:
+        for axis in axes:
+            axis.axvline(start - 0.5, color=colour, linestyle=":", linewidth=1.2)
+    accuracy = history.get("val_accuracy", [])
+    if marks.best_epoch in epochs and epochs.index(marks.best_epoch) < len(accuracy):
+        axes[1].plot([marks.best_epoch], [accuracy[epochs.index(marks.best_epoch)]], marker="*", markersize=14,
+                     color=colour, markeredgecolor="black", linestyle="none")
 
 
 @matplotlib.rc_context(_PLAIN_TEXT)
@@ -79,9 +117,10 @@ def plot_per_class_accuracy(accuracies: dict[str, list[float]], class_names: tup
 @matplotlib.rc_context(_PLAIN_TEXT)
 def plot_prediction_grid(
     images: np.ndarray, labels: np.ndarray, predictions: dict[str, np.ndarray], class_names: tuple[str, ...],
-    path: Path, columns: int = 6,
+    path: Path, columns: int = 6, confidences: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Test images with the true class and each model's guess; wrong guesses in red."""
+    """Test images with the true class and each model's guess (with its probability, where `confidences` gives
+    one); wrong guesses in red."""
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.1, rows * (2.0 + 0.3 * len(predictions))))
     for index, axis in enumerate(np.atleast_1d(axes).ravel()):
@@ -93,6 +132,8 @@ def plot_prediction_grid(
         for line, (label, predicted) in enumerate(predictions.items()):
             right = predicted[index] == labels[index]
             guess = f"{label.split(' ')[0]}: {class_names[predicted[index]]}"
+            if confidences and label in confidences:
+                guess += f" {confidences[label][index]:.0%}"
             text = short_text(guess) + ("" if right else " ✗")
             axis.text(0.5, -0.05 - 0.12 * line, text, transform=axis.transAxes, ha="center", va="top", fontsize=7,
                       color="black" if right else "#c62828")

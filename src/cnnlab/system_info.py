@@ -11,7 +11,10 @@ from importlib import metadata
 def library_versions() -> dict[str, str]:
     import keras
 
-    versions = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend()}
+    from cnnlab import __version__
+
+    versions = {"cnnlab": __version__, "python": platform.python_version(), "keras": keras.__version__,
+                "backend": keras.backend.backend()}
     for package in ("tensorflow", "jax", "torch", "numpy"):
         try:
             versions[package] = metadata.version(package)

@@ -89,6 +89,15 @@ class EpochTimer(keras.callbacks.Callback):
             logs["seconds"] = self.seconds[-1]  # into history.csv, so a resumed run keeps its earlier timings
 
 
+class LearningRateLog(keras.callbacks.Callback):
+    """The optimizer's learning rate at each epoch's end, into history.csv, so the report can draw the schedule.
+    (keras.callbacks.LearningRateScheduler logs it too, but only for a schedule it sets itself, per epoch.)"""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop at the first batch whose loss is NaN or infinite; fit then returns and the caller reports it."""
 
@@ -294,13 +303,14 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
 
 
 def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[keras.callbacks.Callback]:
-    """In order: lookahead first (the epoch's last pull lands before anything saves), then timing, the NaN guard,
-    history, the best checkpoint, the resume state, and the stop a Ctrl-C asked for once that state is saved."""
+    """In order: lookahead first (the epoch's last pull lands before anything saves), then timing, the learning
+    rate, the NaN guard, history, the best checkpoint, the resume state, and the stop a Ctrl-C asked for once that
+    state is saved."""
     train = run.config.train
     callbacks = []
     if train.lookahead_every:
         callbacks.append(Lookahead(train.lookahead_every, phase_steps, scope=run.factory.placement.scope))
-    callbacks += [run.timer, run.nan_guard, HistoryFile(run.run_dir / rundir.HISTORY)]
+    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.run_dir / rundir.HISTORY)]
     if len(run.splits.y_val):
         callbacks.append(run.checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
     # Two generations of state: a kill in the middle of writing one leaves the other to resume from.

@@ -1,0 +1,36 @@
+"""The package's Python API: `cnnlab.<name>` for the library's entry points, each imported on first use."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import cnnlab
+
+
+def test_importing_cnnlab_imports_no_keras():
+    # The command line imports cnnlab first and Keras only once its input is checked: Keras takes seconds.
+    code = "import sys, cnnlab; assert 'keras' not in sys.modules, 'keras imported'; print(cnnlab.__version__)"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("name", cnnlab.__all__)
+def test_each_api_name_is_the_library_function_it_names(name):
+    module, attribute = cnnlab._LAZY_EXPORTS[name]
+    assert getattr(cnnlab, name) is getattr(importlib.import_module(module), attribute)
+    assert name in dir(cnnlab)
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'trian_run'"):
+        cnnlab.trian_run  # noqa: B018
+
+
+def test_submodules_stay_modules_beside_the_api():
+    # `write_report` and `evaluate_run` are not called `report` and `evaluate`: those are modules of the package.
+    import cnnlab.evaluate
+    import cnnlab.report
+
+    assert cnnlab.write_report is importlib.import_module("cnnlab.experiment").report
+    assert cnnlab.report.__name__ == "cnnlab.report" and cnnlab.evaluate.__name__ == "cnnlab.evaluate"
