@@ -1,17 +1,18 @@
-"""Every command that reads a run, on every model kind, each in a fresh `python -m cnnlab` process.
+"""Every command that reads a run, on every model kind, each in a fresh `python -m cnnlab` process (`evaluate` with
+`--corruptions`, which re-scores the test set as a plain `evaluate` does, then the corrupted images).
 
 A test process has imported all of cnnlab already, which once hid that a fast net's `model.keras` could not be
 loaded by `predict` or `evaluate` in a user's fresh process. Here each command starts from nothing, as a user's does.
 """
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (TINY_MODEL, TINY_VGG16, assert_evaluate_reproduces_the_recorded_scores, run_cnnlab,
-                      run_metrics)
+from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab, run_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +37,29 @@ def runs(tmp_path_factory, synthetic_archive):
     return {kind: root / kind for kind in KINDS}
 
 
+CORRUPTION_IMAGES, CORRUPTION_SEED = 40, 3
+
+
+@pytest.fixture(scope="module")
+def evaluated(runs):
+    """Each run re-scored by `python -m cnnlab evaluate RUN --corruptions` (on 40 test images, to keep it short):
+    {kind: (its metrics before, the finished process)}. One process per run serves the re-score checks and the
+    corruption checks, so the whole test set is still predicted once per run here, as before."""
+    results = {}
+    for kind, run_dir in runs.items():
+        before = run_metrics(run_dir)
+        done = run_cnnlab("evaluate", run_dir, "--corruptions", "--corruption-images", CORRUPTION_IMAGES,
+                          "--corruption-seed", CORRUPTION_SEED)
+        assert done.returncode == 0, done.stderr
+        results[kind] = before, done
+    return results
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_evaluate_in_a_fresh_process_rescores_to_the_same_accuracy(runs, kind):
-    assert_evaluate_reproduces_the_recorded_scores(runs[kind])
+def test_evaluate_in_a_fresh_process_rescores_to_the_same_accuracy(evaluated, kind):
+    before, done = evaluated[kind]
+    assert done.stdout.splitlines()[0] == (f"test accuracy {before['test_accuracy']:.4f}, "
+                                           f"test loss {before['test_loss']:.4f}")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -89,3 +110,51 @@ def test_data_info_in_a_fresh_process_counts_the_classes(synthetic_archive):
     done = run_cnnlab("data", "info", "--data", synthetic_archive)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["total", "45000", "5000", "10000"]
+
+
+def corruption_sample_of(run_dir, count, seed):
+    """The test images and labels `evaluate --corruptions --corruption-images COUNT --corruption-seed SEED` scores."""
+    from cnnlab.config import config_from_dict
+    from cnnlab.data import load_dataset
+    from cnnlab.evaluate import corruption_sample
+
+    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    data = load_dataset(config.data, config.train.seed)
+    index = corruption_sample(data.y_test, count, seed)
+    return data.x_test[index], data.y_test[index], max(config.train.batch_size, 256)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_images(runs, evaluated, kind):
+    from cnnlab.corruptions import corrupt
+    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.experiment import load_run_model
+
+    metrics = run_metrics(runs[kind])
+    record = metrics["corruptions"]
+    assert (record["seed"], record["images"]) == (CORRUPTION_SEED, CORRUPTION_IMAGES)
+    images, labels, batch_size = corruption_sample_of(runs[kind], CORRUPTION_IMAGES, CORRUPTION_SEED)
+    model = load_run_model(runs[kind])
+
+    def accuracy(batch):
+        probabilities = predict_probabilities(model, batch, batch_size, metrics["test_time_augmentation"])
+        return float((probabilities.argmax(axis=1) == labels).mean())
+
+    assert accuracy(images) == record["clean_accuracy"]
+    recomputed = [accuracy(corrupt(images, "frost", severity, CORRUPTION_SEED)) for severity in range(1, 6)]
+    assert recomputed == record["accuracy"]["frost"]
+    _, done = evaluated[kind]
+    assert f"  frost            {''.join(f'{value:7.3f}' for value in recomputed)}" in done.stdout
+    assert "[15/15] jpeg_compression" in done.stderr
+
+
+def test_every_run_was_scored_on_the_same_corrupted_images(runs, evaluated):
+    from cnnlab.corruptions import CORRUPTIONS, corrupt
+
+    images, _, _ = corruption_sample_of(runs["cnn"], CORRUPTION_IMAGES, CORRUPTION_SEED)
+    digest = hashlib.sha256(images.tobytes())
+    for name in CORRUPTIONS:
+        for severity in range(1, 6):
+            digest.update(corrupt(images, name, severity, CORRUPTION_SEED).tobytes())
+    fingerprints = {kind: run_metrics(run_dir)["corruptions"]["images_sha256"] for kind, run_dir in runs.items()}
+    assert fingerprints == dict.fromkeys(KINDS, digest.hexdigest())

@@ -494,3 +494,37 @@ def test_settings_highlight_what_differs_and_the_command_trains_the_same_run(tmp
         build_parser().parse_args(words[1:])  # a command the CLI accepts
         settings = [word for before, word in zip(words, words[1:]) if before == "--set"]
         assert load_config("seed", parse_overrides(settings)) == config
+
+
+def with_corruption_scores(run_dir: Path, level: float, images_sha256: str = "a" * 64) -> Path:
+    """Give a hand-written run scores under every corruption: `level` at severity 1, falling 0.1 per severity."""
+    from cnnlab.corruptions import CORRUPTIONS
+    from cnnlab.evaluate import corruption_record
+
+    scores = {name: [max(level - 0.1 * step, 0.0) for step in range(5)] for name in CORRUPTIONS}
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    metrics["corruptions"] = corruption_record(0, metrics["test_accuracy"], scores, images_sha256, 1.0, 20)
+    rundir.write_json(run_dir / rundir.METRICS, metrics)
+    return run_dir
+
+
+def test_report_compares_robustness_on_identical_corrupted_images_only(tmp_path):
+    runs = [with_corruption_scores(write_finished_run(tmp_path / "a", label="CNN"), 0.6),
+            with_corruption_scores(write_finished_run(tmp_path / "bb", label="VGG16"), 0.5)]
+    build_report(runs, tmp_path / "same")
+    markdown = (tmp_path / "same" / "report.md").read_text()
+    records = [load_finished_run(run).metrics["corruptions"] for run in runs]
+    assert records[0]["mean_accuracy"] == pytest.approx(0.4)  # 0.6, 0.5, 0.4, 0.3, 0.2
+    assert (f"Under the common corruptions CNN held up best: 40.00% mean accuracy over the 15 corruptions at 5 "
+            f"severities, 10.0 points more than VGG16 (30.00%), on the same 20 test images") in markdown
+    table = markdown_table(markdown, "## Robustness: the common corruptions")
+    assert table[1][:5] == ["CNN", "20", "0", f"{records[0]['clean_accuracy']:.2%}", "40.00%"]
+    assert table[0][6:] == ["noise", "blur", "weather", "digital"]
+    assert "![Accuracy under common corruptions](figures/corruption_accuracy.png)" in markdown
+
+    with_corruption_scores(runs[1], 0.5, images_sha256="b" * 64)  # another seed or sample: other images
+    build_report(runs, tmp_path / "other")
+    markdown = (tmp_path / "other" / "report.md").read_text()
+    assert "held up best" not in markdown and "scored on different corrupted images" in markdown
+    build_report(runs[:1] + [write_finished_run(tmp_path / "ccc")], tmp_path / "one")  # one scored run: no comparison
+    assert "held up best" not in (tmp_path / "one" / "report.md").read_text()

@@ -7,6 +7,7 @@ commands:
     cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
+    cnnlab evaluate RUN_DIR --corruptions [--corruption-images N]            and under CIFAR-10-C's 15 corruptions
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
     cnnlab data info [--data PATH]                                           the data's source, classes, split counts
     cnnlab devices [--devices N|all] [--preset NAME]                         where a run would compute, in which precision
@@ -123,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="re-score a finished run on the test set, redraw its figures")
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     _add_data_arguments(evaluate, default_help="default: the run's own data source")
+    robustness = evaluate.add_argument_group("robustness (common corruptions, after CIFAR-10-C)")
+    robustness.add_argument("--corruptions", action="store_true",
+                            help="also score the test images under 15 corruptions (noise, blur, weather, digital) at "
+                                 "5 severities each: 76 passes over the images, into metrics.json's \"corruptions\"")
+    robustness.add_argument("--corruption-images", type=int, metavar="N",
+                            help="score a class-stratified sample of N test images (default: all of them, each "
+                                 "predicted 76 times)")
+    robustness.add_argument("--corruption-seed", type=int, metavar="SEED",
+                            help="seed of the sample and of the random corruptions (default: 0); runs scored with "
+                                 "one seed see identical images")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top classes for your own images")
@@ -345,15 +356,23 @@ def _parse_set(items: list[str]) -> dict[str, object]:
 
 def _evaluate(args) -> int:
     from cnnlab.display import terminal_text
+    from cnnlab.evaluate import check_corruption_settings, format_corruptions
     from cnnlab.experiment import evaluate_run
 
+    if not args.corruptions and (args.corruption_images is not None or args.corruption_seed is not None):
+        raise CnnlabError("--corruption-images and --corruption-seed choose how --corruptions scores; add "
+                          "--corruptions")
+    seed = 0 if args.corruption_seed is None else args.corruption_seed
+    check_corruption_settings(args.corruption_images, seed)  # before Keras starts: bad input costs nothing
     _import_keras_quietly()
-    metrics = evaluate_run(args.run_dir, args.data, args.sha256)
+    metrics = evaluate_run(args.run_dir, args.data, args.sha256, args.corruptions, args.corruption_images, seed)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}")
     shown = {terminal_text(name): accuracy for name, accuracy in metrics["per_class_accuracy"].items()}
     width = max(len(name) for name in shown)
     for name, accuracy in shown.items():
         print(f"  {name:<{width}}  {accuracy:.3f}")
+    if args.corruptions:
+        print(format_corruptions(metrics["corruptions"]))
     print(f"figures: {terminal_text(args.run_dir / 'figures')}")
     return 0
 

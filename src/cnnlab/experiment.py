@@ -1,7 +1,8 @@
 """Whole jobs, start to finish, each recorded in run directories.
 
 - `train_run` (`cnnlab train`): data -> splits -> model -> train -> evaluate -> figures, in one run directory.
-- `evaluate_run` (`cnnlab evaluate`): re-score a finished run (on its own data source or another copy).
+- `evaluate_run` (`cnnlab evaluate`): re-score a finished run (on its own data source or another copy), and on request
+  under the common corruptions (`--corruptions`).
 - `compare` (`cnnlab compare`): train the CNN and VGG16 under one preset, then `report` on both.
 - `report` (`cnnlab report`): the comparison report of any finished runs.
 """
@@ -23,7 +24,8 @@ from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Dataset, load_dataset, make_splits, provenance
 from cnnlab.display import terminal_text
 from cnnlab.errors import CnnlabError, first_line, one_line
-from cnnlab.evaluate import metrics_from_probabilities, predict_probabilities, read_history, read_metrics
+from cnnlab.evaluate import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
+                             predict_probabilities, read_history, read_metrics, score_corruptions)
 from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
 
 LEARNING_CURVES_PNG = "learning_curves.png"
@@ -159,8 +161,15 @@ def _interrupts_finish_the_epoch():
         signal.signal(signal.SIGINT, previous)
 
 
-def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | None = None) -> dict[str, object]:
-    """Re-score a finished run on the test set and redraw its figures; returns the updated metrics."""
+def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | None = None, corruptions: bool = False,
+                 corruption_images: int | None = None, corruption_seed: int = 0) -> dict[str, object]:
+    """Re-score a finished run on the test set and redraw its figures; returns the updated metrics.
+
+    With `corruptions`, also score it under the 15 common corruptions at 5 severities, on `corruption_images` test
+    images (stratified, drawn with `corruption_seed`; default all), into metrics.json's "corruptions". Without,
+    earlier corruption scores are kept while the test images are the same, and dropped (with a note) otherwise.
+    """
+    check_corruption_settings(corruption_images, corruption_seed)
     run_dir = rundir.require_finished(run_dir)
     config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
     data_config = config.data
@@ -175,8 +184,38 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
                           f"answers for {model.output_shape[-1]}")
     with rundir.locked(run_dir):
         metrics = _training_summary(run_dir / rundir.METRICS)
-        metrics["data"] = provenance.metrics_record(data)
+        record = provenance.metrics_record(data)
+        if corruptions:
+            metrics["corruptions"] = _score_corruptions(model, data, config, corruption_images, corruption_seed)
+        elif "corruptions" in metrics and not _same_test_images(metrics.get("data"), record):
+            del metrics["corruptions"]
+            print("note: the scores under corruptions were for other test images and are dropped (score them again "
+                  "with --corruptions)", file=sys.stderr)
+        metrics["data"] = record
         return _evaluate_and_record(run_dir, model, data, metrics, config)
+
+
+def _score_corruptions(model, data: Dataset, config: RunConfig, count: int | None, seed: int) -> dict:
+    if count is not None and count > len(data.y_test):
+        print(f"note: --corruption-images {count} is more than the {len(data.y_test):,} test images; using them all",
+              file=sys.stderr)
+    index = corruption_sample(data.y_test, count, seed)
+    return score_corruptions(model, data.x_test[index], data.y_test[index], seed, _test_batch_size(config),
+                             config.train.test_time_augmentation, log=lambda line: print(line, file=sys.stderr))
+
+
+def _same_test_images(scored_on, record: dict) -> bool:
+    """Whether metrics.json's earlier data record (`scored_on`) names the test images of `record`: the same kind,
+    classes, size and content hash (a source with no hash, an extracted CIFAR-10 folder: the same path too)."""
+    if not isinstance(scored_on, dict):
+        return False
+    same = all(scored_on.get(key) == record[key] for key in ("kind", "content_hash", "image_size"))
+    same = same and scored_on.get("classes") == list(record["classes"])
+    return same and (record["content_hash"] is not None or scored_on.get("path") == record["path"])
+
+
+def _test_batch_size(config: RunConfig) -> int:
+    return max(config.train.batch_size, 256)
 
 
 def _training_summary(metrics_file: Path) -> dict:
@@ -199,7 +238,7 @@ def load_run_model(run_dir: Path):
 
 def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     start = time.perf_counter()
-    probabilities = predict_probabilities(model, data.x_test, batch_size=max(config.train.batch_size, 256),
+    probabilities = predict_probabilities(model, data.x_test, batch_size=_test_batch_size(config),
                                           augmentation=config.train.test_time_augmentation)
     metrics["test_seconds"] = round(time.perf_counter() - start, 2)
     metrics["test_time_augmentation"] = config.train.test_time_augmentation
@@ -272,8 +311,8 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
 
 
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:
-    """The comparison report of finished runs; the test images for the prediction grid come from the first run's
-    data source, and the grid is left out (with a warning) if that source is gone or changed."""
+    """The comparison report of finished runs; the test images for its pictures come from the first run's
+    data source, and those pictures are left out (with a warning) if that source is gone or changed."""
     from cnnlab.report import REPORT_HTML, REPORT_MD, build_report
 
     first_run = rundir.require_finished(run_dirs[0])
@@ -287,6 +326,6 @@ def report(run_dirs: list[Path], out: Path | None = None) -> Path:
         provenance.check_unchanged(first_run, data)
         test_set = (data.x_test, data.y_test)
     except CnnlabError as exc:
-        print(f"warning: no prediction grid: cannot load the test images ({exc})", file=sys.stderr)
+        print(f"warning: no pictures of test images: cannot load them ({exc})", file=sys.stderr)
         test_set = None
     return build_report(run_dirs, out, test_set)

@@ -161,3 +161,20 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: tuple[str, ...],
     figure.colorbar(image, ax=axis, fraction=0.046, label="fraction of true class")
     axis.set_title(short_text(title) or "Confusion matrix (test set)")
     _save(figure, path)
+
+
+@matplotlib.rc_context(_PLAIN_TEXT)
+def plot_corruption_accuracy(curves: dict[str, list[float]], path: Path) -> None:
+    """Accuracy against corruption severity, one line per model: severity 0 is the clean images, 1-5 the mean over
+    the corruptions at that severity."""
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for label, accuracies in curves.items():
+        axis.plot(range(len(accuracies)), accuracies, marker="o", label=_legend_label(label))
+    axis.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+    axis.set_xlabel("corruption severity")
+    axis.set_ylabel("test accuracy (mean over corruptions)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Accuracy under common corruptions")
+    _save(figure, path)

@@ -236,6 +236,14 @@ def _curve_and_class_figures(runs: list[FinishedRun], labels: list[str], figures
         class_names, per_class,
     )
     pictures.append(Picture("Per-class accuracy", "Test accuracy for each class, models side by side.", per_class))
+    robust = [(label, run.metrics["corruptions"]) for label, run in zip(labels, runs) if "corruptions" in run.metrics]
+    if robust:
+        path = figures_dir / "corruption_accuracy.png"
+        figures.plot_corruption_accuracy({label: _severity_curve(record) for label, record in robust}, path)
+        pictures.append(Picture("Accuracy under common corruptions",
+                                "Each model's accuracy on the clean test images and under the 15 common corruptions "
+                                "(CIFAR-10-C's, `cnnlab evaluate --corruptions`), averaged over the corruptions at "
+                                "each severity.", path))
     for index, (label, run) in enumerate(zip(labels, runs), start=1):
         matrix = figures_dir / f"confusion_matrix_{index}.png"
         figures.plot_confusion_matrix(run.metrics["confusion_matrix"], class_names, matrix, f"{label}: test set")
@@ -444,6 +452,7 @@ def _content(runs: list[FinishedRun], labels: list[str]) -> dict:
         "results": _results_table(runs, labels),
         "groups": _groups_table(runs),
         "pairwise": _pairwise_table(runs, labels) if len(runs) > 2 else None,
+        "robustness": _robustness(runs, labels),
         "details": [_run_details(run, label) for run, label in zip(runs, labels)],
         "settings": _settings_table(runs, labels),
         "environment": _environment(runs),
@@ -510,6 +519,41 @@ def _pairwise_table(runs: list[FinishedRun], labels: list[str]) -> Table:
                      "yes" if adjusted < 0.05 else "no (a tie)"])
     return Table(["first", "second", "difference (points)", "McNemar p", "Holm-adjusted p",
                   "different at 5%?"], rows)
+
+
+def _severity_curve(record: dict) -> list[float]:
+    by_severity = np.mean(list(record["accuracy"].values()), axis=0)
+    return [record["clean_accuracy"], *map(float, by_severity)]
+
+
+def _robustness(runs: list[FinishedRun], labels: list[str]) -> tuple[Table, str] | None:
+    """The corruption scores of the runs that have them, and a sentence on which model held up better (only for runs
+    scored on identical images: the same fingerprint of every clean and corrupted image)."""
+    scored = [(label, run.metrics["corruptions"]) for label, run in zip(labels, runs) if "corruptions" in run.metrics]
+    if not scored:
+        return None
+    families = list(scored[0][1]["families"])
+    table = Table(["model", "images", "seed", "clean accuracy", "mean corrupted accuracy", "kept",
+                   *(f"{family}" for family in families)],
+                  [[label, f"{record['images']:,}", str(record["seed"]), f"{record['clean_accuracy']:.2%}",
+                    f"{record['mean_accuracy']:.2%}", f"{record['mean_accuracy'] / max(record['clean_accuracy'], 1e-9):.0%}",
+                    *(f"{record['families'][family]:.2%}" for family in families)] for label, record in scored])
+    return table, _robustness_sentence(scored)
+
+
+def _robustness_sentence(scored: list[tuple[str, dict]]) -> str:
+    if len(scored) < 2:
+        return ""
+    if len({record["images_sha256"] for _, record in scored}) > 1:
+        return ("These runs were scored on different corrupted images (another seed or sample), so their corruption "
+                "accuracies are not compared here; score them with the same --corruption-images and seed.")
+    (best_label, best), (next_label, runner_up) = sorted(scored, key=lambda pair: -pair[1]["mean_accuracy"])[:2]
+    return (f"Under the common corruptions {best_label} held up best: {best['mean_accuracy']:.2%} mean accuracy over "
+            f"the 15 corruptions at 5 severities, {(best['mean_accuracy'] - runner_up['mean_accuracy']) * 100:.1f} "
+            f"points more than {next_label} ({runner_up['mean_accuracy']:.2%}), on the same "
+            f"{best['images']:,} test images; it kept {best['mean_accuracy'] / max(best['clean_accuracy'], 1e-9):.0%} "
+            f"of its clean accuracy, {next_label} "
+            f"{runner_up['mean_accuracy'] / max(runner_up['clean_accuracy'], 1e-9):.0%}.")
 
 
 def _run_details(run: FinishedRun, label: str) -> dict:
