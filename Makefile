@@ -12,7 +12,7 @@ PRESET ?= quick
 DATA ?=
 WEIGHTS ?=
 ARGS ?=
-EXTRAS ?= tensorflow,jax,torch,test
+EXTRAS ?= tensorflow,jax,torch,export,serve,test
 
 .PHONY: run test clean
 
