@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -203,6 +204,29 @@ def trained_run(tmp_path_factory, synthetic_archive) -> Path:
     )
     assert code == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed here if it is missing (CI runs as root with the package registry reachable)."""
+    path = shutil.which("chromium")
+    if path is None and shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                       shell=True, capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("chromium is not installed and could not be installed here")
+    return path
+
+
+def launch_chromium(playwright, executable: str, profile: Path, viewport=(1200, 900)):
+    """Headless Chromium (the `chromium` fixture's) with a fresh profile and nothing of its own on the network."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=executable, headless=True,
+        viewport={"width": viewport[0], "height": viewport[1]},
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--no-first-run", "--disable-sync"],
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The benchmark scripts' own behaviour (their measurements live in benchmarks/RESULTS.md, not in tests)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,15 @@ def test_preset_seeds_trains_again_where_the_finished_run_was_made_by_another_co
     )
     assert other.returncode != 0 and "50.00%" not in other.stdout
     assert other.stderr.strip().splitlines()[-1].startswith("preset_seeds: seed 0: cnnlab train failed")
+
+
+def test_serve_load_reports_throughput_and_latency_with_no_errors(trained_run):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "serve_load.py"), str(trained_run), "--clients", "2", "--seconds", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "2 clients for 2 s" in lines[0]
+    assert re.fullmatch(r"\d+ requests answered: [\d.]+ requests/s, latency p50 \d+ ms, p99 \d+ ms", lines[1])
+    assert lines[2] == "errors: 0"

@@ -22,7 +22,7 @@ from cnnlab.config import RunConfig, load_config, parse_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate import metrics_from_probabilities
 from cnnlab.report import FinishedRun, build_report, load_finished_run, reproduce_command, verdict_paragraph
-from conftest import CLASS_NAMES
+from conftest import CLASS_NAMES, launch_chromium
 
 
 def fake_run(correct, seconds, model="cnn", weights="imagenet", images=10_000, seed=0):
@@ -137,11 +137,7 @@ def test_report_opens_offline_in_a_real_browser(compared, chromium, tmp_path):
 
     requests = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, viewport={"width": 1200, "height": 900},
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"],
-        )
+        browser = launch_chromium(playwright, chromium, tmp_path / "profile")
         page = browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
         page.goto((compared / "report.html").as_uri(), wait_until="load")
@@ -171,19 +167,6 @@ def test_report_opens_offline_in_a_real_browser(compared, chromium, tmp_path):
     assert len({colour for _, colour in highlighted}) == 1 and plain not in dict(highlighted).values()
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
     assert (compared / "report-screenshot.png").stat().st_size > 10_000
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's chromium, installed here if it is missing (CI runs as root with the package registry reachable)."""
-    path = shutil.which("chromium")
-    if path is None and shutil.which("apt-get"):
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-                       shell=True, capture_output=True, timeout=900)
-        path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("chromium is not installed and could not be installed here")
-    return path
 
 
 def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys, monkeypatch):

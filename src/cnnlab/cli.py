@@ -9,6 +9,8 @@ commands:
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab evaluate RUN_DIR --corruptions [--corruption-images N]            and under CIFAR-10-C's 15 corruptions
     cnnlab predict RUN_DIR IMAGE... [--json]                                top-3 classes for your own images
+    cnnlab export RUN_DIR --format savedmodel|onnx|litert [--out PATH]       the model for other runtimes, checked
+    cnnlab serve RUN_DIR... [--host 127.0.0.1] [--port 8000]                 a page that classifies dropped images
     cnnlab data info [--data PATH]                                           the data's source, classes, split counts
     cnnlab devices [--devices N|all] [--preset NAME]                         where a run would compute, in which precision
     cnnlab bench [--data PATH] [--steps N] [--rounds N]                      training and evaluation speed vs plain Keras
@@ -137,11 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top classes for your own images")
-    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                         help="a finished run, or a model.onnx that `cnnlab export` wrote (its classes file beside it)")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default: 3)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export", help="the run's model as SavedModel, ONNX or LiteRT, checked for parity")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"))
+    export.add_argument("--out", type=Path, help="where to write it, never over anything (default: "
+                                                 "RUN_DIR/export/saved_model, model.onnx or model.tflite)")
+    export.add_argument("--parity-images", type=int, default=256, metavar="N",
+                        help="test images on which the artifact must answer as the Keras model (default: 256)")
+    export.set_defaults(handler=_export)
+
+    serve = commands.add_parser("serve", help="a local page (and JSON API) that classifies the images you drop on it")
+    serve.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished runs, shown side by side")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                           "only; 0.0.0.0 opens it to the network)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    serve.add_argument("--top", type=int, default=3, help="classes the page shows per run (default: 3)")
+    serve.add_argument("--max-upload-mb", type=float, default=8, help="largest request accepted (default: 8)")
+    serve.set_defaults(handler=_serve)
 
     data = commands.add_parser("data", help="inspect the data set")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -378,32 +399,78 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from cnnlab import rundir
-    from cnnlab.config import config_from_dict
     from cnnlab.data.images import load_image
     from cnnlab.display import terminal_text
-    from cnnlab.evaluate import read_metrics
     from cnnlab.experiment import load_run_model
-    from cnnlab.predict import predict_images
+    from cnnlab.export import load_onnx, read_onnx_settings
+    from cnnlab.predict import predict_images, read_run_settings
 
     if args.top <= 0:
         raise CnnlabError(f"--top must be positive, got {args.top}")
-    run_dir = rundir.require_finished(args.run_dir)
+    exported = args.run_dir.suffix == ".onnx"  # an exported model: ONNX Runtime answers, and Keras never starts
+    settings = read_onnx_settings(args.run_dir) if exported else read_run_settings(args.run_dir)
     for path in args.images:  # refuse bad images before paying for the model load
         load_image(path, (32, 32))
-    metrics = read_metrics(run_dir / rundir.METRICS)
-    class_names = tuple(metrics["data"]["classes"])
-    _import_keras_quietly()
-    augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation had none
-    resize = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)).data.resize  # as the training images were
-    results = predict_images(load_run_model(run_dir), args.images, class_names, min(args.top, len(class_names)),
-                             augmentation, resize)
+    if exported:
+        model = load_onnx(args.run_dir, settings.class_names)
+    else:
+        _import_keras_quietly()
+        model = load_run_model(args.run_dir)
+    results = predict_images(model, args.images, settings.class_names,
+                             min(args.top, len(settings.class_names)), settings.augmentation, settings.resize)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for result in results:
         guesses = ", ".join(f"{guess['class']} {guess['probability']:.1%}" for guess in result["top"])
         print(terminal_text(f"{result['image']}: {guesses}"))
+    return 0
+
+
+def _export(args) -> int:
+    from cnnlab.display import terminal_text
+    from cnnlab.export import check_export, export_run
+
+    check_export(args.run_dir, args.format, args.out, args.parity_images)  # bad input costs nothing
+    _import_keras_quietly()
+    record = export_run(args.run_dir, args.format, args.out, args.parity_images,
+                        log=lambda line: print(line, file=sys.stderr))
+    print(f"{args.format}: {terminal_text(record['artifact'])} (classes beside it)")
+    print(f"parity on {record['images']} test images vs the Keras model ({record['keras_precision']}): "
+          f"max |difference| {record['max_abs_difference']:.2e} (tolerance {record['tolerance']:.0e}), top-1 agreement "
+          f"{record['top1_agreement']:.1%}")
+    return 0
+
+
+def _serve(args) -> int:
+    import importlib.util
+    import socket
+
+    if args.top <= 0 or args.max_upload_mb <= 0:
+        raise CnnlabError("--top and --max-upload-mb must be positive")
+    found = importlib.util.find_spec
+    # python-multipart: its module was `multipart` before 0.0.13
+    if not (found("fastapi") and found("uvicorn") and (found("python_multipart") or found("multipart"))):
+        raise CnnlabError("cnnlab serve needs the serve extra: pip install 'cnnlab[serve]'")
+    import uvicorn
+
+    from cnnlab import serve
+
+    serve.check_runs(args.run_dirs)  # before the port and the models: bad input costs nothing
+    listener = socket.socket()
+    try:  # bound here, before the models load, so that a port in use is one line at once
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart gets the port
+        listener.bind((args.host, args.port))
+        listener.listen()
+    except OSError as exc:
+        listener.close()
+        raise CnnlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    with listener:
+        _import_keras_quietly()
+        app = serve.create_app(args.run_dirs, round(args.max_upload_mb * 2**20), args.top)
+        host, port = listener.getsockname()[:2]
+        print(f"serving {len(args.run_dirs)} run(s) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
     return 0
 
 

@@ -7,6 +7,7 @@ or hostile file makes the decoder raise becomes one CnnlabError.
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from pathlib import Path
@@ -32,6 +33,11 @@ class ImageTooLarge(CnnlabError):
     """An image over MAX_PIXELS: a refusal of the whole input, where a merely unreadable file can be skipped."""
 
 
+class NotAnImage(CnnlabError):
+    """A file that is no image of an allowed format at all (or empty), where a damaged one is a plain CnnlabError: a
+    server answers the two differently (HTTP 415 and 400)."""
+
+
 def load_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """Read `path` as a uint8 array of shape (height, width, 3) = `size`: the first frame of an animation, turned as
     its EXIF orientation says, on white where transparent, brought to `size` as `resize` says (see `_fit`)."""
@@ -48,18 +54,30 @@ def decode_image(path: Path, size: tuple[int, int], resize: str = "stretch") -> 
     except OSError as exc:
         raise CnnlabError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     with file:
-        try:
-            return _decode(file, path, size, resize)
-        except UnidentifiedImageError:
-            raise CnnlabError(f"{path}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            # Pillow's own, higher limit, met while reading the header, before the size is known to the check below
-            raise ImageTooLarge(f"{path}: over the {MAX_PIXELS:,}-pixel limit") from None
-        except DECODER_ERRORS as exc:
-            raise CnnlabError(f"{path}: damaged or truncated image ({type(exc).__name__})") from None
+        return _decode_checked(file, path, size, resize)
 
 
-def _decode(file, path: Path, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
+def load_image_bytes(content: bytes, name: str, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
+    """`load_image` for a file's content held in memory (an upload), with the same checks; `name` is what messages
+    call it."""
+    if not content:
+        raise NotAnImage(f"{name}: empty file")
+    return _decode_checked(io.BytesIO(content), name, size, resize)[0]
+
+
+def _decode_checked(file, name, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
+    try:
+        return _decode(file, name, size, resize)
+    except UnidentifiedImageError:
+        raise NotAnImage(f"{name}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own, higher limit, met while reading the header, before the size is known to the check below
+        raise ImageTooLarge(f"{name}: over the {MAX_PIXELS:,}-pixel limit") from None
+    except DECODER_ERRORS as exc:
+        raise CnnlabError(f"{name}: damaged or truncated image ({type(exc).__name__})") from None
+
+
+def _decode(file, path, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
     with warnings.catch_warnings():
         # Pillow warns about files it can still decode (odd EXIF, bad metadata); they would add lines to the CLI's
         # one-line errors. Its decompression-bomb warning, though, is a refusal.

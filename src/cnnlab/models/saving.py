@@ -72,6 +72,33 @@ def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.
     return [kernel, bias + shift]
 
 
+def float32_copy(model: keras.Model, activations: dict | None = None) -> keras.Model:
+    """The same function as `model` computed in float32 throughout, with its weights: the portable form to export.
+
+    A mixed-precision model (bfloat16 or float16 compute) keeps its weights in float32 already, so only each layer's
+    dtype policy changes; nested models (VGG16's base) are copied layer by layer too. `activations` maps an
+    Activation layer's function to an equal one written otherwise, for a converter that lacks an operation.
+    """
+    def as_float32(layer):
+        if isinstance(layer, keras.layers.Activation) and layer.activation in (activations or {}):
+            return keras.layers.Activation(activations[layer.activation], name=layer.name, dtype="float32")
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def compute_dtypes(model: keras.Model) -> set[str]:
+    """The dtypes `model`'s layers compute in, nested models' layers included."""
+    dtypes = set()
+    for layer in model.layers:
+        dtypes.add(layer.dtype_policy.compute_dtype)
+        if isinstance(layer, keras.Model):
+            dtypes |= compute_dtypes(layer)
+    return dtypes
+
+
 def load_model(path: Path) -> keras.Model:
     """A run's saved model, refused with one line if it is damaged, too large, or carries code."""
     path = Path(path)

@@ -1,0 +1,83 @@
+"""Inference speed of a finished run's model in Keras and as each exported artifact, on this CPU, and their sizes.
+
+    .venv/bin/python benchmarks/export_speed.py RUN_DIR [--formats savedmodel onnx litert] [--calls 200] [--rounds 5]
+
+Each format is exported afresh (as `cnnlab export` does, by Keras's `model.export` from a float32 copy) into a
+temporary folder, then every contender is timed in one process: at batch 1 (`--calls` single images, as a service
+answering one request at a time) and at batch 256 (`--rounds` batches, as for scoring a folder). Keras runs
+`predict_on_batch` on the model as loaded (its trained precision); each artifact runs in its own runtime as
+`cnnlab export` checks it (TensorFlow, ONNX Runtime, LiteRT on all cores). One untimed warm-up call per batch size
+first (tracing, allocation). Images are random: speed does not depend on their values.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def images_per_second(predict, images: np.ndarray, calls: int) -> float:
+    predict(images)  # warm-up: tracing, allocation
+    start = time.perf_counter()
+    for _ in range(calls):
+        predict(images)
+    return calls * len(images) / (time.perf_counter() - start)
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(item.stat().st_size for item in path.rglob("*")
+                                                          if item.is_file())
+
+
+def contenders(model, run_dir: Path, formats: list[str], folder: Path) -> dict[str, tuple]:
+    """{name: (predict function, size in bytes)}: the Keras model, then each artifact exported into `folder`."""
+    from cnnlab import rundir
+    from cnnlab.export import FORMATS, load_artifact, write_artifact
+
+    found = {"keras": (model.predict_on_batch, size_of(run_dir / rundir.MODEL))}
+    for format in formats:
+        path = folder / FORMATS[format].file_name
+        write_artifact(model, format, path, {"format": format})
+        found[format] = (load_artifact(format, path), size_of(path))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--formats", nargs="+", default=["savedmodel", "onnx", "litert"],
+                        choices=["savedmodel", "onnx", "litert"])
+    parser.add_argument("--calls", type=int, default=200, help="timed single-image calls (default: 200)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed batches of 256 (default: 5)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from cnnlab import rundir, system_info
+    from cnnlab.backends import import_keras
+    from cnnlab.export import FORMATS, require_modules
+
+    rundir.require_finished(args.run_dir)
+    for format in args.formats:
+        require_modules(FORMATS[format].modules, f"{format} export")
+    import_keras()
+    from cnnlab.experiment import load_run_model
+
+    model = load_run_model(args.run_dir)
+    shape = model.input_shape[1:]
+    rng = np.random.default_rng(0)
+    batches = {size: rng.integers(0, 256, (size, *shape)).astype(np.float32) for size in (1, 256)}
+    hardware = system_info.hardware()
+    print(f"{args.run_dir}: {hardware['cpu']}, {hardware['cpu_cores']} cores; input {shape}; batch 1: {args.calls} "
+          f"calls, batch 256: {args.rounds} calls, each after one untimed call")
+    print(f"{'model':<11} {'img/s batch 1':>14} {'img/s batch 256':>16} {'size MB':>9}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (predict, size) in contenders(model, args.run_dir, args.formats, Path(folder)).items():
+            single = images_per_second(predict, batches[1], args.calls)
+            batched = images_per_second(predict, batches[256], args.rounds)
+            print(f"{name:<11} {single:>14,.1f} {batched:>16,.1f} {size / 2**20:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

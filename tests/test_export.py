@@ -1,0 +1,229 @@
+"""`cnnlab export`: the artifacts answer as the run's Keras model does (parity recomputed here, in each runtime),
+refusals are one line and leave nothing behind, and `cnnlab predict` on the exported ONNX answers as on the run."""
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab, run_metrics
+
+ONNX_ONLY = ["--format", "onnx", "--parity-images", "64"]
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of the shared tiny run, so that exports into it change nothing another test reads."""
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def files_under(*folders) -> dict:
+    return {path: path.read_bytes() for folder in folders for path in folder.rglob("*") if path.is_file()
+            and path.name != ".lock"}
+
+
+def recomputed_parity(run_dir, format, artifact, count):
+    """What the parity check should find, computed here: the artifact in its runtime vs the Keras model as loaded."""
+    from cnnlab.experiment import load_run_model
+    from cnnlab.export import load_artifact, parity_sample
+
+    images = parity_sample(run_dir, count)
+    expected = load_run_model(run_dir).predict(images, batch_size=32, verbose=0).astype(np.float64)
+    answered = np.concatenate([load_artifact(format, artifact)(images[start:start + 32])
+                               for start in range(0, len(images), 32)])
+    assert answered.shape == expected.shape
+    assert np.allclose(answered.sum(axis=1), 1, atol=1e-5)  # probabilities, not logits
+    return np.abs(answered - expected).max(), (answered.argmax(1) == expected.argmax(1)).mean()
+
+
+def test_export_records_the_parity_its_artifact_shows(run_copy, tmp_path):
+    from cnnlab.export import export_run
+
+    out = tmp_path / "shipped" / "model.onnx"
+    record = export_run(run_copy, "onnx", out, parity_images=64)
+    difference, agreement = recomputed_parity(run_copy, "onnx", out, 64)
+    assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
+    assert record["top1_agreement"] == agreement == 1.0
+    assert record["images"] == 64 and record["keras_precision"] == "float32" and record["passed"]
+    assert json.loads((run_copy / "export" / "onnx.parity.json").read_text()) == record
+    described = json.loads((tmp_path / "shipped" / "model.onnx.classes.json").read_text())
+    assert described["classes"] == run_metrics(run_copy)["data"]["classes"] and described["image_size"] == [32, 32]
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_parity_failure_keeps_no_artifact_but_records_why(run_copy, tmp_path, monkeypatch, capsys):
+    from cnnlab import export
+    from cnnlab.cli import main
+
+    monkeypatch.setitem(export.TOLERANCE, "float32", -1.0)  # no artifact can pass
+    out = tmp_path / "shipped" / "model.onnx"
+    assert main(["export", str(run_copy), *ONNX_ONLY, "--out", str(out)]) == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the data's own notes
+    assert last_line.startswith("cnnlab: error: parity check failed: max |difference|")
+    assert not list((tmp_path / "shipped").iterdir())
+    assert json.loads((run_copy / "export" / "onnx.parity.json").read_text())["passed"] is False
+
+
+def refuse(arguments, *folders, code=1) -> str:
+    """Run `cnnlab export ARGUMENTS` in this process; it must fail with `code`, one line, and change no file."""
+    from cnnlab.cli import main
+
+    before = files_under(*folders)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert main(["export", *map(str, arguments)]) == code
+    assert files_under(*folders) == before
+    (line,) = stderr.getvalue().strip().splitlines()
+    return line
+
+
+def test_an_existing_output_is_never_overwritten(run_copy, tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"keep me")
+    assert "model.onnx already exists; cnnlab export never overwrites" in refuse(
+        [run_copy, *ONNX_ONLY, "--out", out], run_copy, tmp_path)
+    assert out.read_bytes() == b"keep me" and not (tmp_path / "model.onnx.classes.json").exists()
+
+
+def test_an_unfinished_run_an_unknown_format_and_a_wrong_suffix_are_refused(run_copy, tmp_path):
+    (run_copy / "status.json").write_text(json.dumps({"state": "running", "reason": None}))
+    assert "is not a finished run (status: running)" in refuse([run_copy, *ONNX_ONLY], run_copy)
+    assert "invalid choice: 'tflite'" in refuse([run_copy, "--format", "tflite"], run_copy, code=2)
+    (run_copy / "status.json").write_text(json.dumps({"state": "finished", "reason": None}))
+    assert "should end in .tflite" in refuse([run_copy, "--format", "litert", "--out", tmp_path / "m.lite"], tmp_path)
+    assert "at least 1" in refuse([run_copy, "--format", "onnx", "--parity-images", "0"], run_copy)
+
+
+def test_a_missing_runtime_names_the_extra_to_install(run_copy, monkeypatch):
+    from cnnlab import export
+
+    format = export.FORMATS["onnx"]
+    monkeypatch.setitem(export.FORMATS, "onnx", format._replace(modules=(*format.modules, "no_such_runtime")))
+    line = refuse([run_copy, *ONNX_ONLY], run_copy)
+    assert line == ("cnnlab: error: onnx export needs no_such_runtime: install the export extra: "
+                    "pip install 'cnnlab[export]'")
+
+
+def test_the_float32_copy_of_a_bfloat16_model_computes_the_same_in_float32():
+    import keras
+
+    from cnnlab.backends import placement_for
+    from cnnlab.config import load_config
+    from cnnlab.models import build_model
+    from cnnlab.models.saving import compute_dtypes, float32_copy
+
+    # VGG16 (weights none, tiny head): a nested model, whose inner layers must change precision too.
+    config = load_config("seed", {"model": "vgg16", "vgg16.weights": "none", "vgg16.head_units": [8],
+                                  "train.precision": "bfloat16"})
+    model = build_model(config, 10, (32, 32, 3), placement_for(config))
+    copy = float32_copy(model)
+    assert "bfloat16" in compute_dtypes(model) and compute_dtypes(copy) == {"float32"}
+    assert copy.layers[-1].activation is keras.activations.softmax
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+    exact = copy.predict(images, verbose=0)
+    assert np.abs(model.predict(images, verbose=0) - exact).max() < 5e-2  # bfloat16 rounding, no more
+
+
+def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
+    """TensorFlow computes the exact GELU through erfc, which ONNX lacks; the ONNX export computes it through erf."""
+    from cnnlab.backends import placement_for
+    from cnnlab.config import load_config
+    from cnnlab.export import load_artifact, write_artifact
+    from cnnlab.models import build_model
+
+    config = load_config("fast", {"fastnet.widths": [8, 16, 16], "train.precision": "float32"})
+    assert config.fastnet.activation == "gelu"
+    model = build_model(config, 10, (32, 32, 3), placement_for(config))
+    write_artifact(model, "onnx", tmp_path / "model.onnx", {})
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
+    answered = load_artifact("onnx", tmp_path / "model.onnx")(images)
+    assert np.abs(answered - model.predict(images, verbose=0)).max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# every model kind, end to end in fresh processes
+
+KINDS = {
+    "cnn-bfloat16": ["--preset", "seed", *TINY_MODEL, "--set", "train.precision=bfloat16"],
+    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
+    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, synthetic_archive):
+    root = tmp_path_factory.mktemp("export-runs")
+    for kind, arguments in KINDS.items():
+        done = run_cnnlab("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "1000",
+                          "--val-size", "200", *arguments, "--out", root / kind)
+        assert done.returncode == 0, done.stderr
+    return {kind: root / kind for kind in KINDS}
+
+
+def printed_parity(stdout: str) -> float:
+    """The max |difference| `cnnlab export` printed."""
+    return float(stdout.split("max |difference| ")[1].split()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_onnx_export_of_every_kind_answers_as_its_run(runs, kind, tmp_path):
+    done = run_cnnlab("export", runs[kind], *ONNX_ONLY)
+    assert done.returncode == 0, done.stderr
+    artifact = runs[kind] / "export" / "model.onnx"
+    difference, agreement = recomputed_parity(runs[kind], "onnx", artifact, 64)
+    assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
+    assert f"top-1 agreement {agreement:.1%}" in done.stdout
+    precision = "bfloat16" if kind == "cnn-bfloat16" else "float32"
+    assert f"vs the Keras model ({precision})" in done.stdout
+    images = write_test_images(runs[kind], tmp_path, 3)
+    on_run, on_onnx = (run_cnnlab("predict", source, "--json", *images) for source in (runs[kind], artifact))
+    assert on_run.returncode == 0 and on_onnx.returncode == 0, on_run.stderr + on_onnx.stderr
+    for from_run, from_onnx in zip(json.loads(on_run.stdout), json.loads(on_onnx.stdout)):
+        assert from_onnx["top"][0]["class"] == from_run["top"][0]["class"]
+        assert from_onnx["top"][0]["probability"] == pytest.approx(from_run["top"][0]["probability"], abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["savedmodel", "litert"])
+def test_savedmodel_and_litert_exports_answer_as_the_run(runs, format):
+    done = run_cnnlab("export", runs["cnn-bfloat16"], "--format", format, "--parity-images", "64")
+    assert done.returncode == 0, done.stderr
+    artifact = runs["cnn-bfloat16"] / "export" / {"savedmodel": "saved_model", "litert": "model.tflite"}[format]
+    difference, agreement = recomputed_parity(runs["cnn-bfloat16"], format, artifact, 64)
+    assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
+    record = json.loads((runs["cnn-bfloat16"] / "export" / f"{format}.parity.json").read_text())
+    assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
+    assert record["top1_agreement"] == agreement and record["tolerance"] == 5e-2
+
+
+def write_test_images(run_dir, folder, count):
+    """The run's first test images as PNG files."""
+    from cnnlab.export import parity_sample
+
+    paths = []
+    for index, image in enumerate(parity_sample(run_dir, count)):
+        paths.append(folder / f"test{index}.png")
+        Image.fromarray(image.astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+@pytest.mark.slow
+def test_the_speed_benchmark_times_keras_and_each_artifact(trained_run):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "export_speed.py"
+    done = subprocess.run([sys.executable, str(script), str(trained_run), "--formats", "onnx", "litert",
+                           "--calls", "2", "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
+    assert list(rows) == ["keras", "onnx", "litert"]
+    for single, batched, megabytes in rows.values():
+        assert float(single.replace(",", "")) > 0 and float(batched.replace(",", "")) > 0
+    assert float(rows["keras"][2]) == pytest.approx((trained_run / "model.keras").stat().st_size / 2**20, abs=0.01)
+    assert 0 < float(rows["onnx"][2]) < 1  # the tiny CNN's 35k float32 weights
