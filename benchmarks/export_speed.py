@@ -46,17 +46,18 @@ def contenders(model, run_dir: Path, formats: list[str], folder: Path) -> dict[s
 
 
 def main() -> None:
+    from cnnlab.export import FORMATS  # light: TensorFlow loads with the model
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--formats", nargs="+", default=["savedmodel", "onnx", "litert"],
-                        choices=["savedmodel", "onnx", "litert"])
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     parser.add_argument("--calls", type=int, default=200, help="timed single-image calls (default: 200)")
     parser.add_argument("--rounds", type=int, default=5, help="timed batches of 256 (default: 5)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cnnlab import rundir, system_info
     from cnnlab.backends import import_keras
-    from cnnlab.export import FORMATS, require_modules
+    from cnnlab.export import require_modules
 
     rundir.require_finished(args.run_dir)
     for format in args.formats:

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,30 +41,43 @@ def generated_jpeg() -> bytes:
 
 
 def free_port() -> int:
+    """A port of 127.0.0.1 free a moment ago (the tests use this one too)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
+class ServerFailed(RuntimeError):
+    """The server exited, or did not answer /health in time; the message ends with what it wrote to stderr."""
+
+
 @contextlib.contextmanager
-def server(run_dir: Path):
-    """`cnnlab serve RUN_DIR` on a free port of 127.0.0.1, yielding its URL once /health answers."""
+def served(*run_dirs: Path, timeout: float = START_SECONDS):
+    """`python -m cnnlab serve RUN_DIRS` on a free port of 127.0.0.1, as a user starts it, yielding its base URL once
+    /health answers; stopped after (SIGTERM: uvicorn shuts down cleanly). tests/conftest.py hands it to the tests."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(run_dir), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not _healthy(url):
-            if process.poll() is not None:
-                sys.exit(f"serve_load: the server exited with {process.returncode} (its message is above)")
-            if time.monotonic() > deadline:
-                sys.exit(f"serve_load: the server did not answer /health within {START_SECONDS} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: a server that writes much never blocks
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, run_dirs), "--port", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        url = f"http://127.0.0.1:{port}"
+
+        def failed(why: str) -> ServerFailed:
+            stderr.seek(0)
+            return ServerFailed(f"{why}; its stderr ends: {stderr.read()[-2000:]}")
+
+        try:
+            deadline = time.monotonic() + timeout
+            while not _healthy(url):
+                if process.poll() is not None:
+                    raise failed(f"the server exited with {process.returncode}")
+                if time.monotonic() > deadline:
+                    raise failed(f"the server did not answer /health within {timeout:g} s")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def _healthy(url: str) -> bool:
@@ -106,9 +120,12 @@ def main() -> int:
     parser.add_argument("--image", type=Path, help="the image to send (default: a generated 640x480 JPEG)")
     args = parser.parse_args()
     image = args.image.read_bytes() if args.image else generated_jpeg()
-    with server(args.run_dir) as url:
-        httpx.post(f"{url}/predict", files={"file": ("warm.jpg", image, "image/jpeg")}, timeout=60)  # not timed
-        latencies, errors, elapsed = asyncio.run(load(url, image, args.clients, args.seconds))
+    try:
+        with served(args.run_dir) as url:
+            httpx.post(f"{url}/predict", files={"file": ("warm.jpg", image, "image/jpeg")}, timeout=60)  # not timed
+            latencies, errors, elapsed = asyncio.run(load(url, image, args.clients, args.seconds))
+    except ServerFailed as exc:
+        sys.exit(f"serve_load: {exc}")
     milliseconds = np.array(latencies) * 1000
     print(f"{cpu_model()}, {os.cpu_count()} cores; {args.clients} clients for {args.seconds:g} s, "
           f"{len(image):,}-byte image, run {args.run_dir}")

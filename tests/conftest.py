@@ -6,6 +6,7 @@ them; its images are a per-class colour plus a little texture, so a small model 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -37,6 +38,20 @@ REAL_DATA = Path(os.environ.get("CNNLAB_DATA") or Path(__file__).resolve().paren
 TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]"]
 TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1",
               "--set", "vgg16.unfreeze_blocks=1"]
+
+
+
+def _load_benchmark(name: str):
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# One free-port probe and one `cnnlab serve` starter for the tests and benchmarks/serve_load.py alike: theirs.
+_serve_load = _load_benchmark("serve_load")
+free_port, served, ServerFailed = _serve_load.free_port, _serve_load.served, _serve_load.ServerFailed
 
 
 # Any JSON document: what a tampered run-directory file can hold.

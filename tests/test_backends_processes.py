@@ -8,11 +8,12 @@ the last bit), and only process 0 writes into the run directory (`Placement.work
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
+
+from conftest import free_port
 
 pytest.importorskip("jax")
 pytestmark = pytest.mark.slow
@@ -52,12 +53,6 @@ with placement.working_dir(run_dir) as where:
 print(json.dumps({"loss": history, "record": placement.record(), "chief": placement.is_chief,
                   "batch": len(data[0][0]), "where": str(where)}))
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(*args, **env) -> subprocess.Popen:

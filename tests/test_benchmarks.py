@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -71,6 +73,7 @@ def test_preset_seeds_trains_again_where_the_finished_run_was_made_by_another_co
     assert other.stderr.strip().splitlines()[-1].startswith("preset_seeds: seed 0: cnnlab train failed")
 
 
+@pytest.mark.slow  # a TensorFlow server in its own process, loaded by clients for 2 s
 def test_serve_load_reports_throughput_and_latency_with_no_errors(trained_run):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "serve_load.py"), str(trained_run), "--clients", "2", "--seconds", "2"],

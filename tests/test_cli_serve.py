@@ -1,13 +1,9 @@
 """`cnnlab serve` as a user runs it: a fresh `python -m cnnlab serve` process on 127.0.0.1, asked over HTTP, its page
 opened in headless Chromium; and its one-line refusals."""
 
-import contextlib
 import json
-import os
 import socket
-import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -15,37 +11,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from conftest import CLASS_NAMES, launch_chromium, run_cnnlab
+from conftest import CLASS_NAMES, launch_chromium, run_cnnlab, served
 from test_cli_every_model import KINDS
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served(*run_dirs, timeout: float = 300):
-    """`python -m cnnlab serve RUN_DIRS` on a free port, yielding its base URL once /health answers; stopped after."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, run_dirs), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert server.poll() is None, f"the server exited: {server.communicate()[1][-2000:]}"
-            assert time.monotonic() < deadline, "the server did not answer /health in time"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()  # SIGTERM: uvicorn shuts down cleanly
-        server.wait(timeout=30)
 
 
 def class_colour_png(path, class_name: str):
@@ -98,11 +65,37 @@ def test_the_server_answers_what_predict_answers_for_each_model_kind(kind_runs, 
     assert refused.status_code == 415 and again.json() == response.json()
 
 
-def test_the_page_shows_the_label_of_a_dropped_image_in_chromium(trained_run, chromium, tmp_path):
+def a_test_image_the_run_gets_right(run_dir, path) -> str:
+    """One of the run's own test images (its data, its test split) that the run classifies as its true label, written
+    to `path` as a PNG: the surest of those it got right when it was tested. Returns the true label's class name."""
+    from cnnlab import rundir
+    from cnnlab.config import config_from_dict
+    from cnnlab.data import load_dataset
+
+    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
+    data = load_dataset(config.data, config.train.seed)
+    with np.load(run_dir / rundir.TEST_PREDICTIONS) as recorded:
+        assert np.array_equal(recorded["labels"], data.y_test)  # the run's test split, in the run's order
+        probabilities = recorded["probabilities"].astype(np.float32)
+    right = np.flatnonzero(probabilities.argmax(axis=1) == data.y_test)
+    assert right.size, "the run got no test image right"
+    best = right[probabilities[right, data.y_test[right]].argmax()]
+    Image.fromarray(np.asarray(data.x_test[best])).save(path)
+    return data.class_names[data.y_test[best]]
+
+
+def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_run, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    image = class_colour_png(tmp_path / "ship.png", "ship")
-    expected = predicted_class(trained_run, image)
+    from cnnlab.experiment import load_run_model
+    from cnnlab.predict import predict_images, read_run_settings
+
+    image = tmp_path / "test-image.png"
+    truth = a_test_image_the_run_gets_right(trained_run, image)
+    settings = read_run_settings(trained_run)
+    (answer,) = predict_images(load_run_model(trained_run), [image], settings.class_names, 1, settings.augmentation,
+                               settings.resize)
+    assert answer["top"][0]["class"] == truth  # the PNG is the image the run was tested on, and predict gets it right
     requests = []
     with served(trained_run) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium, tmp_path / "profile", viewport=(1200, 800))
@@ -115,11 +108,25 @@ def test_the_page_shows_the_label_of_a_dropped_image_in_chromium(trained_run, ch
         shown, bars = page.inner_text(label), page.locator(".bars li").count()
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
-    assert shown == expected and bars == 3
+    assert shown == truth and bars == 3
     assert all(request.startswith((url, "blob:")) for request in requests), requests  # nothing from elsewhere
     with Image.open(tmp_path / "page.png") as screenshot:
         assert screenshot.format == "PNG" and screenshot.size == (1200, 800)
         assert len(np.unique(np.asarray(screenshot.convert("L")))) > 10  # drawn, not a blank page
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--port", "70000", "--port must be 0 to 65535, not 70000"),
+    ("--port", "-1", "--port must be 0 to 65535, not -1"),
+    ("--max-upload-mb", "inf", "--max-upload-mb must be a finite number above 0, not inf"),
+    ("--max-upload-mb", "nan", "--max-upload-mb must be a finite number above 0, not nan"),
+    ("--max-upload-mb", "1e308", "--max-upload-mb must be a finite number above 0, not 1e+308"),
+    ("--max-upload-mb", "0", "--max-upload-mb must be a finite number above 0, not 0"),
+])
+def test_serve_refuses_an_out_of_range_port_or_upload_limit_in_one_line(option, value, message, tmp_path):
+    done = run_cnnlab("serve", tmp_path, f"{option}={value}", timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"cnnlab: error: {message}\n"
 
 
 def test_serve_refuses_an_unfinished_run_in_one_line(tmp_path, capsys):

@@ -52,7 +52,7 @@ def test_export_records_the_parity_its_artifact_shows(run_copy, tmp_path):
     assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
     assert record["top1_agreement"] == agreement == 1.0
     assert record["images"] == 64 and record["keras_precision"] == "float32" and record["passed"]
-    assert json.loads((run_copy / "export" / "onnx.parity.json").read_text()) == record
+    assert json.loads((tmp_path / "shipped" / "model.onnx.parity.json").read_text()) == record
     described = json.loads((tmp_path / "shipped" / "model.onnx.classes.json").read_text())
     assert described["classes"] == run_metrics(run_copy)["data"]["classes"] and described["image_size"] == [32, 32]
     assert not list(tmp_path.rglob(".tmp-*"))
@@ -67,8 +67,18 @@ def test_a_parity_failure_keeps_no_artifact_but_records_why(run_copy, tmp_path, 
     assert main(["export", str(run_copy), *ONNX_ONLY, "--out", str(out)]) == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the data's own notes
     assert last_line.startswith("cnnlab: error: parity check failed: max |difference|")
-    assert not list((tmp_path / "shipped").iterdir())
-    assert json.loads((run_copy / "export" / "onnx.parity.json").read_text())["passed"] is False
+    assert "top-1 agreement" in last_line and last_line.endswith(f"{out} was not written")
+    assert not (tmp_path / "shipped").exists()  # the folder the export made is gone with it
+    assert not (run_copy / "export").exists() and not list(tmp_path.rglob("*.parity.json"))
+
+
+def test_a_second_export_never_touches_the_first_ones_parity_record(run_copy, tmp_path):
+    from cnnlab.export import export_run
+
+    first = export_run(run_copy, "onnx", tmp_path / "a.onnx", parity_images=8)
+    export_run(run_copy, "onnx", tmp_path / "b.onnx", parity_images=16)
+    assert json.loads((tmp_path / "a.onnx.parity.json").read_text()) == first
+    assert json.loads((tmp_path / "b.onnx.parity.json").read_text())["images"] == 16
 
 
 def refuse(arguments, *folders, code=1) -> str:
@@ -84,12 +94,14 @@ def refuse(arguments, *folders, code=1) -> str:
     return line
 
 
-def test_an_existing_output_is_never_overwritten(run_copy, tmp_path):
-    out = tmp_path / "model.onnx"
-    out.write_bytes(b"keep me")
-    assert "model.onnx already exists; cnnlab export never overwrites" in refuse(
-        [run_copy, *ONNX_ONLY, "--out", out], run_copy, tmp_path)
-    assert out.read_bytes() == b"keep me" and not (tmp_path / "model.onnx.classes.json").exists()
+@pytest.mark.parametrize("existing", ["model.onnx", "model.onnx.classes.json", "model.onnx.parity.json"])
+def test_an_existing_output_is_never_overwritten(run_copy, tmp_path, existing):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / existing).write_bytes(b"keep me")
+    assert f"{existing} already exists; cnnlab export never overwrites" in refuse(
+        [run_copy, *ONNX_ONLY, "--out", shipped / "model.onnx"], run_copy, shipped)
+    assert (shipped / existing).read_bytes() == b"keep me" and [path.name for path in shipped.iterdir()] == [existing]
 
 
 def test_an_unfinished_run_an_unknown_format_and_a_wrong_suffix_are_refused(run_copy, tmp_path):
@@ -157,14 +169,24 @@ KINDS = {
 }
 
 
+class Runs(dict):
+    """{kind: run directory}, each kind trained when a test first asks for it (a test selected alone trains one)."""
+
+    def __init__(self, root, archive):
+        super().__init__()
+        self.root, self.archive = root, archive
+
+    def __missing__(self, kind):
+        done = run_cnnlab("train", "--data", self.archive, "--epochs", "1", "--train-limit", "1000",
+                          "--val-size", "200", *KINDS[kind], "--out", self.root / kind)
+        assert done.returncode == 0, done.stderr
+        self[kind] = self.root / kind
+        return self[kind]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, synthetic_archive):
-    root = tmp_path_factory.mktemp("export-runs")
-    for kind, arguments in KINDS.items():
-        done = run_cnnlab("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "1000",
-                          "--val-size", "200", *arguments, "--out", root / kind)
-        assert done.returncode == 0, done.stderr
-    return {kind: root / kind for kind in KINDS}
+    return Runs(tmp_path_factory.mktemp("export-runs"), synthetic_archive)
 
 
 def printed_parity(stdout: str) -> float:
@@ -193,15 +215,21 @@ def test_onnx_export_of_every_kind_answers_as_its_run(runs, kind, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("format", ["savedmodel", "litert"])
-def test_savedmodel_and_litert_exports_answer_as_the_run(runs, format):
-    done = run_cnnlab("export", runs["cnn-bfloat16"], "--format", format, "--parity-images", "64")
+@pytest.mark.parametrize("kind", ["cnn-bfloat16", "fastnet"])  # bfloat16 made float32; the fast net's GELU
+def test_savedmodel_and_litert_exports_answer_as_the_run(runs, kind, format):
+    from cnnlab.export import FORMATS, TOLERANCE
+
+    done = run_cnnlab("export", runs[kind], "--format", format, "--parity-images", "64")
     assert done.returncode == 0, done.stderr
-    artifact = runs["cnn-bfloat16"] / "export" / {"savedmodel": "saved_model", "litert": "model.tflite"}[format]
-    difference, agreement = recomputed_parity(runs["cnn-bfloat16"], format, artifact, 64)
+    artifact = runs[kind] / "export" / FORMATS[format].file_name
+    difference, agreement = recomputed_parity(runs[kind], format, artifact, 64)
     assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
-    record = json.loads((runs["cnn-bfloat16"] / "export" / f"{format}.parity.json").read_text())
+    record = json.loads((runs[kind] / "export" / f"{FORMATS[format].file_name}.parity.json").read_text())
     assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
-    assert record["top1_agreement"] == agreement and record["tolerance"] == 5e-2
+    assert record["top1_agreement"] == agreement and record["passed"]
+    assert record["tolerance"] == TOLERANCE[record["keras_precision"]]
+    if kind == "cnn-bfloat16":
+        assert record["keras_precision"] == "bfloat16"
 
 
 def write_test_images(run_dir, folder, count):

@@ -110,6 +110,9 @@ def test_run_names_refuse_the_same_run_twice(trained_run):
         run_names([trained_run, trained_run.parent / ".." / trained_run.parent.name / trained_run.name])
 
 
-def test_an_unfinished_run_is_refused_before_any_model_loads(tmp_path):
+def test_an_unfinished_run_is_refused_before_any_model_loads(trained_run, tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr("cnnlab.experiment.load_run_model", loaded.append)
     with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
-        create_app([tmp_path])
+        create_app([trained_run, tmp_path])  # the finished run first: its model must not load either
+    assert loaded == []

@@ -148,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="the run's model as SavedModel, ONNX or LiteRT, checked for parity")
     export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    export.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"))
-    export.add_argument("--out", type=Path, help="where to write it, never over anything (default: "
-                                                 "RUN_DIR/export/saved_model, model.onnx or model.tflite)")
+    from cnnlab.export import FORMATS as EXPORT_FORMATS  # a light import: TensorFlow loads only when exporting
+
+    export.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
+    export.add_argument("--out", type=Path, help="where to write it, never over anything (default: RUN_DIR/export/"
+                        + ", ".join(format.file_name for format in EXPORT_FORMATS.values()) + ")")
     export.add_argument("--parity-images", type=int, default=256, metavar="N",
                         help="test images on which the artifact must answer as the Keras model (default: 256)")
     export.set_defaults(handler=_export)
@@ -444,10 +446,15 @@ def _export(args) -> int:
 
 def _serve(args) -> int:
     import importlib.util
+    import math
     import socket
 
-    if args.top <= 0 or args.max_upload_mb <= 0:
-        raise CnnlabError("--top and --max-upload-mb must be positive")
+    if args.top <= 0:
+        raise CnnlabError("--top must be positive")
+    if not (math.isfinite(args.max_upload_mb * 2**20) and args.max_upload_mb > 0):  # nan, inf: round() would fail
+        raise CnnlabError(f"--max-upload-mb must be a finite number above 0, not {args.max_upload_mb:g}")
+    if not 0 <= args.port <= 65535:  # socket.bind would raise OverflowError
+        raise CnnlabError(f"--port must be 0 to 65535, not {args.port}")
     found = importlib.util.find_spec
     # python-multipart: its module was `multipart` before 0.0.13
     if not (found("fastapi") and found("uvicorn") and (found("python_multipart") or found("multipart"))):

@@ -28,7 +28,11 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augm
     log-probabilities, as one would average logits.
     """
     def log_probabilities(variant: np.ndarray) -> np.ndarray:
-        predicted = np.asarray(model.predict(variant, batch_size=batch_size, verbose=0), dtype=np.float64)
+        # One batch's worth goes straight to the compiled function: `predict` sets up a data adapter and callbacks on
+        # every call, about 0.1 s here, which was most of a served request's time (benchmarks/serve_load.py).
+        predicted = (model.predict_on_batch(variant) if len(variant) <= batch_size
+                     else model.predict(variant, batch_size=batch_size, verbose=0))
+        predicted = np.asarray(predicted, dtype=np.float64)
         return np.log(np.clip(predicted, EPSILON, 1.0))
 
     def with_mirror(variant: np.ndarray) -> np.ndarray:

@@ -13,15 +13,15 @@ augmentation).
 
 Before the artifact is moved into place, its own runtime (tf.saved_model.load, onnxruntime, the LiteRT interpreter)
 runs it on test images of the run's data beside the Keras model as loaded: the largest difference in any class
-probability and the top-1 agreement go to RUN/export/<format>.parity.json, and an artifact above the tolerance is
+probability and the top-1 agreement go to `<artifact>.parity.json` beside it, and an artifact above the tolerance is
 not kept. Nothing is overwritten, and nothing is half-written: the export is staged in a temporary folder beside
-its destination and renamed into place.
+its destination and renamed into place; a failed export removes the folders it made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import math
 import os
 import tempfile
 import warnings
@@ -48,6 +48,7 @@ FORMATS = {
 }
 EXPORT_DIR = "export"
 CLASSES_SUFFIX = ".classes.json"
+PARITY_SUFFIX = ".parity.json"
 EXTRA_HINT = "install the export extra: pip install 'cnnlab[export]'"
 PARITY_BATCH = 32  # images per call: bounds the memory of VGG16 at 224 px in every runtime
 # The largest difference in any class probability at which the artifact still counts as the run's model, by the
@@ -64,30 +65,49 @@ TOLERANCE = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 5e-2}
 def export_run(run_dir: Path, format: str, out: Path | None = None, parity_images: int = 256,
                log: Callable[[str], None] = lambda line: None) -> dict[str, object]:
     """Export the finished run's model as `format` to `out` (default RUN/export/<file name>) after checking its
-    parity on `parity_images` test images; returns the parity record. An artifact that fails the check is not kept,
-    and the error says so (the record is written either way)."""
+    parity on `parity_images` test images; returns the parity record, written beside the artifact. An artifact that
+    fails the check is not kept, and the error carries its record's numbers."""
     from cnnlab.predict import read_run_settings
 
     out = check_export(run_dir, format, out, parity_images)
     settings = read_run_settings(run_dir)
     images = parity_sample(run_dir, parity_images)
     model = _load_probability_model(run_dir)
-    with rundir.locked(run_dir):
-        (Path(run_dir) / EXPORT_DIR).mkdir(exist_ok=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=rundir.TEMPORARY_PREFIX, dir=out.parent) as staging:
-            staged = Path(staging) / FORMATS[format].file_name
-            log(f"exporting {format} with Keras (a minute or more for a large model)")
-            write_artifact(model, format, staged, _description(format, model, settings, run_dir))
-            log(f"checking parity on {len(images)} test images")
-            record = {"format": format, "artifact": str(out), **check_parity(model, load_artifact(format, staged),
-                                                                             images)}
-            rundir.write_json(Path(run_dir) / EXPORT_DIR / f"{format}.parity.json", record)
-            if not record["passed"]:
-                raise CnnlabError(f"parity check failed: max |difference| {record['max_abs_difference']:.2e} is "
-                                  f"above the tolerance {record['tolerance']:.0e}; {out} was not written")
-            _move_into_place(staged, out, format)
+    # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
+    with rundir.locked(run_dir), _folders_made_for(out.parent), \
+            tempfile.TemporaryDirectory(prefix=rundir.TEMPORARY_PREFIX, dir=out.parent) as staging:
+        staged = Path(staging) / FORMATS[format].file_name
+        log(f"exporting {format} with Keras (a minute or more for a large model)")
+        write_artifact(model, format, staged, _description(format, model, settings, run_dir))
+        log(f"checking parity on {len(images)} test images")
+        record = {"format": format, "artifact": str(out), **check_parity(model, load_artifact(format, staged),
+                                                                         images)}
+        if not record["passed"]:
+            # A failed check writes no record file: the error line carries its numbers. A file would either sit
+            # under the name of a passing artifact's record (and clobber or impersonate it), or be something left
+            # behind by an export that kept nothing, and a failed export leaves nothing behind.
+            raise CnnlabError(f"parity check failed: max |difference| {record['max_abs_difference']:.2e} is "
+                              f"above the tolerance {record['tolerance']:.0e} (top-1 agreement "
+                              f"{record['top1_agreement']:.1%} on {record['images']} images); {out} was not written")
+        _move_into_place(staged, out, format)
+        # After the move: a record in place always describes the artifact in place, and it is keyed by that
+        # artifact's path, so another export (another format, another --out) never overwrites it.
+        rundir.write_json(parity_path(out), record)
     return record
+
+
+@contextlib.contextmanager
+def _folders_made_for(folder: Path):
+    """Make `folder` and any missing parents; if the block fails, remove those made here (when empty)."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):  # not made after all, or not empty: left as it is
+                path.rmdir()
+        raise
 
 
 def check_export(run_dir: Path, format: str, out: Path | None, parity_images: int) -> Path:
@@ -113,9 +133,14 @@ def classes_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + CLASSES_SUFFIX)
 
 
+def parity_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + PARITY_SUFFIX)
+
+
 def check_output(out: Path, format: str) -> None:
-    """Refuse an output path (or its classes file) that exists, and a file name the format's readers would miss."""
-    for path in (out, classes_path(out)):
+    """Refuse an output path (or its classes or parity file) that exists, and a file name the format's readers would
+    miss."""
+    for path in (out, classes_path(out), parity_path(out)):
         if path.exists() or path.is_symlink():
             raise CnnlabError(f"{path} already exists; cnnlab export never overwrites (choose another --out)")
     suffix = Path(FORMATS[format].file_name).suffix
@@ -159,22 +184,13 @@ def _description(format: str, model, settings, run_dir: Path) -> dict[str, objec
             "resize": settings.resize, "test_time_augmentation": settings.augmentation, "run": str(run_dir)}
 
 
-def _gelu_through_erf(x):
-    """The exact GELU, x * Phi(x), through erf: TensorFlow computes Keras's through erfc, which tf2onnx cannot convert
-    (ONNX has no Erfc), and the fast net uses it."""
-    import keras
-
-    return 0.5 * x * (1.0 + keras.ops.erf(x / math.sqrt(2.0)))
-
-
 def write_artifact(model, format: str, path: Path, description: dict) -> None:
     """`model`, in float32, exported by Keras to `path`, with its classes file beside it."""
     import keras
 
     from cnnlab.models.saving import float32_copy
 
-    # LiteRT fuses Keras's GELU into its own operation, and a SavedModel runs TensorFlow's: only ONNX needs another.
-    copy = float32_copy(model, {keras.activations.gelu: _gelu_through_erf} if format == "onnx" else {})
+    copy = float32_copy(model, onnx_safe=format == "onnx")
     # Stated, not inferred from the model's calls (a fresh copy has made none): any batch of float32 images.
     signature = [keras.InputSpec(shape=model.input_shape, dtype="float32", name="image")]
     with warnings.catch_warnings():  # Keras's tf2onnx patch probes a NumPy attribute that NumPy 2 warns about
@@ -205,8 +221,7 @@ def check_parity(model, artifact: Callable[[np.ndarray], np.ndarray], images: np
     from cnnlab.models.saving import compute_dtypes
 
     expected = np.asarray(model.predict(images, batch_size=PARITY_BATCH, verbose=0), dtype=np.float64)
-    answered = np.concatenate([artifact(images[start:start + PARITY_BATCH])
-                               for start in range(0, len(images), PARITY_BATCH)]).astype(np.float64)
+    answered = in_batches(artifact, images).astype(np.float64)
     precision = next((name for name in ("bfloat16", "float16") if name in compute_dtypes(model)), "float32")
     difference = float(np.abs(answered - expected).max())
     return {"images": len(images), "keras_precision": precision, "max_abs_difference": difference,
@@ -214,10 +229,16 @@ def check_parity(model, artifact: Callable[[np.ndarray], np.ndarray], images: np
             "tolerance": TOLERANCE[precision], "passed": difference <= TOLERANCE[precision]}
 
 
+def in_batches(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+               batch_size: int = PARITY_BATCH) -> np.ndarray:
+    """`predict` (a batch of images -> their probabilities) over all of `images`, `batch_size` at a time."""
+    return np.concatenate([predict(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+
+
 def load_artifact(format: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The exported model at `path`, run by its own runtime: a function from a batch of float32 images to their
     class probabilities."""
-    loaders = {"savedmodel": _saved_model, "onnx": lambda path: OnnxModel(path).predict_batch, "litert": _litert}
+    loaders = {"savedmodel": _saved_model, "onnx": lambda path: OnnxModel(path).predict_on_batch, "litert": _litert}
     return loaders[format](Path(path))
 
 
@@ -250,8 +271,8 @@ def _litert(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 # An exported ONNX file in place of a run: what `cnnlab predict` asks of a model.
 
 class OnnxModel:
-    """An ONNX file run by onnxruntime, with what cnnlab's prediction code asks of a Keras model: `input_shape` and
-    `predict(images, batch_size=, verbose=)`."""
+    """An ONNX file run by onnxruntime, with what cnnlab's prediction code asks of a Keras model: `input_shape`,
+    `predict(images, batch_size=, verbose=)` and `predict_on_batch(images)`."""
 
     def __init__(self, path: Path):
         require_modules(("onnxruntime",), "running an ONNX file")
@@ -265,12 +286,11 @@ class OnnxModel:
         self.input_name, self.input_shape = source.name, tuple(source.shape)
         self.output_shape = tuple(self.session.get_outputs()[0].shape)
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.asarray(images, dtype=np.float32)})[0]
 
     def predict(self, images: np.ndarray, batch_size: int = PARITY_BATCH, verbose: int = 0) -> np.ndarray:
-        return np.concatenate([self.predict_batch(images[start:start + batch_size])
-                               for start in range(0, len(images), batch_size)])
+        return in_batches(self.predict_on_batch, images, batch_size)
 
 
 def read_onnx_settings(path: Path):

@@ -9,6 +9,7 @@ code, and cnnlab's custom objects are known, so files written before the portabl
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -72,21 +73,34 @@ def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.
     return [kernel, bias + shift]
 
 
-def float32_copy(model: keras.Model, activations: dict | None = None) -> keras.Model:
+def float32_copy(model: keras.Model, onnx_safe: bool = False) -> keras.Model:
     """The same function as `model` computed in float32 throughout, with its weights: the portable form to export.
 
     A mixed-precision model (bfloat16 or float16 compute) keeps its weights in float32 already, so only each layer's
-    dtype policy changes; nested models (VGG16's base) are copied layer by layer too. `activations` maps an
-    Activation layer's function to an equal one written otherwise, for a converter that lacks an operation.
+    dtype policy changes; nested models (VGG16's base) are copied layer by layer too. `onnx_safe` also rewrites each
+    activation that tf2onnx cannot convert as an equal function of operations it can (`ONNX_SAFE_ACTIVATIONS`).
     """
+    swaps = ONNX_SAFE_ACTIVATIONS if onnx_safe else {}
+
     def as_float32(layer):
-        if isinstance(layer, keras.layers.Activation) and layer.activation in (activations or {}):
-            return keras.layers.Activation(activations[layer.activation], name=layer.name, dtype="float32")
+        if isinstance(layer, keras.layers.Activation) and layer.activation in swaps:
+            return keras.layers.Activation(swaps[layer.activation], name=layer.name, dtype="float32")
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
     copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def gelu_through_erf(x):
+    """The exact GELU, x * Phi(x), through erf: TensorFlow computes Keras's through erfc, which tf2onnx cannot convert
+    (ONNX has no Erfc), and the fast net uses it. LiteRT fuses Keras's GELU into its own operation, and a SavedModel
+    runs TensorFlow's: only ONNX needs this."""
+    return 0.5 * x * (1.0 + keras.ops.erf(x / math.sqrt(2.0)))
+
+
+# An Activation layer's function -> an equal one that tf2onnx converts.
+ONNX_SAFE_ACTIVATIONS = {keras.activations.gelu: gelu_through_erf}
 
 
 def compute_dtypes(model: keras.Model) -> set[str]:
