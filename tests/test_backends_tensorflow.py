@@ -61,3 +61,14 @@ def test_fit_reads_each_epochs_own_batches_in_order():
     data, callbacks = fit_input(batches)
     model.fit(data, initial_epoch=2, epochs=5, shuffle=False, callbacks=callbacks, verbose=0)
     assert loaded == [(epoch, index) for epoch in (2, 3, 4) for index in range(3)]
+
+
+def test_pipeline_runs_without_tf_data_autotuning():
+    """Autotuning's thread made the end of each epoch's iterator wait 20-40 s with the GIL held (benchmarks/RESULTS.md,
+    whole epochs): the pipeline keeps a fixed buffer instead."""
+    from cnnlab.backends.tensorflow import PREFETCH_BATCHES, prefetched_batches
+
+    splits = learnable_splits(train=70)
+    dataset = prefetched_batches(ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=0))
+    assert dataset.options().autotune.enabled is False
+    assert PREFETCH_BATCHES >= 2  # still one batch made while the model trains on another

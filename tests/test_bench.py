@@ -35,17 +35,20 @@ def test_float32_everywhere_times_cnnlab_once(synthetic_archive):
 
 
 def test_bench_command_prints_the_table(synthetic_archive, capsys):
-    assert cli.main(["bench", "--data", str(synthetic_archive), "--steps", "2", "--rounds", "1"]) == 0
+    assert cli.main(["bench", "--data", str(synthetic_archive), "--steps", "2", "--rounds", "1",
+                     "--whole-epochs", "0"]) == 0
     out = capsys.readouterr().out
     assert "native bfloat16" in out and "train img/s" in out
     assert re.search(r"plain Keras.*\d+\s+1\.00x", out)
+    assert "whole epochs" not in out  # 0 skips them
 
 
-@pytest.mark.parametrize("flag", ["--steps", "--rounds"])
-def test_bench_refuses_non_positive_counts(synthetic_archive, capsys, flag):
-    assert cli.main(["bench", "--data", str(synthetic_archive), flag, "0"]) == 1
+@pytest.mark.parametrize("flag, value", [("--steps", "0"), ("--rounds", "0"), ("--whole-rounds", "0"),
+                                         ("--whole-epochs", "1"), ("--whole-epochs", "-2")])
+def test_bench_refuses_counts_out_of_range(synthetic_archive, capsys, flag, value):
+    assert cli.main(["bench", "--data", str(synthetic_archive), flag, value]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "at least 1" in err
+    assert len(err.splitlines()) == 1 and flag in err
 
 
 # ---- cnnlab bench --backend: each backend in its own process --------------------------------------------------------

@@ -425,3 +425,8 @@ def test_devices_default_to_one_and_zero_means_all():
     assert load_config("seed").train.devices == 1  # one device unless asked: results do not depend on the machine
     assert load_config("seed", {"train.devices": 0}).train.devices == 0
     assert load_config("seed", {"train.precision": "float16"}).train.precision == "float16"
+
+
+@pytest.mark.parametrize("batch_size, evaluation_batch_size", [(32, 256), (256, 256), (96, 288), (1024, 1024)])
+def test_evaluation_batches_are_at_least_256_and_a_multiple_of_the_training_batch(batch_size, evaluation_batch_size):
+    assert load_config("seed", {"train.batch_size": batch_size}).train.evaluation_batch_size == evaluation_batch_size

@@ -204,7 +204,7 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
             _train_one_epoch(model, batches)
             train_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
-            predict_probabilities(model, x_test, batch_size=max(train.batch_size, 256),
+            predict_probabilities(model, x_test, batch_size=train.evaluation_batch_size,
                                   augmentation=train.test_time_augmentation)
             eval_seconds.append(time.perf_counter() - start)
             log(f"{keras.backend.backend()} {preset}: round {round_index}"

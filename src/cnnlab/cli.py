@@ -13,7 +13,7 @@ commands:
     cnnlab serve RUN_DIR... [--host 127.0.0.1] [--port 8000]                 a page that classifies dropped images
     cnnlab data info [--data PATH]                                           the data's source, classes, split counts
     cnnlab devices [--devices N|all] [--preset NAME]                         where a run would compute, in which precision
-    cnnlab bench [--data PATH] [--steps N] [--rounds N]                      training and evaluation speed vs plain Keras
+    cnnlab bench [--data PATH] [--steps N] [--rounds N] [--whole-epochs N]   training steps and whole epochs vs plain Keras
 
 Offline, with your own copy of CIFAR-10, or with your own images: --data PATH (a cifar-10-python.tar.gz or the
 extracted folder, or a folder of images in class subfolders: photos/cat/*.jpg, photos/dog/*.png, optionally under
@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=("all", "tensorflow", "jax", "torch"),
                        help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "
                             "each (all), each in its own process")
+    bench.add_argument("--whole-epochs", type=int, default=2, help="then also whole epochs (validation and saves "
+                       "included): cnnlab train --preset seed vs the plain tutorial script, N epochs each, fresh "
+                       "processes; 0 skips it (default: 2)")
+    bench.add_argument("--whole-rounds", type=int, default=2, help="runs of each for --whole-epochs, alternating "
+                       "(default: 2)")
     _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)
     return parser
@@ -487,8 +492,10 @@ def _bench(args) -> int:
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset
 
-    if args.steps < 1 or args.rounds < 1:
-        raise CnnlabError("--steps and --rounds must be at least 1")
+    if args.steps < 1 or args.rounds < 1 or args.whole_rounds < 1:
+        raise CnnlabError("--steps, --rounds and --whole-rounds must be at least 1")
+    if args.whole_epochs == 1 or args.whole_epochs < 0:
+        raise CnnlabError("--whole-epochs must be 0 (skip) or at least 2: Keras marks epochs apart from 2 on")
     if args.backend:  # each backend in a child process: this one never imports Keras
         from cnnlab.bench import BACKENDS, format_backend_rows, run_backends
 
@@ -507,7 +514,25 @@ def _bench(args) -> int:
           "each")
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
     print(format_results(contenders))
+    if args.whole_epochs:
+        _bench_whole_epochs(args, data)
     return 0
+
+
+def _bench_whole_epochs(args, data) -> None:
+    import tempfile
+
+    from cnnlab.bench_epochs import format_whole_epochs, run_whole_epochs
+    from cnnlab.config import load_config
+    from cnnlab.data.splits import make_splits
+
+    train_images = len(make_splits(data, load_config("seed").data.val_size, 0).y_train)
+    print(f"\nwhole epochs: {args.whole_rounds} runs each of {args.whole_epochs} epochs on {train_images:,} training "
+          "images, validation and saves included, alternating")
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as out:
+        contenders = run_whole_epochs(data.record.path, Path(out), args.whole_epochs, args.whole_rounds,
+                                      args.set or [], log=lambda line: print(line, file=sys.stderr))
+    print(format_whole_epochs(contenders, train_images))
 
 
 def _devices(args) -> int:

@@ -105,6 +105,13 @@ class TrainConfig:
     steps_per_execution: int = 1  # training steps per call into the backend; more cuts Python overhead
     test_time_augmentation: int = 0  # 0: none, 1: average with the mirror image, 2: mirror and 1-pixel shifts
 
+    @property
+    def evaluation_batch_size(self) -> int:
+        """The batch for validation and test: no gradients are kept, so bigger batches cost little memory and save
+        per-call overhead (benchmarks/levers.py). A multiple of the training batch, so it splits over the same
+        devices."""
+        return self.batch_size * -(-256 // self.batch_size)
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -200,7 +200,7 @@ def _score_corruptions(model, data: Dataset, config: RunConfig, count: int | Non
         print(f"note: --corruption-images {count} is more than the {len(data.y_test):,} test images; using them all",
               file=sys.stderr)
     index = corruption_sample(data.y_test, count, seed)
-    return score_corruptions(model, data.x_test[index], data.y_test[index], seed, _test_batch_size(config),
+    return score_corruptions(model, data.x_test[index], data.y_test[index], seed, config.train.evaluation_batch_size,
                              config.train.test_time_augmentation, log=lambda line: print(line, file=sys.stderr))
 
 
@@ -212,10 +212,6 @@ def _same_test_images(scored_on, record: dict) -> bool:
     same = all(scored_on.get(key) == record[key] for key in ("kind", "content_hash", "image_size"))
     same = same and scored_on.get("classes") == list(record["classes"])
     return same and (record["content_hash"] is not None or scored_on.get("path") == record["path"])
-
-
-def _test_batch_size(config: RunConfig) -> int:
-    return max(config.train.batch_size, 256)
 
 
 def _training_summary(metrics_file: Path) -> dict:
@@ -238,7 +234,7 @@ def load_run_model(run_dir: Path):
 
 def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     start = time.perf_counter()
-    probabilities = predict_probabilities(model, data.x_test, batch_size=_test_batch_size(config),
+    probabilities = predict_probabilities(model, data.x_test, batch_size=config.train.evaluation_batch_size,
                                           augmentation=config.train.test_time_augmentation)
     metrics["test_seconds"] = round(time.perf_counter() - start, 2)
     metrics["test_time_augmentation"] = config.train.test_time_augmentation

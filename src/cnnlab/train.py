@@ -279,6 +279,7 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
             fit_data,
             shuffle=False,  # the batches come in their own seeded order
             validation_data=validation_input(x_val, one_hot(splits.y_val, num_classes)) if len(splits.y_val) else None,
+            validation_batch_size=run.config.train.evaluation_batch_size,
             initial_epoch=epochs_before,
             epochs=epochs_before + phase.epochs,
             callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),

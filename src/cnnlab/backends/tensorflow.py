@@ -14,6 +14,8 @@ import tensorflow as tf
 from cnnlab.backends import Devices
 from cnnlab.errors import CnnlabError
 
+PREFETCH_BATCHES = 8
+
 
 def split_host_cpu(count: int) -> None:
     """Make the CPU `count` logical devices, as several GPUs would be; must come before TensorFlow's first operation."""
@@ -64,4 +66,10 @@ def prefetched_batches(batches) -> tf.data.Dataset:
     )
     dataset = dataset.map(lambda images, labels: (tf.ensure_shape(images, image_shape),
                                                   tf.ensure_shape(labels, label_shape)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # A fixed buffer, and tf.data's autotuning off: with autotuning on, each epoch's new iterator replaced the last
+    # one, whose destructor waited for the autotuner's thread to wake up, 20-40 s into the next epoch's first step
+    # with the GIL held (found with py-spy; benchmarks/RESULTS.md, "whole epochs"). Eight batches ahead are plenty
+    # for a producer that makes one in about a millisecond; the model's steps take far longer.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)

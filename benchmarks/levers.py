@@ -1,0 +1,129 @@
+"""Each speed lever of benchmarks/RESULTS.md's table, measured with the current code: training and evaluation img/s
+of a preset's model, built, compiled and fed as cnnlab does, with only that lever changed.
+
+    .venv/bin/python benchmarks/levers.py --data PATH [--images 3200] [--rounds 3] [--levers xla input ...]
+
+Within a lever the variants alternate round by round (the order rotating), so a shared machine's drift treats them
+alike; each variant's first round (tracing, compiling) is left out. Training: the preset's batches from the real
+training images, augmentation as the preset sets it (its weight averaging left out); evaluation: `predict` on as
+many test images. One process: every model is built in it, so they share its threads.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+
+LEVERS = {
+    "precision": [("float32", "seed", {"train.precision": "float32"}, {}),
+                  ("bfloat16", "seed", {"train.precision": "bfloat16"}, {})],
+    "steps_per_execution": [("1", "seed", {"train.steps_per_execution": 1}, {}),
+                            ("8 (the presets')", "seed", {"train.steps_per_execution": 8}, {}),
+                            ("16", "seed", {"train.steps_per_execution": 16}, {})],
+    "input": [("tf.data (cnnlab on TensorFlow)", "seed", {}, {"feed": "tf.data"}),
+              ("Keras PyDataset (cnnlab elsewhere)", "seed", {}, {"feed": "pydataset"}),
+              ("NumPy arrays, float32", "seed", {}, {"feed": "numpy"})],
+    "xla": [("off (cnnlab on a CPU)", "seed", {}, {}), ("on", "seed", {}, {"jit_compile": True})],
+    "evaluation_batch": [("32 (Keras's default)", "seed", {}, {"eval_batch": 32}),
+                         ("256 (cnnlab)", "seed", {}, {"eval_batch": 256})],
+    "activation": [("GELU (fast)", "fast", {"fastnet.activation": "gelu"}, {}),
+                   ("ReLU (scratch)", "fast", {"fastnet.activation": "relu"}, {})],
+}
+
+
+@dataclasses.dataclass
+class Variant:
+    label: str
+    train_seconds: list = dataclasses.field(default_factory=list)
+    eval_seconds: list = dataclasses.field(default_factory=list)
+    train_images: int = 0
+    eval_images: int = 0
+
+    def speeds(self) -> tuple[float, float]:
+        return (self.train_images * (len(self.train_seconds) - 1) / sum(self.train_seconds[1:]),
+                self.eval_images * (len(self.eval_seconds) - 1) / sum(self.eval_seconds[1:]))
+
+
+def prepare(label, preset, overrides, how, data_source, images):
+    """The variant's model, compiled, and its two timed jobs."""
+    import keras
+
+    from cnnlab.backends import fit_input, placement_for
+    from cnnlab.config import load_config
+    from cnnlab.data import load_dataset
+    from cnnlab.data.augment import Augmentation
+    from cnnlab.data.batches import ShuffledBatches, one_hot
+    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.models import prepare_with_data
+    from cnnlab.models.factory import ModelFactory
+
+    config = load_config(preset, {**overrides, "data.source": data_source})
+    train = config.train
+    data = load_dataset(config.data, train.seed)
+    count = max(images // train.batch_size, 2) * train.batch_size
+    x_train, y_train, x_test = data.x_train[:count], data.y_train[:count], data.x_test[:count]
+    classes = len(data.class_names)
+    keras.utils.set_random_seed(train.seed)
+    factory = ModelFactory(config, placement_for(config))
+    model = factory.build(classes, x_train.shape[1:])
+    prepare_with_data(model, config, x_train)
+    factory.compile(model, train.learning_rate, total_steps=100 * count // train.batch_size)
+    if how.get("jit_compile"):
+        model.jit_compile = True  # before the first fit, which builds the train function
+    batches = ShuffledBatches(x_train, y_train, classes, train.batch_size, train.seed,
+                              augmentation=Augmentation(x_train, train.seed, config.data.flip, config.data.translate))
+    feed = how.get("feed", "tf.data")
+    if feed == "numpy":
+        x_float, y_hot = x_train.astype("float32"), one_hot(y_train, classes)
+
+        def train_job():
+            model.fit(x_float, y_hot, batch_size=train.batch_size, epochs=1, verbose=0, shuffle=False)
+    else:
+        def train_job():
+            source, callbacks = fit_input(batches) if feed == "tf.data" else (batches, [])
+            model.fit(source, epochs=1, shuffle=False, callbacks=callbacks, verbose=0)
+            batches.on_epoch_end()
+
+    def eval_job():
+        predict_probabilities(model, x_test, batch_size=how.get("eval_batch", 256))
+
+    return Variant(label, train_images=count, eval_images=len(x_test)), train_job, eval_job
+
+
+def measure(lever: str, data_source: str, images: int, rounds: int, log=print) -> list[Variant]:
+    entries = [prepare(*variant, data_source, images) for variant in LEVERS[lever]]
+    for round_index in range(rounds + 1):
+        shift = round_index % len(entries)
+        for variant, train_job, eval_job in entries[shift:] + entries[:shift]:
+            for timings, job in ((variant.train_seconds, train_job), (variant.eval_seconds, eval_job)):
+                start = time.perf_counter()
+                job()
+                timings.append(time.perf_counter() - start)
+        log(f"{lever}: round {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
+    return [variant for variant, _, _ in entries]
+
+
+def format_lever(lever: str, variants: list[Variant]) -> str:
+    base_train, base_eval = variants[0].speeds()
+    lines = [f"{lever}:", "| variant | train img/s | ratio | eval img/s | ratio |", "|---|---:|---:|---:|---:|"]
+    for variant in variants:
+        train, evaluate = variant.speeds()
+        lines.append(f"| {variant.label} | {train:,.0f} | {train / base_train:.2f}x | {evaluate:,.0f} | "
+                     f"{evaluate / base_eval:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="cifar-10-python.tar.gz")
+    parser.add_argument("--images", type=int, default=3200, help="training (and test) images per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, after one warm-up round")
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
+    args = parser.parse_args(argv)
+    for lever in args.levers:
+        variants = measure(lever, args.data, args.images, args.rounds, log=lambda line: print(line, file=sys.stderr))
+        print(format_lever(lever, variants), flush=True)
+
+
+if __name__ == "__main__":
+    main()

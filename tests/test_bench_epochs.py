@@ -1,0 +1,68 @@
+"""`cnnlab bench --whole-epochs`: whole epochs of fresh processes, timed from the lines Keras prints."""
+
+import re
+import sys
+import textwrap
+
+import pytest
+
+from cnnlab.bench_epochs import CNNLAB, PLAIN, WholeContender, WholeRun, format_whole_epochs, time_process
+from cnnlab.errors import CnnlabError
+from conftest import run_cnnlab
+
+FAKE_FIT = textwrap.dedent("""
+    import time
+    print("loading, not an epoch", flush=True)
+    time.sleep(0.3)
+    print("Epoch 1/2", flush=True)
+    time.sleep(0.4)
+    print("3/3 - 0s - 10ms/step - accuracy: 0.5 - loss: 1.2", flush=True)  # no validation: not an epoch's end
+    time.sleep(0.2)
+    print("3/3 - 1s - 10ms/step - accuracy: 0.5 - loss: 1.2 - val_accuracy: 0.4 - val_loss: 1.3", flush=True)
+    print("Epoch 2/2", flush=True)
+    time.sleep(0.5)
+    print("3/3 - 1s - 10ms/step - accuracy: 0.6 - loss: 1.1 - val_accuracy: 0.5 - val_loss: 1.2", flush=True)
+    time.sleep(0.3)
+""")
+
+
+def test_whole_epochs_run_from_keras_epoch_line_to_its_summary_line():
+    run = time_process([sys.executable, "-c", FAKE_FIT], log=lambda line: None)
+    assert len(run.epoch_seconds) == 2
+    first, second = run.epoch_seconds
+    assert 0.55 <= first < 1.5  # 0.4 + 0.2 s of "steps and saves", not the 0.3 s of loading before it
+    assert 0.45 <= second < 1.5  # from the first epoch's summary: the next epoch's set-up counts
+    assert run.process_seconds >= first + second + 0.5  # the loading and the end are in the process's time
+
+
+def test_a_failing_contender_is_one_line_naming_it():
+    with pytest.raises(CnnlabError, match=r"exit 3.*the last words"):
+        time_process([sys.executable, "-c", "print('the last words'); raise SystemExit(3)"], log=lambda line: None)
+
+
+def test_the_ratio_counts_every_epoch_so_a_slow_one_shows():
+    plain = WholeContender(PLAIN, [WholeRun([10.0, 10.0], 25.0), WholeRun([10.0, 10.0], 24.0)])
+    cnnlab = WholeContender(CNNLAB, [WholeRun([5.0, 5.0], 14.0), WholeRun([5.0, 25.0], 33.0)])
+    assert plain.images_per_second(100) == pytest.approx(10.0)
+    assert cnnlab.images_per_second(100) == pytest.approx(400 / 40)  # not 20: the 25 s epoch counts
+    table = format_whole_epochs([plain, cnnlab], 100).splitlines()
+    assert "1.00x" in table[2] and "5.0, 5.0 / 5.0, 25.0" in table[3] and "1.00x" in table[3]
+    assert "14.0, 33.0" in table[3]
+
+
+@pytest.mark.slow
+def test_bench_command_times_whole_epochs_of_both_in_fresh_processes(synthetic_archive):
+    result = run_cnnlab("bench", "--data", synthetic_archive, "--steps", "1", "--rounds", "1", "--whole-epochs", "2",
+                        "--whole-rounds", "1", "--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=[32]")
+    assert result.returncode == 0, result.stderr
+    train_images = int(re.search(r"of 2 epochs on ([\d,]+) training images", result.stdout)[1].replace(",", ""))
+    rows = {}
+    for name in (PLAIN, CNNLAB):
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {name} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        epochs = [float(seconds) for seconds in cells[1].split(", ")]
+        assert len(epochs) == 2 and all(seconds > 0 for seconds in epochs)
+        assert float(cells[4]) > sum(epochs)  # the process's wall time holds its epochs
+        rows[name] = (train_images * 2 / sum(epochs), cells)
+    speed = {name: images_per_second for name, (images_per_second, _) in rows.items()}
+    assert rows[CNNLAB][1][3] == f"{speed[CNNLAB] / speed[PLAIN]:.2f}x"
