@@ -39,6 +39,17 @@ TINY_MODEL = ["--set", "cnn.conv_blocks=[[8], [16]]", "--set", "cnn.dense_units=
 TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "vgg16.finetune_epochs=1",
               "--set", "vgg16.unfreeze_blocks=1"]
 
+# Tiny runs of every model kind, as `python -m cnnlab train` makes them (the `kind_runs` fixture).
+KIND_RUNS = {
+    "cnn": ["--preset", "seed", *TINY_MODEL],
+    "cnn-bfloat16": ["--preset", "seed", *TINY_MODEL, "--set", "train.precision=bfloat16"],
+    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
+    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
+    # The middle preset's VGG16 (head on cached block-4 features, normalised), at 32 px to keep the test short.
+    "vgg16-transfer": ["--preset", "transfer", "--model", "vgg16", "--weights", "none", "--vgg16-size", "32",
+                       "--set", "vgg16.head_units=[16]", "--set", "vgg16.head_epochs=1"],
+}
+
 
 
 def _load_benchmark(name: str):
@@ -204,6 +215,28 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class KindRuns(dict):
+    """{kind: run directory}, each kind of KIND_RUNS trained by `python -m cnnlab train` when a test first asks for it
+    (a test selected alone trains one), then shared by every test file: tests read these runs, or export and
+    re-score them into what they already hold, and never change what another test reads."""
+
+    def __init__(self, root: Path, archive: Path):
+        super().__init__()
+        self.root, self.archive = root, archive
+
+    def __missing__(self, kind: str) -> Path:
+        done = run_cnnlab("train", "--data", self.archive, "--epochs", "1", "--train-limit", "1000",
+                          "--val-size", "200", *KIND_RUNS[kind], "--out", self.root / kind)
+        assert done.returncode == 0, done.stderr
+        self[kind] = self.root / kind
+        return self[kind]
+
+
+@pytest.fixture(scope="session")
+def kind_runs(tmp_path_factory, synthetic_archive) -> KindRuns:
+    return KindRuns(tmp_path_factory.mktemp("kind-runs"), synthetic_archive)
 
 
 @pytest.fixture(scope="session")

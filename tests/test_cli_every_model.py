@@ -12,29 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab, run_metrics
+from conftest import run_cnnlab, run_metrics
 
 pytestmark = pytest.mark.slow
 
-KINDS = {
-    "cnn": ["--preset", "seed", *TINY_MODEL],
-    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
-    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
-    # The middle preset's VGG16 (head on cached block-4 features, normalised), at 32 px to keep the test short.
-    "vgg16-transfer": ["--preset", "transfer", "--model", "vgg16", "--weights", "none", "--vgg16-size", "32",
-                       "--set", "vgg16.head_units=[16]", "--set", "vgg16.head_epochs=1"],
-}
+KINDS = ("cnn", "vgg16", "fastnet", "vgg16-transfer")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, synthetic_archive):
-    """One finished run of each model kind, trained by `python -m cnnlab train`."""
-    root = tmp_path_factory.mktemp("every-model")
-    for kind, arguments in KINDS.items():
-        done = run_cnnlab("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "1000",
-                          "--val-size", "200", *arguments, "--out", root / kind)
-        assert done.returncode == 0, done.stderr
-    return {kind: root / kind for kind in KINDS}
+def runs(kind_runs):
+    """One finished run of each model kind, trained by `python -m cnnlab train` (conftest.KIND_RUNS)."""
+    return {kind: kind_runs[kind] for kind in KINDS}
 
 
 CORRUPTION_IMAGES, CORRUPTION_SEED = 40, 3

@@ -12,7 +12,6 @@ from PIL import Image
 
 from cnnlab.cli import main
 from conftest import CLASS_NAMES, launch_chromium, run_cnnlab, served
-from test_cli_every_model import KINDS
 
 
 def class_colour_png(path, class_name: str):
@@ -29,27 +28,16 @@ def predicted_class(run_dir, image) -> str:
 
 
 @pytest.fixture(scope="module")
-def kind_runs(tmp_path_factory, synthetic_archive, request):
-    """A finished run per model kind, trained on demand: the tiny CNN run every test shares, and the others trained
-    here by `python -m cnnlab train`, only for the (slow) tests that ask for them."""
-    root = tmp_path_factory.mktemp("serve-kinds")
-
-    def run_of(kind):
-        if kind == "cnn":
-            return request.getfixturevalue("trained_run")
-        if not (root / kind).exists():
-            done = run_cnnlab("train", "--data", synthetic_archive, "--epochs", "1", "--train-limit", "500",
-                              "--val-size", "200", *KINDS[kind], "--out", root / kind)
-            assert done.returncode == 0, done.stderr
-        return root / kind
-
-    return run_of
+def run_of(kind_runs, request):
+    """A finished run per model kind: the tiny CNN run every test shares, and the others (conftest.KIND_RUNS) trained
+    only for the (slow) tests that ask for them."""
+    return lambda kind: request.getfixturevalue("trained_run") if kind == "cnn" else kind_runs[kind]
 
 
 @pytest.mark.parametrize("kind", ["cnn", pytest.param("vgg16", marks=pytest.mark.slow),
                                   pytest.param("fastnet", marks=pytest.mark.slow)])
-def test_the_server_answers_what_predict_answers_for_each_model_kind(kind_runs, kind, tmp_path):
-    run_dir = kind_runs(kind)
+def test_the_server_answers_what_predict_answers_for_each_model_kind(run_of, kind, tmp_path):
+    run_dir = run_of(kind)
     image = class_colour_png(tmp_path / "ship.png", "ship")
     with served(run_dir) as url:
         health = httpx.get(f"{url}/health").json()

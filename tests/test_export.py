@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_VGG16, run_cnnlab, run_metrics
+from conftest import run_cnnlab, run_metrics
 
 ONNX_ONLY = ["--format", "onnx", "--parity-images", "64"]
 
@@ -162,31 +162,7 @@ def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # every model kind, end to end in fresh processes
 
-KINDS = {
-    "cnn-bfloat16": ["--preset", "seed", *TINY_MODEL, "--set", "train.precision=bfloat16"],
-    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
-    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
-}
-
-
-class Runs(dict):
-    """{kind: run directory}, each kind trained when a test first asks for it (a test selected alone trains one)."""
-
-    def __init__(self, root, archive):
-        super().__init__()
-        self.root, self.archive = root, archive
-
-    def __missing__(self, kind):
-        done = run_cnnlab("train", "--data", self.archive, "--epochs", "1", "--train-limit", "1000",
-                          "--val-size", "200", *KINDS[kind], "--out", self.root / kind)
-        assert done.returncode == 0, done.stderr
-        self[kind] = self.root / kind
-        return self[kind]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, synthetic_archive):
-    return Runs(tmp_path_factory.mktemp("export-runs"), synthetic_archive)
+KINDS = ("cnn-bfloat16", "vgg16", "fastnet")  # of conftest.KIND_RUNS; exports go to export/ in each run
 
 
 def printed_parity(stdout: str) -> float:
@@ -196,17 +172,17 @@ def printed_parity(stdout: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_onnx_export_of_every_kind_answers_as_its_run(runs, kind, tmp_path):
-    done = run_cnnlab("export", runs[kind], *ONNX_ONLY)
+def test_onnx_export_of_every_kind_answers_as_its_run(kind_runs, kind, tmp_path):
+    done = run_cnnlab("export", kind_runs[kind], *ONNX_ONLY)
     assert done.returncode == 0, done.stderr
-    artifact = runs[kind] / "export" / "model.onnx"
-    difference, agreement = recomputed_parity(runs[kind], "onnx", artifact, 64)
+    artifact = kind_runs[kind] / "export" / "model.onnx"
+    difference, agreement = recomputed_parity(kind_runs[kind], "onnx", artifact, 64)
     assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
     assert f"top-1 agreement {agreement:.1%}" in done.stdout
     precision = "bfloat16" if kind == "cnn-bfloat16" else "float32"
     assert f"vs the Keras model ({precision})" in done.stdout
-    images = write_test_images(runs[kind], tmp_path, 3)
-    on_run, on_onnx = (run_cnnlab("predict", source, "--json", *images) for source in (runs[kind], artifact))
+    images = write_test_images(kind_runs[kind], tmp_path, 3)
+    on_run, on_onnx = (run_cnnlab("predict", source, "--json", *images) for source in (kind_runs[kind], artifact))
     assert on_run.returncode == 0 and on_onnx.returncode == 0, on_run.stderr + on_onnx.stderr
     for from_run, from_onnx in zip(json.loads(on_run.stdout), json.loads(on_onnx.stdout)):
         assert from_onnx["top"][0]["class"] == from_run["top"][0]["class"]
@@ -216,15 +192,15 @@ def test_onnx_export_of_every_kind_answers_as_its_run(runs, kind, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("format", ["savedmodel", "litert"])
 @pytest.mark.parametrize("kind", ["cnn-bfloat16", "fastnet"])  # bfloat16 made float32; the fast net's GELU
-def test_savedmodel_and_litert_exports_answer_as_the_run(runs, kind, format):
+def test_savedmodel_and_litert_exports_answer_as_the_run(kind_runs, kind, format):
     from cnnlab.export import FORMATS, TOLERANCE
 
-    done = run_cnnlab("export", runs[kind], "--format", format, "--parity-images", "64")
+    done = run_cnnlab("export", kind_runs[kind], "--format", format, "--parity-images", "64")
     assert done.returncode == 0, done.stderr
-    artifact = runs[kind] / "export" / FORMATS[format].file_name
-    difference, agreement = recomputed_parity(runs[kind], format, artifact, 64)
+    artifact = kind_runs[kind] / "export" / FORMATS[format].file_name
+    difference, agreement = recomputed_parity(kind_runs[kind], format, artifact, 64)
     assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
-    record = json.loads((runs[kind] / "export" / f"{FORMATS[format].file_name}.parity.json").read_text())
+    record = json.loads((kind_runs[kind] / "export" / f"{FORMATS[format].file_name}.parity.json").read_text())
     assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
     assert record["top1_agreement"] == agreement and record["passed"]
     assert record["tolerance"] == TOLERANCE[record["keras_precision"]]

@@ -54,7 +54,7 @@ class WholeContender:
         return train_images * len(epochs) / sum(epochs)
 
 
-def plain_tutorial(data_source: str, out: Path, epochs: int, seed: int) -> None:
+def plain_tutorial(data_source: str, out: Path, epochs: int, seed: int, train_limit: int | None = None) -> None:
     """The tutorial's script as people write it, on cnnlab's split of the data (loading is not what is compared)."""
     import keras
 
@@ -65,7 +65,7 @@ def plain_tutorial(data_source: str, out: Path, epochs: int, seed: int) -> None:
     from cnnlab.data.splits import make_splits
 
     config = load_config("seed", {"data.source": data_source, "train.seed": seed})
-    splits = make_splits(load_dataset(config.data, seed), config.data.val_size, seed)
+    splits = make_splits(load_dataset(config.data, seed), config.data.val_size, seed, train_limit)
     classes = len(splits.class_names)
     x_train, x_val, x_test = (x.astype("float32") / 255.0 for x in (splits.x_train, splits.x_val, splits.x_test))
     keras.utils.set_random_seed(seed)
@@ -102,9 +102,10 @@ def time_process(command: list[str], log=print) -> WholeRun:
 
 
 def run_whole_epochs(data_source: str, out: Path, epochs: int, rounds: int, settings: list[str] = (),
-                     log=print) -> list[WholeContender]:
+                     train_limit: int | None = None, log=print) -> list[WholeContender]:
     """Alternate the plain script and `cnnlab train` `rounds` times each (the order swapping every round), each a
-    fresh process writing under `out`; `settings` are `--set KEY=VALUE` items for cnnlab (speed settings)."""
+    fresh process writing under `out`; `settings` are `--set KEY=VALUE` items for cnnlab (speed settings), and both
+    train on the first `train_limit` training images when it is given."""
     if epochs < 2:
         raise ValueError("whole epochs are told apart by Keras's 'Epoch k/N' lines, which it prints from 2 epochs on")
     plain, cnnlab = WholeContender(PLAIN), WholeContender(CNNLAB)
@@ -114,11 +115,13 @@ def run_whole_epochs(data_source: str, out: Path, epochs: int, rounds: int, sett
             folder.mkdir(parents=True)
             if contender is plain:
                 command = [sys.executable, "-m", "cnnlab.bench_epochs",
-                           json.dumps({"data": data_source, "out": str(folder), "epochs": epochs, "seed": 0})]
+                           json.dumps({"data": data_source, "out": str(folder), "epochs": epochs, "seed": 0,
+                                       "train_limit": train_limit})]
             else:
                 command = [sys.executable, "-m", "cnnlab", "train", "--preset", "seed", "--data", data_source,
                            "--epochs", str(epochs), "--seed", "0", "--out", str(folder / "run")]
                 command += [item for setting in settings for item in ("--set", setting)]
+                command += ["--train-limit", str(train_limit)] if train_limit else []
             log(f"round {round_index + 1}/{rounds}: {contender.name}")
             contender.runs.append(time_process(command, log))
     return [plain, cnnlab]
@@ -138,7 +141,8 @@ def format_whole_epochs(contenders: list[WholeContender], train_images: int) -> 
 
 def _child_main(request: str) -> int:
     arguments = json.loads(request)
-    plain_tutorial(arguments["data"], Path(arguments["out"]), arguments["epochs"], arguments["seed"])
+    plain_tutorial(arguments["data"], Path(arguments["out"]), arguments["epochs"], arguments["seed"],
+                   arguments["train_limit"])
     return 0
 
 

@@ -515,23 +515,23 @@ def _bench(args) -> int:
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
     print(format_results(contenders))
     if args.whole_epochs:
-        _bench_whole_epochs(args, data)
+        _bench_whole_epochs(args, data, config.data.train_limit)
     return 0
 
 
-def _bench_whole_epochs(args, data) -> None:
+def _bench_whole_epochs(args, data, train_limit: int | None) -> None:
     import tempfile
 
     from cnnlab.bench_epochs import format_whole_epochs, run_whole_epochs
     from cnnlab.config import load_config
     from cnnlab.data.splits import make_splits
 
-    train_images = len(make_splits(data, load_config("seed").data.val_size, 0).y_train)
+    train_images = len(make_splits(data, load_config("seed").data.val_size, 0, train_limit).y_train)
     print(f"\nwhole epochs: {args.whole_rounds} runs each of {args.whole_epochs} epochs on {train_images:,} training "
           "images, validation and saves included, alternating")
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as out:
         contenders = run_whole_epochs(data.record.path, Path(out), args.whole_epochs, args.whole_rounds,
-                                      args.set or [], log=lambda line: print(line, file=sys.stderr))
+                                      args.set or [], train_limit, log=lambda line: print(line, file=sys.stderr))
     print(format_whole_epochs(contenders, train_images))
 
 
