@@ -120,6 +120,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, after one warm-up round")
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
     args = parser.parse_args(argv)
+    if args.images < 1 or args.rounds < 1:
+        parser.error("--images and --rounds must be at least 1")
     for lever in args.levers:
         variants = measure(lever, args.data, args.images, args.rounds, log=lambda line: print(line, file=sys.stderr))
         print(format_lever(lever, variants), flush=True)

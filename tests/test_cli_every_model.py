@@ -109,7 +109,7 @@ def corruption_sample_of(run_dir, count, seed):
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     data = load_dataset(config.data, config.train.seed)
     index = corruption_sample(data.y_test, count, seed)
-    return data.x_test[index], data.y_test[index], max(config.train.batch_size, 256)
+    return data.x_test[index], data.y_test[index], config.train.evaluation_batch_size
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -31,6 +31,8 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 
 PLAIN = "plain tutorial script (fit + validation_data + ModelCheckpoint)"
+# What cnnlab's contender takes from `cnnlab bench --preset/--set`: how it computes, never what it trains.
+SPEED_SETTINGS = ("train.precision", "train.steps_per_execution")
 CNNLAB = "cnnlab train --preset seed"
 _EPOCH_START = re.compile(r"^Epoch (\d+)/\d+$")
 _EPOCH_SUMMARY = re.compile(r"^\d+/\d+ - .*val_accuracy")
@@ -78,8 +80,9 @@ def plain_tutorial(data_source: str, out: Path, epochs: int, seed: int, train_li
     print(f"test accuracy {accuracy:.4f}, loss {loss:.4f}")
 
 
-def time_process(command: list[str], log=print) -> WholeRun:
-    """Run `command`, timestamping each line it prints as it arrives; returns its whole epochs and wall time."""
+def time_process(command: list[str], name: str, epochs: int, log=print) -> WholeRun:
+    """Run `command` (the contender `name`, training `epochs` epochs), timestamping each line it prints as it
+    arrives; returns its whole epochs and wall time, or a one-line error unless it told exactly `epochs` apart."""
     start = time.perf_counter()
     run, epoch_began = WholeRun(), None
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -95,17 +98,19 @@ def time_process(command: list[str], log=print) -> WholeRun:
             epoch_began = now  # the next epoch's set-up (a new pass over the data) is part of the next epoch
             log(f"  epoch {len(run.epoch_seconds)}: {run.epoch_seconds[-1]:.1f} s")
     if process.wait() != 0:
-        raise CnnlabError(f"{' '.join(command[1:4])} failed (exit {process.returncode}): "
-                          f"{lines[-1] if lines else 'no output'}")
+        raise CnnlabError(f"{name} failed (exit {process.returncode}): {lines[-1] if lines else 'no output'}")
+    if len(run.epoch_seconds) != epochs:
+        raise CnnlabError(f"{name}: found {len(run.epoch_seconds)} of its {epochs} epochs in what it printed "
+                          "(Keras's 'Epoch k/N' and summary lines with val_accuracy)")
     run.process_seconds = time.perf_counter() - start
     return run
 
 
-def run_whole_epochs(data_source: str, out: Path, epochs: int, rounds: int, settings: list[str] = (),
+def run_whole_epochs(data_source: str, out: Path, epochs: int, rounds: int, speed: dict[str, object] | None = None,
                      train_limit: int | None = None, log=print) -> list[WholeContender]:
     """Alternate the plain script and `cnnlab train` `rounds` times each (the order swapping every round), each a
-    fresh process writing under `out`; `settings` are `--set KEY=VALUE` items for cnnlab (speed settings), and both
-    train on the first `train_limit` training images when it is given."""
+    fresh process writing under `out`; `speed` holds cnnlab's speed settings (`SPEED_SETTINGS`; the recipe stays the
+    seed preset's, as the plain script's), and both train on the first `train_limit` training images if given."""
     if epochs < 2:
         raise ValueError("whole epochs are told apart by Keras's 'Epoch k/N' lines, which it prints from 2 epochs on")
     plain, cnnlab = WholeContender(PLAIN), WholeContender(CNNLAB)
@@ -120,10 +125,11 @@ def run_whole_epochs(data_source: str, out: Path, epochs: int, rounds: int, sett
             else:
                 command = [sys.executable, "-m", "cnnlab", "train", "--preset", "seed", "--data", data_source,
                            "--epochs", str(epochs), "--seed", "0", "--out", str(folder / "run")]
-                command += [item for setting in settings for item in ("--set", setting)]
+                command += [item for key, value in (speed or {}).items() for item in ("--set", f"{key}={value}")]
                 command += ["--train-limit", str(train_limit)] if train_limit else []
-            log(f"round {round_index + 1}/{rounds}: {contender.name}")
-            contender.runs.append(time_process(command, log))
+            log(f"round {round_index + 1}/{rounds}: {contender.name}"
+                + (f" (cnnlab {' '.join(command[3:])})" if contender is cnnlab else ""))
+            contender.runs.append(time_process(command, contender.name, epochs, log))
     return [plain, cnnlab]
 
 

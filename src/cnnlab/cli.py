@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "
                             "each (all), each in its own process")
     bench.add_argument("--whole-epochs", type=int, default=2, help="then also whole epochs (validation and saves "
-                       "included): cnnlab train --preset seed vs the plain tutorial script, N epochs each, fresh "
-                       "processes; 0 skips it (default: 2)")
+                       "included): cnnlab train --preset seed (with the preset's speed settings) vs the plain "
+                       "tutorial script, N epochs each, fresh processes, minutes per epoch on a CPU; 0 skips it "
+                       "(default: 2)")
     bench.add_argument("--whole-rounds", type=int, default=2, help="runs of each for --whole-epochs, alternating "
                        "(default: 2)")
     _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
@@ -515,23 +516,26 @@ def _bench(args) -> int:
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
     print(format_results(contenders))
     if args.whole_epochs:
-        _bench_whole_epochs(args, data, config.data.train_limit)
+        _bench_whole_epochs(args, data, config)
     return 0
 
 
-def _bench_whole_epochs(args, data, train_limit: int | None) -> None:
+def _bench_whole_epochs(args, data, config) -> None:
+    """Whole epochs of the seed recipe, cnnlab (with `config`'s speed settings) vs the plain script."""
     import tempfile
 
-    from cnnlab.bench_epochs import format_whole_epochs, run_whole_epochs
+    from cnnlab.bench_epochs import SPEED_SETTINGS, format_whole_epochs, run_whole_epochs
     from cnnlab.config import load_config
     from cnnlab.data.splits import make_splits
 
+    train_limit = config.data.train_limit
     train_images = len(make_splits(data, load_config("seed").data.val_size, 0, train_limit).y_train)
+    speed = {key: getattr(config.train, key.split(".")[1]) for key in SPEED_SETTINGS}
     print(f"\nwhole epochs: {args.whole_rounds} runs each of {args.whole_epochs} epochs on {train_images:,} training "
           "images, validation and saves included, alternating")
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as out:
         contenders = run_whole_epochs(data.record.path, Path(out), args.whole_epochs, args.whole_rounds,
-                                      args.set or [], train_limit, log=lambda line: print(line, file=sys.stderr))
+                                      speed, train_limit, log=lambda line: print(line, file=sys.stderr))
     print(format_whole_epochs(contenders, train_images))
 
 
