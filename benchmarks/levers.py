@@ -12,7 +12,6 @@ many test images. One process: every model is built in it, so they share its thr
 import argparse
 import dataclasses
 import sys
-import time
 
 LEVERS = {
     "precision": [("float32", "seed", {"train.precision": "float32"}, {}),
@@ -24,8 +23,13 @@ LEVERS = {
               ("Keras PyDataset (cnnlab elsewhere)", "seed", {}, {"feed": "pydataset"}),
               ("NumPy arrays, float32", "seed", {}, {"feed": "numpy"})],
     "xla": [("off (cnnlab on a CPU)", "seed", {}, {}), ("on", "seed", {}, {"jit_compile": True})],
-    "evaluation_batch": [("32 (Keras's default)", "seed", {}, {"eval_batch": 32}),
-                         ("256 (cnnlab)", "seed", {}, {"eval_batch": 256})],
+    "evaluation_batch": [(label, "seed", {}, {"eval_batch": size, "eval_images_per_train_image": 16})
+                         for size, label in ((32, "32 (Keras's default)"), (128, "128"), (256, "256 (cnnlab)"))],
+    # VGG16 `quick`'s evaluation stands for its feature cache (the frozen trunk's pass over the training images);
+    # its training is slow, so this lever scores 8 test images per training image.
+    "vgg16_feature_batch": [(label, "quick", {"model": "vgg16", "vgg16.weights": "none"},
+                             {"eval_batch": size, "eval_images_per_train_image": 8})
+                            for size, label in ((128, "128 (the feature cache's batch before)"), (256, "256"))],
     "activation": [("GELU (fast)", "fast", {"fastnet.activation": "gelu"}, {}),
                    ("ReLU (scratch)", "fast", {"fastnet.activation": "relu"}, {})],
 }
@@ -46,35 +50,23 @@ class Variant:
 
 def prepare(label, preset, overrides, how, data_source, images):
     """The variant's model, compiled, and its two timed jobs."""
-    import keras
-
-    from cnnlab.backends import fit_input, placement_for
+    from cnnlab.backends import fit_input
+    from cnnlab.bench import preset_setup
     from cnnlab.config import load_config
-    from cnnlab.data import load_dataset
-    from cnnlab.data.augment import Augmentation
-    from cnnlab.data.batches import ShuffledBatches, one_hot
+    from cnnlab.data.batches import one_hot
     from cnnlab.evaluate import predict_probabilities
-    from cnnlab.models import prepare_with_data
-    from cnnlab.models.factory import ModelFactory
 
     config = load_config(preset, {**overrides, "data.source": data_source})
     train = config.train
-    data = load_dataset(config.data, train.seed)
     count = max(images // train.batch_size, 2) * train.batch_size
-    x_train, y_train, x_test = data.x_train[:count], data.y_train[:count], data.x_test[:count]
-    classes = len(data.class_names)
-    keras.utils.set_random_seed(train.seed)
-    factory = ModelFactory(config, placement_for(config))
-    model = factory.build(classes, x_train.shape[1:])
-    prepare_with_data(model, config, x_train)
-    factory.compile(model, train.learning_rate, total_steps=100 * count // train.batch_size)
+    setup = preset_setup(config, count, total_steps=100 * count // train.batch_size,
+                         test_count=count * how.get("eval_images_per_train_image", 1))
+    model, batches, x_test = setup.model, setup.batches, setup.x_test
     if how.get("jit_compile"):
         model.jit_compile = True  # before the first fit, which builds the train function
-    batches = ShuffledBatches(x_train, y_train, classes, train.batch_size, train.seed,
-                              augmentation=Augmentation(x_train, train.seed, config.data.flip, config.data.translate))
     feed = how.get("feed", "tf.data")
     if feed == "numpy":
-        x_float, y_hot = x_train.astype("float32"), one_hot(y_train, classes)
+        x_float, y_hot = setup.x_train.astype("float32"), one_hot(setup.y_train, setup.num_classes)
 
         def train_job():
             model.fit(x_float, y_hot, batch_size=train.batch_size, epochs=1, verbose=0, shuffle=False)
@@ -87,19 +79,14 @@ def prepare(label, preset, overrides, how, data_source, images):
     def eval_job():
         predict_probabilities(model, x_test, batch_size=how.get("eval_batch", 256))
 
-    return Variant(label, train_images=count, eval_images=len(x_test)), train_job, eval_job
+    return Variant(label, train_images=len(setup.y_train), eval_images=len(x_test)), train_job, eval_job
 
 
 def measure(lever: str, data_source: str, images: int, rounds: int, log=print) -> list[Variant]:
+    from cnnlab.bench import alternate_rounds
+
     entries = [prepare(*variant, data_source, images) for variant in LEVERS[lever]]
-    for round_index in range(rounds + 1):
-        shift = round_index % len(entries)
-        for variant, train_job, eval_job in entries[shift:] + entries[:shift]:
-            for timings, job in ((variant.train_seconds, train_job), (variant.eval_seconds, eval_job)):
-                start = time.perf_counter()
-                job()
-                timings.append(time.perf_counter() - start)
-        log(f"{lever}: round {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
+    alternate_rounds(entries, rounds, log, name=f"{lever}: round")
     return [variant for variant, _, _ in entries]
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts' own behaviour (their measurements live in benchmarks/RESULTS.md, not in tests)."""
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -96,10 +97,40 @@ def test_levers_times_each_variant_of_a_lever_against_the_first(synthetic_archiv
     assert result.stdout.startswith("evaluation_batch:")
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines()
             if line.startswith("| ") and "img/s" not in line]
-    assert [row[0].split("(")[0].strip() for row in rows] == ["32", "256"]
+    assert [row[0].split("(")[0].strip() for row in rows] == ["32", "128", "256"]
     assert rows[0][2].strip() == rows[0][4].strip() == "1.00x"
-    (base_train, base_eval), (train, evaluate) = [[float(row[column].replace(",", "")) for column in (1, 3)]
-                                                  for row in rows]
-    # each ratio is the variant's img/s over the first variant's, up to the printed rounding
-    assert float(rows[1][2].strip()[:-1]) == pytest.approx(train / base_train, abs=0.01 + 1 / base_train)
-    assert float(rows[1][4].strip()[:-1]) == pytest.approx(evaluate / base_eval, abs=0.01 + 1 / base_eval)
+    (base_train, base_eval), *others = [[float(row[column].replace(",", "")) for column in (1, 3)] for row in rows]
+    for row, (train, evaluate) in zip(rows[1:], others):
+        # each ratio is the variant's img/s over the first variant's, up to the printed rounding
+        assert float(row[2].strip()[:-1]) == pytest.approx(train / base_train, abs=0.01 + 1 / base_train)
+        assert float(row[4].strip()[:-1]) == pytest.approx(evaluate / base_eval, abs=0.01 + 1 / base_eval)
+
+
+def _main_job_result(wall: float, cnn: tuple[float, float, float], vgg16: tuple[float, float, float]) -> dict:
+    def metrics(train, test, accuracy):
+        return {"train_seconds": train, "test_seconds": test, "test_accuracy": accuracy}
+    return {"wall": wall, "metrics": {"cnn": metrics(*cnn), "vgg16": metrics(*vgg16)}}
+
+
+def test_main_job_tabulates_where_the_time_went_and_the_ratio_of_total_wall_times():
+    spec = importlib.util.spec_from_file_location("main_job", BENCHMARKS / "main_job.py")
+    main_job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main_job)
+    results = {"before (abc)": [_main_job_result(900, (500, 20, 0.7312), (250, 60, 0.6319))],
+               "now": [_main_job_result(600, (350, 15, 0.7356), (170, 25, 0.6319))]}
+    table = main_job.summary(results)
+    assert "| before (abc) | 15.00 | 500 + 20 | 250 + 60 | 70 | 73.12 | 63.19 |" in table  # 900 - 830 s elsewhere
+    assert "| now | 10.00 | 350 + 15 | 170 + 25 | 40 | 73.56 | 63.19 |" in table
+    assert table.splitlines()[-1].endswith("10.00 min against 15.00 min before (mean of 1 round(s), alternating): 1.50x")
+
+
+def test_main_job_refuses_a_revision_git_does_not_know_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "main_job.py"), "--data", "unused", "--weights", "none",
+         "--before", "no-such-revision", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("main_job: cannot check out 'no-such-revision'")
+    assert not (tmp_path / "out" / "before-source").exists()

@@ -117,18 +117,25 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
             lambda model=model: predict_probabilities(model, data.x_test),
         ))
 
-    for round_index in range(rounds + 1):
-        shift = round_index % len(entries)
-        for contender, train, evaluate in entries[shift:] + entries[:shift]:
-            for timings, job in ((contender.train_seconds, train), (contender.eval_seconds, evaluate)):
-                start = time.perf_counter()
-                job()
-                timings.append(time.perf_counter() - start)
-        log(f"round {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
+    alternate_rounds(entries, rounds, log)
     for contender, _, _ in entries:
         contender.train_images_per_second = count * rounds / sum(contender.train_seconds[1:])
         contender.eval_images_per_second = len(data.y_test) * rounds / sum(contender.eval_seconds[1:])
     return [contender for contender, _, _ in entries]
+
+
+def alternate_rounds(entries, rounds: int, log=print, name: str = "round") -> None:
+    """Run each entry's (record, train job, eval job) once per round, a warm-up round first, appending each job's
+    seconds to `record.train_seconds` / `record.eval_seconds`. The order rotates every round, so a shared machine's
+    drift treats the entries alike."""
+    for round_index in range(rounds + 1):
+        shift = round_index % len(entries)
+        for record, train_job, eval_job in entries[shift:] + entries[:shift]:
+            for timings, job in ((record.train_seconds, train_job), (record.eval_seconds, eval_job)):
+                start = time.perf_counter()
+                job()
+                timings.append(time.perf_counter() - start)
+        log(f"{name} {round_index}{' (warm-up, not counted)' if round_index == 0 else ''} done")
 
 
 def _train_one_epoch(model, batches) -> None:
@@ -174,44 +181,62 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
     round."""
     import keras
 
-    from cnnlab.backends import placement_for
-    from cnnlab.data import load_dataset
-    from cnnlab.data.augment import Augmentation
-    from cnnlab.data.batches import ShuffledBatches
     from cnnlab.evaluate import predict_probabilities
-    from cnnlab.models import model_label, prepare_with_data
-    from cnnlab.models.factory import ModelFactory
+    from cnnlab.models import model_label
 
     rows = []
     for preset in presets:
         config = load_config(preset, overrides)
-        data = load_dataset(config.data, config.train.seed)
         train = config.train
-        count = min(steps * train.batch_size, len(data.y_train))
-        x_train, y_train, x_test = data.x_train[:count], data.y_train[:count], data.x_test[:count]
-        num_classes = len(data.class_names)
-        keras.utils.set_random_seed(train.seed)
-        factory = ModelFactory(config, placement_for(config))
-        model = factory.build(num_classes, x_train.shape[1:])
-        prepare_with_data(model, config, x_train)
-        factory.compile(model, train.learning_rate, total_steps=steps * (rounds + 1))
-        augmentation = Augmentation(x_train, train.seed, config.data.flip, config.data.translate)
-        batches = ShuffledBatches(x_train, y_train, num_classes, train.batch_size, train.seed,
-                                  augmentation=augmentation)
-        train_seconds, eval_seconds = [], []
-        for round_index in range(rounds + 1):
-            start = time.perf_counter()
-            _train_one_epoch(model, batches)
-            train_seconds.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            predict_probabilities(model, x_test, batch_size=train.evaluation_batch_size,
-                                  augmentation=train.test_time_augmentation)
-            eval_seconds.append(time.perf_counter() - start)
-            log(f"{keras.backend.backend()} {preset}: round {round_index}"
-                f"{' (warm-up, not counted)' if round_index == 0 else ''} done")
+        setup = preset_setup(config, steps * train.batch_size, total_steps=steps * (rounds + 1))
+        timed = Contender(preset)
+        alternate_rounds([(timed, lambda: _train_one_epoch(setup.model, setup.batches),
+                           lambda: predict_probabilities(setup.model, setup.x_test,
+                                                         batch_size=train.evaluation_batch_size,
+                                                         augmentation=train.test_time_augmentation))],
+                         rounds, log, name=f"{keras.backend.backend()} {preset}: round")
         rows.append(BackendRow(keras.backend.backend(), preset, model_label(config), train.batch_size,
-                               count * rounds / sum(train_seconds[1:]), len(x_test) * rounds / sum(eval_seconds[1:])))
+                               len(setup.y_train) * rounds / sum(timed.train_seconds[1:]),
+                               len(setup.x_test) * rounds / sum(timed.eval_seconds[1:])))
     return rows
+
+
+@dataclass
+class PresetSetup:
+    model: object
+    batches: object
+    x_train: object
+    y_train: object
+    x_test: object
+    num_classes: int
+
+
+def preset_setup(config: RunConfig, count: int, total_steps: int, test_count: int | None = None) -> PresetSetup:
+    """The preset's model built, initialised from the data and compiled as `cnnlab train` does it, with its shuffled,
+    augmented batches of the first `count` training images (at most all of them) and as many test images (or
+    `test_count`)."""
+    import keras
+
+    from cnnlab.backends import placement_for
+    from cnnlab.data import load_dataset
+    from cnnlab.data.augment import Augmentation
+    from cnnlab.data.batches import ShuffledBatches
+    from cnnlab.models import prepare_with_data
+    from cnnlab.models.factory import ModelFactory
+
+    train = config.train
+    data = load_dataset(config.data, train.seed)
+    count = min(count, len(data.y_train))
+    x_train, y_train, x_test = data.x_train[:count], data.y_train[:count], data.x_test[:test_count or count]
+    num_classes = len(data.class_names)
+    keras.utils.set_random_seed(train.seed)
+    factory = ModelFactory(config, placement_for(config))
+    model = factory.build(num_classes, x_train.shape[1:])
+    prepare_with_data(model, config, x_train)
+    factory.compile(model, train.learning_rate, total_steps=total_steps)
+    batches = ShuffledBatches(x_train, y_train, num_classes, train.batch_size, train.seed,
+                              augmentation=Augmentation(x_train, train.seed, config.data.flip, config.data.translate))
+    return PresetSetup(model, batches, x_train, y_train, x_test, num_classes)
 
 
 def run_backends(backends, overrides: dict, steps: int, rounds: int, log=print) -> list[BackendRow]:
