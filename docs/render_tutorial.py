@@ -193,7 +193,8 @@ def _file_description(source: str) -> str:
     return f"`{path.name}`, sha256 `{digest.hexdigest()}`"
 
 
-def header_text(command: str, seconds: float, data: str | None, weights: str, small: bool) -> str:
+def header_text(command: str, seconds: float, data: str | None, weights: str, small: bool,
+                weights_note: str = "") -> str:
     from cnnlab import system_info
 
     hardware = system_info.hardware()
@@ -209,6 +210,8 @@ def header_text(command: str, seconds: float, data: str | None, weights: str, sm
         f"VGG16's starting weights: {_file_description(weights) if weights not in ('imagenet', 'none') else weights}. "
         "One run of each model.",
     ]
+    if weights_note:
+        lines.append(f">\n> **About VGG16's weights:** {weights_note}")
     if small:
         lines.append(">\n> **Small run** (`--small`, CNNLAB_TUTORIAL_SMALL=1): a few hundred training images, one "
                      "epoch, narrow layers, VGG16 cut after its first block. It checks that the code runs; its "
@@ -233,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "official download)")
     parser.add_argument("--weights", default="imagenet",
                         help="VGG16's starting weights: imagenet (default), a VGG16 no-top .h5 file, or none")
+    parser.add_argument("--weights-note", default="",
+                        help="a sentence for the page's header on what the weights are (e.g. where a local file came "
+                             "from, and that it is not ImageNet's)")
     parser.add_argument("--small", action="store_true", help="the tutorial's small mode: a check in a minute or two")
     parser.add_argument("--out", type=Path, default=HERE / "tutorial.md",
                         help="the page to write (default docs/tutorial.md); its figures go to <name>_files/ beside "
@@ -268,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
 
     files_dir = args.out.with_name(args.out.stem + "_files")
-    page, figures = markdown_page(cells, outputs, header_text(command, seconds, args.data, args.weights, args.small),
+    page, figures = markdown_page(cells, outputs, header_text(command, seconds, args.data, args.weights, args.small,
+                                                          args.weights_note),
                                   files_dir, work)
     files_dir.mkdir(parents=True, exist_ok=True)
     for old in files_dir.glob("*.png"):

@@ -180,7 +180,7 @@ def test_the_renderer_writes_the_small_run_as_markdown(tmp_path, synthetic_archi
     work = tmp_path / "work"
     done = subprocess.run(
         [sys.executable, str(DOCS / "render_tutorial.py"), "--small", "--data", str(synthetic_archive), "--weights",
-         "none", "--out", str(page), "--work", str(work)],
+         "none", "--weights-note", "random <b>weights</b>, for the check", "--out", str(page), "--work", str(work)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -191,6 +191,7 @@ def test_the_renderer_writes_the_small_run_as_markdown(tmp_path, synthetic_archi
     header = text[:text.index("## Introduction")]
     assert "How this page was made" in header and "of wall time" in header and "keras 3." in header
     assert "Small run" in header and "no test of transfer learning" in header
+    assert "> **About VGG16's weights:** random <b>weights</b>, for the check" in header
     assert f"({os.cpu_count()} cores" in header
     links = re.findall(r"!\[[^\]]*\]\((tutorial_files/[^)]+)\)", text)
     assert len(links) >= 6 and all((page.parent / link).is_file() for link in links)
