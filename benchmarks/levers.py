@@ -6,7 +6,7 @@ of a preset's model, built, compiled and fed as cnnlab does, with only that leve
 Within a lever the variants alternate round by round (the order rotating), so a shared machine's drift treats them
 alike; each variant's first round (tracing, compiling) is left out. Training: the preset's batches from the real
 training images, augmentation as the preset sets it (its weight averaging left out); evaluation: `predict` on as
-many test images. One process: every model is built in it, so they share its threads.
+many test images (the evaluation-batch levers: 16 and 8 times as many, as their passes are short). One process: every model is built in it, so they share its threads.
 """
 
 import argparse
@@ -29,7 +29,7 @@ LEVERS = {
     # its training is slow, so this lever scores 8 test images per training image.
     "vgg16_feature_batch": [(label, "quick", {"model": "vgg16", "vgg16.weights": "none"},
                              {"eval_batch": size, "eval_images_per_train_image": 8})
-                            for size, label in ((128, "128 (the feature cache's batch before)"), (256, "256"))],
+                            for size, label in ((128, "128 (the feature cache's batch)"), (256, "256"))],
     "activation": [("GELU (fast)", "fast", {"fastnet.activation": "gelu"}, {}),
                    ("ReLU (scratch)", "fast", {"fastnet.activation": "relu"}, {})],
 }
@@ -103,7 +103,7 @@ def format_lever(lever: str, variants: list[Variant]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="cifar-10-python.tar.gz")
-    parser.add_argument("--images", type=int, default=3200, help="training (and test) images per round")
+    parser.add_argument("--images", type=int, default=3200, help="training images per round (test images: as many, or the lever's multiple)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, after one warm-up round")
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
     args = parser.parse_args(argv)

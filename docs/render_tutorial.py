@@ -210,8 +210,8 @@ def header_text(command: str, seconds: float, data: str | None, weights: str, sm
         f"VGG16's starting weights: {_file_description(weights) if weights not in ('imagenet', 'none') else weights}. "
         "One run of each model.",
     ]
-    if weights_note:
-        lines.append(f">\n> **About VGG16's weights:** {weights_note}")
+    if weights_note.strip():  # one line: a line break in it would end the quoted header
+        lines.append(f">\n> **About VGG16's weights:** {' '.join(weights_note.split())}")
     if small:
         lines.append(">\n> **Small run** (`--small`, CNNLAB_TUTORIAL_SMALL=1): a few hundred training images, one "
                      "epoch, narrow layers, VGG16 cut after its first block. It checks that the code runs; its "

@@ -112,16 +112,22 @@ def _main_job_result(wall: float, cnn: tuple[float, float, float], vgg16: tuple[
     return {"wall": wall, "metrics": {"cnn": metrics(*cnn), "vgg16": metrics(*vgg16)}}
 
 
-def test_main_job_tabulates_where_the_time_went_and_the_ratio_of_total_wall_times():
+def _main_job_module():
     spec = importlib.util.spec_from_file_location("main_job", BENCHMARKS / "main_job.py")
     main_job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(main_job)
+    return main_job
+
+
+def test_main_job_tabulates_where_the_time_went_and_the_ratio_of_total_wall_times():
+    main_job = _main_job_module()
     results = {"before (abc)": [_main_job_result(900, (500, 20, 0.7312), (250, 60, 0.6319))],
                "now": [_main_job_result(600, (350, 15, 0.7356), (170, 25, 0.6319))]}
     table = main_job.summary(results)
     assert "| before (abc) | 15.00 | 500 + 20 | 250 + 60 | 70 | 73.12 | 63.19 |" in table  # 900 - 830 s elsewhere
     assert "| now | 10.00 | 350 + 15 | 170 + 25 | 40 | 73.56 | 63.19 |" in table
-    assert table.splitlines()[-1].endswith("10.00 min against 15.00 min before (mean of 1 round(s), alternating): 1.50x")
+    last = table.splitlines()[-1]
+    assert last.endswith("10.00 min against 15.00 min before (mean of 1 round(s), alternating): 1.50x")
 
 
 def test_main_job_refuses_a_revision_git_does_not_know_in_one_line(tmp_path):
@@ -134,3 +140,22 @@ def test_main_job_refuses_a_revision_git_does_not_know_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("main_job: cannot check out 'no-such-revision'")
     assert not (tmp_path / "out" / "before-source").exists()
+
+
+def test_main_job_children_import_the_checked_out_revision_not_the_installed_one(tmp_path, monkeypatch):
+    main_job = _main_job_module()
+    monkeypatch.chdir(tmp_path)  # the worktree lands where --out says, whatever the current folder
+    folder = (tmp_path / "out" / "before-source").resolve()
+    try:
+        source = main_job.checkout("HEAD", folder)
+        assert main_job.checkout("HEAD", folder) == source  # the same revision again: reused
+        environment = main_job.child_environment(source)
+        imported = subprocess.run([sys.executable, "-c", "import cnnlab; print(cnnlab.__file__)"], env=environment,
+                                  capture_output=True, text=True, cwd=tmp_path).stdout.strip()
+        assert Path(imported).resolve() == source / "cnnlab" / "__init__.py"
+    finally:
+        subprocess.run(["git", "-C", str(BENCHMARKS.parent), "worktree", "remove", "--force", str(folder)],
+                       capture_output=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="imports cnnlab from .*, not from"):
+        main_job.child_environment(tmp_path / "empty")  # no cnnlab there: the installed one would answer

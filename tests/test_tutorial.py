@@ -180,7 +180,7 @@ def test_the_renderer_writes_the_small_run_as_markdown(tmp_path, synthetic_archi
     work = tmp_path / "work"
     done = subprocess.run(
         [sys.executable, str(DOCS / "render_tutorial.py"), "--small", "--data", str(synthetic_archive), "--weights",
-         "none", "--weights-note", "random <b>weights</b>, for the check", "--out", str(page), "--work", str(work)],
+         "none", "--weights-note", "random <b>weights</b>,\nfor the check", "--out", str(page), "--work", str(work)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
