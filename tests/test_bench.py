@@ -1,4 +1,5 @@
 import importlib.util
+import math
 import re
 
 import pytest
@@ -29,9 +30,14 @@ def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
 
 def test_float32_everywhere_times_cnnlab_once(synthetic_archive):
     data = load_cifar10(str(synthetic_archive))
-    contenders = run_bench(data, load_config("seed", {"train.precision": "float32"}), steps=2, rounds=1,
-                           log=lambda line: None)
-    assert len(contenders) == 2
+    config = load_config("seed", {"train.precision": "float32", "train.steps_per_execution": 2})
+    contenders = run_bench(data, config, steps=2, rounds=1, log=lambda line: None)
+    # Configured float32 is the float32 contender already: it is timed once, with the configured steps per call.
+    assert [c.name for c in contenders] == [BASELINE, "cnnlab, float32, steps_per_execution=2"]
+    for contender in contenders:
+        timings = contender.train_seconds + contender.eval_seconds
+        assert len(timings) == 4 and all(0 < seconds < math.inf for seconds in timings)  # warm-up and one round
+        assert 0 < contender.train_images_per_second < math.inf and 0 < contender.eval_images_per_second < math.inf
 
 
 def test_bench_command_prints_the_table(synthetic_archive, capsys):

@@ -73,3 +73,26 @@ def test_sha256_for_an_image_folder_is_refused(tmp_path, folder_source):
     with pytest.raises(CnnlabError, match="--sha256 checks a CIFAR-10 archive, but .* is a folder of images"):
         load_dataset(DataConfig(source=str(tmp_path), sha256="0" * 64), seed=0)
     assert not folder_source
+
+
+def test_a_test_limit_keeps_the_first_test_images(synthetic_archive):
+    whole = load_dataset(DataConfig(source=str(synthetic_archive)), seed=0, warn=quiet)
+    limited = load_dataset(DataConfig(source=str(synthetic_archive), test_limit=300), seed=0, warn=quiet)
+    np.testing.assert_array_equal(limited.x_test, whole.x_test[:300])
+    np.testing.assert_array_equal(limited.y_test, whole.y_test[:300])
+    assert len(limited.y_train) == 50_000  # training images are not cut
+    with pytest.raises(CnnlabError, match="^test limit 10001 exceeds the 10,000 test images$"):
+        load_dataset(DataConfig(source=str(synthetic_archive), test_limit=10_001), seed=0, warn=quiet)
+
+
+def test_a_test_limit_cuts_an_image_folders_list_of_test_files_alike(tmp_path, monkeypatch):
+    def load_image_folder(path, data, seed, cache_dir=None, warn=None):
+        record = SourceRecord("image_folder", str(path), "listing-hash", "listing", 16, ("a", "b"),
+                              test_files=("a/1.png", "b/2.png", "a/3.png"))
+        images = np.arange(3 * 16 * 16 * 3, dtype=np.uint8).reshape(3, 16, 16, 3)
+        return Dataset(images, np.array([0, 1, 0], np.uint8), images, np.array([0, 1, 0], np.uint8), record)
+
+    monkeypatch.setitem(sys.modules, "cnnlab.data.image_folder", types.SimpleNamespace(load_image_folder=load_image_folder))
+    limited = load_dataset(DataConfig(source=str(tmp_path), test_limit=2), seed=0, warn=quiet)
+    assert limited.record.test_files == ("a/1.png", "b/2.png") and limited.y_test.tolist() == [0, 1]
+    assert len(limited.y_train) == 3

@@ -22,34 +22,80 @@ def assert_png(path, min_width=300):
         assert image.format == "PNG" and image.width >= min_width
 
 
-def test_learning_curves_png(tmp_path):
+def drawn_lines(axis):
+    """(legend label, x, y) of each line a panel draws."""
+    return [(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for line in axis.get_lines()]
+
+
+def test_learning_curves_png(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
     path = tmp_path / "curves.png"
     plot_learning_curves({"run": HISTORY}, path, "run")
     assert_png(path, 500)
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left behind
+    loss, accuracy = kept[0].axes
+    epochs = [1, 2, 3]  # Keras counts epochs from 0; the figure from 1, as the progress lines do
+    assert drawn_lines(loss) == [("training", epochs, HISTORY["loss"]), ("validation", epochs, HISTORY["val_loss"])]
+    assert drawn_lines(accuracy) == [("training", epochs, HISTORY["accuracy"]),
+                                     ("validation", epochs, HISTORY["val_accuracy"])]
+    assert kept[0].get_suptitle() == "run"
 
 
-def test_learning_curves_of_several_models_on_one_figure(tmp_path):
+def test_learning_curves_of_several_models_on_one_figure(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
     path = tmp_path / "both.png"
-    plot_learning_curves({"CNN": HISTORY, "VGG16": {**HISTORY, "epoch": [0, 1]} | {k: v[:2] for k, v in HISTORY.items()}},
-                         path)
+    shorter = {k: v[:2] for k, v in HISTORY.items()}
+    plot_learning_curves({"CNN": HISTORY, "VGG16": shorter}, path)
     assert_png(path, 500)
+    loss, _ = kept[0].axes
+    # Each run in its own colour, its name in the legend; each keeps its own number of epochs.
+    assert drawn_lines(loss) == [("CNN, training", [1, 2, 3], HISTORY["loss"]),
+                                 ("CNN, validation", [1, 2, 3], HISTORY["val_loss"]),
+                                 ("VGG16, training", [1, 2], shorter["loss"]),
+                                 ("VGG16, validation", [1, 2], shorter["val_loss"])]
+    cnn, _, vgg16, _ = loss.get_lines()
+    assert cnn.get_color() != vgg16.get_color()
+    legend = [text.get_text() for text in kept[0].legends[0].get_texts()]
+    assert legend == ["CNN, training", "CNN, validation", "VGG16, training", "VGG16, validation"]
 
 
-def test_confusion_matrix_png(tmp_path):
+def test_confusion_matrix_png(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
     path = tmp_path / "confusion.png"
     plot_confusion_matrix([[5, 1], [2, 7]], ("cat", "dog"), path)
     assert_png(path)
+    axis = kept[0].axes[0]  # the other is the colour bar
+    # Each count at (column: predicted, row: true); the colour is the share of the true class.
+    assert [(text.get_position(), text.get_text()) for text in axis.texts] == [
+        ((0, 0), "5"), ((1, 0), "1"), ((0, 1), "2"), ((1, 1), "7")]
+    np.testing.assert_allclose(axis.images[0].get_array(), [[5 / 6, 1 / 6], [2 / 9, 7 / 9]])
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["cat", "dog"]
+    assert [label.get_text() for label in axis.get_yticklabels()] == ["cat", "dog"]
+    assert (axis.get_xlabel(), axis.get_ylabel()) == ("predicted class", "true class")
 
 
-def test_per_class_and_prediction_grid_pngs(tmp_path):
+def test_per_class_and_prediction_grid_pngs(tmp_path, monkeypatch):
+    kept = drawn_figure(monkeypatch)
     plot_per_class_accuracy({"a": [0.5, 0.9], "b": [0.7, 0.2]}, ("cat", "dog"), tmp_path / "per_class.png")
     assert_png(tmp_path / "per_class.png")
+    bars = kept[0].axes[0]
+    assert [(group.get_label(), [bar.get_height() for bar in group]) for group in bars.containers] == [
+        ("a", [0.5, 0.9]), ("b", [0.7, 0.2])]
+    assert [label.get_text() for label in bars.get_xticklabels()] == ["cat", "dog"]
+
     images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
     labels = np.array([0, 1, 0, 1, 0, 1, 0])
     plot_prediction_grid(images, labels, {"CNN x": labels, "VGG16 y": 1 - labels}, ("cat", "dog"),
                          tmp_path / "grid.png", columns=4)
     assert_png(tmp_path / "grid.png")
+    cells = kept[1].axes
+    assert len(cells) == 8 and not cells[7].images  # 7 images in rows of 4: the last cell stays empty
+    names = ("cat", "dog")
+    for image, label, cell in zip(images, labels, cells):
+        np.testing.assert_array_equal(cell.images[0].get_array(), image)
+        assert cell.get_title() == f"true: {names[label]}"
+        # One line per model, named by the first word of its run; CNN is right everywhere, VGG16 wrong (marked).
+        assert [text.get_text() for text in cell.texts] == [f"CNN: {names[label]}", f"VGG16: {names[1 - label]} ✗"]
 
 
 # Names anyone can give a class (the data set's meta file) or a run (its folder), and what a figure must show for each.
@@ -132,7 +178,7 @@ def test_a_figure_failure_after_scoring_keeps_the_metrics(trained_run, tmp_path,
     assert "warning: figures not drawn: Unknown symbol: \\nosuch (redraw them with: cnnlab evaluate" in err
     assert "second line" not in err
     metrics = json.loads((run_dir / rundir.METRICS).read_text())
-    assert metrics["test_accuracy"] > 0.5 and sum(map(sum, metrics["confusion_matrix"])) == 10_000
+    assert metrics["test_accuracy"] > 0.5 and sum(map(sum, metrics["confusion_matrix"])) == 1000  # --test-limit
     assert (run_dir / rundir.TEST_PREDICTIONS).is_file()
 
 

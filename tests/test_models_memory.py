@@ -1,12 +1,17 @@
+import dataclasses
+import math
+
 import pytest
 from conftest import run_cnnlab
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cnnlab.backends import placement_for
 from cnnlab.config import MAX_LAYER_WIDTH, MAX_LAYERS, OPTIMIZERS, available_presets, load_config
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, memory
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit
+from cnnlab.recipe import compile_for_phase
 
 CIFAR10 = {"num_classes": 10, "image_shape": (32, 32, 3)}
 GIB = 2**30
@@ -72,8 +77,17 @@ def test_memory_grows_with_the_batch_and_the_optimizer_state():
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_has_a_state_size(optimizer):
+    """The estimate's optimizer state is the state Keras really creates for the recipe's optimizer (Adam: two
+    moments per weight; SGD: one momentum), so a new optimizer cannot be added with a wrong or missing size."""
     config = load_config("seed", {"train.optimizer": optimizer})
-    assert estimate_training_memory(config, **CIFAR10).weight_bytes > 0
+    model = build_model(config, **CIFAR10)
+    compile_for_phase(model, config, 0.001, 10, dataclasses.replace(placement_for(config), jit_compile=False))
+    model.optimizer.build(model.trainable_variables)
+    # The step counter and learning rate are scalars, not per-weight state.
+    state = sum(math.prod(variable.shape) for variable in model.optimizer.variables if len(variable.shape))
+    assert state in (model.count_params(), 2 * model.count_params())  # one or two slots of every weight
+    weights_and_gradients = 2 * model.count_params()
+    assert estimate_training_memory(config, **CIFAR10).weight_bytes == (weights_and_gradients + state) * 4
 
 
 def test_memory_limit_is_physical_memory_or_a_lower_container_limit(tmp_path, monkeypatch):

@@ -72,17 +72,17 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     for name in ("cnn", "vgg16"):
         assert json.loads((compared / name / "status.json").read_text())["state"] == "finished"
     vgg_metrics = json.loads((compared / "vgg16" / "metrics.json").read_text())
-    # quick's VGG16 stops at block 4 (its head sits on block 4's features), and its label says so
-    assert vgg_metrics["label"] == "VGG16 to block 4 from scratch" and vgg_metrics["weights"] == "none"
+    # the tests' VGG16 stops at block 2 (conftest.TINY_VGG16; quick's at block 4), and its label says so
+    assert vgg_metrics["label"] == "VGG16 to block 2 from scratch" and vgg_metrics["weights"] == "none"
     # where it computed, as the run's Placement says (cnnlab.backends)
     assert vgg_metrics["backend"] in ("tensorflow", "jax", "torch") and vgg_metrics["devices"] == 1
     assert vgg_metrics["precision"] in ("float32", "bfloat16", "float16") and vgg_metrics["precision_reason"]
     assert [phase["name"] for phase in vgg_metrics["phases"]] == ["head", "finetune"]
     page = (compared / "report.html").read_text()
-    assert "CNN from scratch" in page and "VGG16 to block 4 from scratch" in page and "fine-tuned" not in page
+    assert "CNN from scratch" in page and "VGG16 to block 2 from scratch" in page and "fine-tuned" not in page
     for heading in ("Learning curves", "Per-class accuracy", "Confusion matrix: CNN from scratch",
-                    "Confusion matrix: VGG16 to block 4 from scratch", "Most confident mistakes: CNN from scratch",
-                    "Most confident mistakes: VGG16 to block 4 from scratch", "Per-class numbers", "Settings",
+                    "Confusion matrix: VGG16 to block 2 from scratch", "Most confident mistakes: CNN from scratch",
+                    "Most confident mistakes: VGG16 to block 2 from scratch", "Per-class numbers", "Settings",
                     "Environment"):
         assert f"<h2>{heading}</h2>" in page
     # VGG16 trained a head phase, then fine-tuned: the curves mark where the second phase began
@@ -94,7 +94,7 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     markdown = (compared / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", markdown)
     assert len(links) == pictures and all((compared / link).is_file() for link in links)
-    assert "| CNN from scratch |" in markdown and "| VGG16 to block 4 from scratch |" in markdown
+    assert "| CNN from scratch |" in markdown and "| VGG16 to block 2 from scratch |" in markdown
 
 
 def test_report_command_on_finished_runs(compared, tmp_path, capsys):
@@ -175,7 +175,7 @@ def test_compare_can_reuse_finished_runs(compared, tmp_path, capsys, monkeypatch
     monkeypatch.setenv("CNNLAB_PROCESS_ID", "1")
     out = tmp_path / "reused"
     assert main(["compare", "--runs", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
-    assert "VGG16 to block 4 from scratch" in (out / "report.md").read_text()
+    assert "VGG16 to block 2 from scratch" in (out / "report.md").read_text()
     assert not (out / "cnn").exists()  # nothing was trained again
     assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'} (and report.md beside it)"
 

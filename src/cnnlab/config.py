@@ -37,6 +37,7 @@ class DataConfig:
     resize: str = "crop"  # for images of another shape: "crop" the centre square, "pad" to a square, or "stretch"
     strict: bool = False  # an unreadable file in an image folder is an error, instead of skipped with a warning
     train_limit: int | None = None  # train on the first N training images (after the validation split)
+    test_limit: int | None = None  # score on the first N test images (quick runs; every command of the run alike)
     flip: bool = False  # mirror training images left-right, every other epoch each
     translate: int = 0  # shift training images by up to N pixels (reflected border)
 
@@ -183,6 +184,7 @@ RANGES = {  # for a list setting: the range of each entry
     "data.test_size": Range(0.0, MAX_IMAGES, low_open=True),
     "data.image_size": Range(16, 1024),  # the CNN and the fast net work from 16 px up; VGG16 from 32
     "data.train_limit": Range(1, MAX_IMAGES),
+    "data.test_limit": Range(1, MAX_IMAGES),
     "data.translate": Range(0, MAX_TRANSLATE),
     "train.learning_rate": LEARNING_RATE,
     "train.batch_size": Range(1, 65_536),

@@ -11,7 +11,7 @@ labels, class names, and a `SourceRecord` that a run directory keeps so that lat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -59,11 +59,29 @@ class Dataset:
 
 def load_dataset(data: DataConfig, seed: int, cache_dir: Path | None = None,
                  warn: Callable[[str], None] | None = None) -> Dataset:
-    """The data set `data.source` names (None: the official CIFAR-10 download), as the settings in `data` make it.
+    """The data set `data.source` names (None: the official CIFAR-10 download), as the settings in `data` make it:
+    with `data.test_limit`, only the first N test images.
 
-    `seed` fixes an image folder's test split when it has no test/ folder. Each source module is imported only when
-    used: they import this module's types, and an image folder needs Pillow, which CIFAR-10 does not.
+    `seed` fixes an image folder's test split when it has no test/ folder.
     """
+    return _first_test_images(_load_source(data, seed, cache_dir, warn), data.test_limit)
+
+
+def _first_test_images(dataset: Dataset, limit: int | None) -> Dataset:
+    """The data set with its first `limit` test images only (all of them for None); an image folder's list of test
+    files is cut alike, so that the run records the test images it was scored on."""
+    if limit is None:
+        return dataset
+    if limit > len(dataset.y_test):
+        raise CnnlabError(f"test limit {limit} exceeds the {len(dataset.y_test):,} test images")
+    record = replace(dataset.record, test_files=dataset.record.test_files[:limit])
+    return replace(dataset, x_test=dataset.x_test[:limit], y_test=dataset.y_test[:limit], record=record)
+
+
+def _load_source(data: DataConfig, seed: int, cache_dir: Path | None,
+                 warn: Callable[[str], None] | None) -> Dataset:
+    """Each source module is imported only when used: they import this module's types, and an image folder needs
+    Pillow, which CIFAR-10 does not."""
     from cnnlab.data import cifar10
 
     path = None if data.source is None else Path(data.source).expanduser()
