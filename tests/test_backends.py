@@ -155,7 +155,6 @@ def test_the_cpu_splits_into_devices_for_data_parallel_tries(backend):
     assert done.stdout.startswith(f"computing on 2 CPU devices with Keras's {backend} backend")
 
 
-@pytest.mark.slow
 def test_device_refusals_are_one_line():
     done = run_quietly("devices", "--devices", "3", env={"KERAS_BACKEND": "tensorflow", "CNNLAB_CPU_DEVICES": "2"})
     assert done.returncode == 1

@@ -1,8 +1,10 @@
 """The same commands on each Keras backend (TensorFlow, JAX, PyTorch), each in a fresh `python -m cnnlab` process.
 
-For every backend and model kind (the tutorial's CNN, the fast net, VGG16 from random weights): train 2 epochs on a
-tiny image folder, killed half-way through saving the second epoch's state and resumed, then evaluate and predict in
-fresh processes, which load the saved model. The JAX and PyTorch runs have TensorFlow made absent (a `sitecustomize`
+On a tiny image folder, 2 epochs: the CNN on JAX and on PyTorch is killed half-way through saving the second epoch's
+state and resumed (the default tier); the fast net and VGG16 (random weights) are trained on them straight, and every
+kind on TensorFlow too, for the first-epoch loss each backend computes (the full tier). Then evaluate and predict in
+fresh processes, which load the saved model. Every other test file runs TensorFlow; resuming is the same code on
+every backend, so once per backend shows it. The JAX and PyTorch runs have TensorFlow made absent (a `sitecustomize`
 on PYTHONPATH hides it from Python's path finder, as on a machine without it), so they show that nothing outside
 `backends/tensorflow.py` needs it. A backend that is not installed is skipped.
 """
@@ -10,6 +12,7 @@ on PYTHONPATH hides it from Python's path finder, as on a machine without it), s
 import csv
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,8 +24,6 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_MODEL, TINY_VGG16, run_metrics
-
-pytestmark = pytest.mark.slow
 
 BACKENDS = ("tensorflow", "jax", "torch")
 CLASSES = ("blue", "green", "red")
@@ -40,11 +41,15 @@ KINDS = {
 FAULTS = Path(__file__).resolve().parent / "faults.py"
 # Initial weights (and dropout masks) come from each backend's own random generator: the same seed draws different
 # numbers, so first-epoch losses agree only as far as different random starts of the same model do. Measured here
-# (2 shared cores, float32; TensorFlow / JAX / PyTorch; TF and JAX gave the same in two runs): CNN 1.101 / 1.748 / 1.252
-# (4 Adam steps from three different starts: spread 0.65), the fast net 1.082 / 1.096 / 1.084 (0.014), VGG16
-# 1.099 / 1.095 / 1.097 (0.004). The tolerances leave room above those; they catch a backend whose loss is computed
-# differently (a missing softmax, label smoothing or averaging, a diverging run), not the starts' noise.
-FIRST_EPOCH_LOSS_SPREAD = {"cnn": 1.0, "fastnet": 0.1, "vgg16": 0.1}
+# (2 shared cores, float32; TensorFlow / JAX / PyTorch): CNN 1.101 / 1.748 / 1.252 (4 Adam steps from three different
+# starts: spread 0.65), the fast net 1.082 / 1.096 / 1.084 (0.014), VGG16 to block 2 with a normalised head
+# 0.948 / 0.543 / 0.519 (0.43; it learns in its first epoch, so its starts show). The tolerances leave room above
+# those; they catch a backend whose loss is computed differently (a missing softmax, label smoothing or averaging, a
+# diverging run), not the starts' noise.
+FIRST_EPOCH_LOSS_SPREAD = {"cnn": 1.0, "fastnet": 0.1, "vgg16": 0.7}
+# (backend, kind) for the tests below: the CNN on JAX and PyTorch in the default tier, the rest in the full tier
+WITHOUT_TENSORFLOW = [pytest.param(backend, kind, marks=() if kind == "cnn" else pytest.mark.slow)
+                      for backend in ("jax", "torch") for kind in KINDS]
 
 
 def installed(backend):
@@ -130,8 +135,8 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, photos, tensorflow_blocker):
-    """run_of(backend, kind): a finished run, trained once per module: killed while saving the second epoch's state
-    (tests/faults.py), then `train --resume`d."""
+    """run_of(backend, kind): a finished run, trained once per module. The CNN on JAX and PyTorch is killed while
+    saving the second epoch's state (tests/faults.py), then `train --resume`d; the others are trained straight."""
     root, done = tmp_path_factory.mktemp("portable-runs"), {}
 
     def run_of(backend, kind):
@@ -139,13 +144,17 @@ def runs(tmp_path_factory, photos, tensorflow_blocker):
             pytest.skip(f"Keras's {backend} backend is not installed")
         if (backend, kind) not in done:
             run_dir, env = root / f"{backend}-{kind}", backend_env(backend, tensorflow_blocker)
-            killed = cnnlab(env, "state", 2, "--", "train", "--data", photos, *COMMON, *KINDS[kind], "--out", run_dir,
-                            harness=[str(FAULTS)])
-            assert killed.returncode == -signal.SIGKILL, f"the kill was never reached: {killed.stderr[-2000:]}"
-            resumed = cnnlab(env, "-m", "cnnlab", "train", "--resume", run_dir)
-            assert resumed.returncode == 0, resumed.stderr[-2000:]
-            # counted from 1: the first epoch's state was restored, the second is trained again
-            assert "resuming at epoch 2" in resumed.stderr
+            train = ["train", "--data", photos, *COMMON, *KINDS[kind], "--out", run_dir]
+            if kind == "cnn" and backend != "tensorflow":
+                killed = cnnlab(env, "state", 2, "--", *train, harness=[str(FAULTS)])
+                assert killed.returncode == -signal.SIGKILL, f"the kill was never reached: {killed.stderr[-2000:]}"
+                resumed = cnnlab(env, "-m", "cnnlab", "train", "--resume", run_dir)
+                assert resumed.returncode == 0, resumed.stderr[-2000:]
+                # counted from 1: the first epoch's state was restored, the second is trained again
+                assert "resuming at epoch 2" in resumed.stderr
+            else:
+                trained = cnnlab(env, "-m", "cnnlab", *train)
+                assert trained.returncode == 0, trained.stderr[-2000:]
             done[backend, kind] = run_dir
         return done[backend, kind]
 
@@ -163,19 +172,30 @@ def test_the_blocker_makes_tensorflow_unimportable(tensorflow_blocker):
     assert done.stdout == "None\n" and "ModuleNotFoundError: No module named 'tensorflow'" in done.stderr
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_killed_run_resumes_to_every_epoch_once_on_the_backend(runs, backend, kind):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_killed_run_resumes_to_every_epoch_once_on_the_backend(runs, backend):
+    run_dir = runs(backend, "cnn")
+    assert run_metrics(run_dir)["versions"]["backend"] == backend
+    assert [int(row["epoch"]) for row in history(run_dir)] == [0, 1]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+@pytest.mark.parametrize("backend, kind", WITHOUT_TENSORFLOW)
+def test_every_kind_learns_on_the_backend(runs, backend, kind):
+    """Every epoch is there once, and the model learns: one stuck at uniform predictions over the three classes has a
+    loss of ln 3 throughout. Here the training loss (with dropout, where the model has it) falls, and the test loss
+    ends below ln 3 (measured: 0.76-0.83 for the CNN, 1.049-1.070 for the fast net, under 0.2 for VGG16)."""
     run_dir = runs(backend, kind)
     metrics = run_metrics(run_dir)
     assert metrics["versions"]["backend"] == backend
     epochs = 3 if kind == "vgg16" else 2  # VGG16: two head epochs, then one fine-tuning epoch
-    assert [int(row["epoch"]) for row in history(run_dir)] == list(range(epochs))
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    rows = history(run_dir)
+    assert [int(row["epoch"]) for row in rows] == list(range(epochs))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]), rows
+    assert metrics["test_loss"] < math.log(3) - 0.02
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend, kind", WITHOUT_TENSORFLOW)
 def test_evaluate_and_predict_in_fresh_processes_reproduce_the_run(runs, photos, tensorflow_blocker, backend, kind):
     run_dir, env = runs(backend, kind), backend_env(backend, tensorflow_blocker)
     recorded = run_metrics(run_dir)
@@ -195,6 +215,7 @@ def test_evaluate_and_predict_in_fresh_processes_reproduce_the_run(runs, photos,
         assert answer["top"][0]["probability"] == pytest.approx(row.max(), abs=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_the_same_seed_gives_about_the_same_first_epoch_loss_on_every_backend(runs, kind):
     losses = {backend: float(history(runs(backend, kind))[0]["loss"]) for backend in BACKENDS}

@@ -16,7 +16,6 @@ import pytest
 from conftest import free_port
 
 pytest.importorskip("jax")
-pytestmark = pytest.mark.slow
 
 SCRIPT = r'''
 import json
@@ -67,6 +66,7 @@ def result(process: subprocess.Popen) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_two_devices_of_one_and_only_the_chief_writes(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     processes = [start(tmp_path / "run", coordinator, index) for index in range(2)]
@@ -105,6 +105,7 @@ def epochs_in(history_csv):
     return [int(line.split(",")[0]) for line in history_csv.read_text().splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_two_cli_processes_write_one_run_and_resume_together_after_one_is_killed(tmp_path, synthetic_archive):
     from conftest import TINY_MODEL
 

@@ -8,11 +8,17 @@ from cnnlab import cli
 from cnnlab.bench import (BACKENDS, BASELINE, BackendRow, format_backend_rows, format_results, run_backends,
                           run_bench)
 from cnnlab.config import load_config
-from cnnlab.data.cifar10 import load_cifar10
+from cnnlab.config import DataConfig
+from cnnlab.data import load_dataset
+
+
+def small_test_set(archive):
+    """The synthetic set with 512 test images: each round scores the whole test set once per contender."""
+    return load_dataset(DataConfig(source=str(archive), test_limit=512), seed=0, warn=lambda message: None)
 
 
 def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
-    data = load_cifar10(str(synthetic_archive))
+    data = small_test_set(synthetic_archive)
     lines = []
     contenders = run_bench(data, load_config("seed", {"train.precision": "bfloat16"}), steps=3, rounds=2,
                            log=lines.append)
@@ -29,7 +35,7 @@ def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
 
 
 def test_float32_everywhere_times_cnnlab_once(synthetic_archive):
-    data = load_cifar10(str(synthetic_archive))
+    data = small_test_set(synthetic_archive)
     config = load_config("seed", {"train.precision": "float32", "train.steps_per_execution": 2})
     contenders = run_bench(data, config, steps=2, rounds=1, log=lambda line: None)
     # Configured float32 is the float32 contender already: it is timed once, with the configured steps per call.
@@ -42,8 +48,9 @@ def test_float32_everywhere_times_cnnlab_once(synthetic_archive):
 
 def test_bench_command_prints_the_table(synthetic_archive, capsys):
     assert cli.main(["bench", "--data", str(synthetic_archive), "--steps", "2", "--rounds", "1",
-                     "--whole-epochs", "0"]) == 0
+                     "--whole-epochs", "0", "--set", "data.test_limit=512"]) == 0
     out = capsys.readouterr().out
+    assert "and 512 test images each" in out
     assert "native bfloat16" in out and "train img/s" in out
     assert re.search(r"plain Keras.*\d+\s+1\.00x", out)
     assert "whole epochs" not in out  # 0 skips them

@@ -194,7 +194,6 @@ def test_evaluate_and_predict_refuse_unfinished_runs(tmp_path, capsys):
 # the data a run was trained on: recorded, and refused by later commands once it changed
 
 
-@pytest.mark.slow
 def test_evaluate_resume_and_report_refuse_data_changed_since_training(tmp_path, good_files):
     folder = write_folder(tmp_path / "cifar-10-batches-py", good_files)
     run_dir = tmp_path / "run"

@@ -174,7 +174,7 @@ def test_report_compares_the_three_runs(runs, tmp_path):
     done = run_cnnlab("report", *runs.values(), "--out", tmp_path / "report")
     assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert markdown.startswith("# cnnlab comparison: CNN from scratch vs fast net from scratch vs VGG16 from scratch")
+    assert markdown.startswith("# cnnlab comparison: CNN from scratch vs fast net from scratch vs VGG16 to block 2 from scratch")
     for run_dir in runs.values():
         assert f"{run_metrics(run_dir)['test_accuracy']:.2%}" in markdown
 

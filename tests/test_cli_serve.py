@@ -22,34 +22,31 @@ def class_colour_png(path, class_name: str):
 
 
 def predicted_class(run_dir, image) -> str:
-    done = run_cnnlab("predict", run_dir, image, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)[0]["top"][0]["class"]
+    """The class `cnnlab predict` names first for `image`: the run's model as loaded, its resize and augmentation."""
+    from cnnlab.experiment import load_run_model
+    from cnnlab.predict import predict_images, read_run_settings
+
+    settings = read_run_settings(run_dir)
+    (answer,) = predict_images(load_run_model(run_dir), [image], settings.class_names, 1, settings.augmentation,
+                               settings.resize)
+    return answer["top"][0]["class"]
 
 
-@pytest.fixture(scope="module")
-def run_of(kind_runs, request):
-    """A finished run per model kind: the tiny CNN run every test shares, and the others (conftest.KIND_RUNS) trained
-    only for the (slow) tests that ask for them."""
-    return lambda kind: request.getfixturevalue("trained_run") if kind == "cnn" else kind_runs[kind]
-
-
-@pytest.mark.parametrize("kind", ["cnn", pytest.param("vgg16", marks=pytest.mark.slow),
-                                  pytest.param("fastnet", marks=pytest.mark.slow)])
-def test_the_server_answers_what_predict_answers_for_each_model_kind(run_of, kind, tmp_path):
-    run_dir = run_of(kind)
+def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, tmp_path):
+    run_dirs = [kind_runs[kind] for kind in ("cnn", "vgg16", "fastnet")]
     image = class_colour_png(tmp_path / "ship.png", "ship")
-    with served(run_dir) as url:
+    with served(*run_dirs) as url:
         health = httpx.get(f"{url}/health").json()
         response = httpx.post(f"{url}/predict", files={"file": ("ship.png", image.read_bytes(), "image/png")},
                               timeout=60)
         refused = httpx.post(f"{url}/predict", files={"file": ("notes.txt", b"no image", "text/plain")})
         again = httpx.post(f"{url}/predict", files={"file": ("ship.png", image.read_bytes(), "image/png")}, timeout=60)
-    assert health["ok"] and [run["model"] for run in health["runs"]] == [json.loads(
-        (run_dir / "metrics.json").read_text())["model"]]
+    assert health["ok"] and [run["model"] for run in health["runs"]] == [
+        json.loads((run_dir / "metrics.json").read_text())["model"] for run_dir in run_dirs]
     assert response.status_code == 200, response.text
-    answer = response.json()["images"][0]["runs"][run_dir.name]
-    assert answer[0]["class"] == predicted_class(run_dir, image)
+    answers = response.json()["images"][0]["runs"]
+    assert {name: answer[0]["class"] for name, answer in answers.items()} == {
+        run_dir.name: predicted_class(run_dir, image) for run_dir in run_dirs}
     assert refused.status_code == 415 and again.json() == response.json()
 
 
@@ -75,15 +72,9 @@ def a_test_image_the_run_gets_right(run_dir, path) -> str:
 def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_run, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from cnnlab.experiment import load_run_model
-    from cnnlab.predict import predict_images, read_run_settings
-
     image = tmp_path / "test-image.png"
     truth = a_test_image_the_run_gets_right(trained_run, image)
-    settings = read_run_settings(trained_run)
-    (answer,) = predict_images(load_run_model(trained_run), [image], settings.class_names, 1, settings.augmentation,
-                               settings.resize)
-    assert answer["top"][0]["class"] == truth  # the PNG is the image the run was tested on, and predict gets it right
+    assert predicted_class(trained_run, image) == truth  # the image the run was tested on, and predict gets it right
     requests = []
     with served(trained_run) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium, tmp_path / "profile", viewport=(1200, 800))

@@ -83,7 +83,7 @@ def test_vgg16_takes_images_smaller_than_its_own_size():
     assert build_model(config, 10, (16, 16, 3)).get_layer("upscale").output.shape == (None, 48, 48, 3)
 
 
-@pytest.mark.slow  # a fresh process imports TensorFlow and decodes the folder: about 15 s
+# a fresh process imports TensorFlow and decodes the folder: about 15 s, the one check of this refusal as users meet it
 def test_cli_refuses_too_many_blocks_for_the_image_size_in_one_line(tmp_path):
     for index, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)] * 20):
         (tmp_path / "photos" / f"class{index % 3}").mkdir(parents=True, exist_ok=True)

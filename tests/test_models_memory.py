@@ -130,7 +130,7 @@ def test_fuzz_any_accepted_configuration_is_estimated_and_fits_or_is_refused(
         assert "\n" not in str(exc) and ("GiB for training" in str(exc) or "a cnnlab model file may hold" in str(exc))
 
 
-@pytest.mark.slow  # a fresh process imports TensorFlow and reads the archive: about 15 s
+# a fresh process imports TensorFlow and reads the archive: about 15 s, the one check of this refusal as users meet it
 def test_cli_refuses_a_model_too_large_for_memory_in_one_line(tmp_path, synthetic_archive):
     out = tmp_path / "run"
     result = run_cnnlab("train", "--data", synthetic_archive, "--set", "cnn.dense_units=[1000000000]", "--out", out)

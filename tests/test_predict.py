@@ -25,7 +25,6 @@ def test_predict_images_answers_for_any_size_and_mode(trained_run, tmp_path):
         assert sum(guess["probability"] for guess in result["top"]) <= 1 + 1e-6
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["picture.eps", "picture.ppm"])
 def test_cli_refuses_formats_outside_the_allow_list_in_one_line(trained_run, tmp_path, name):
     good, bad = tmp_path / "good.png", tmp_path / name

@@ -77,6 +77,7 @@ def test_seed_model_learns_in_one_epoch_on_5000_images(tmp_path, capsys):
     assert metrics["train_images"] == 5000 and metrics["val_images"] == 5000
 
 
+@pytest.mark.slow  # about a minute; the seed check above is the default tier's real-data run
 def test_fast_recipe_learns_real_images_in_two_short_epochs(tmp_path, capsys):
     """The `fast` preset's recipe (net, whitening from the data, SGD schedule, augmentation) on 10,000 real images
     for 2 epochs. The full preset's 94% takes 16 minutes and is measured by benchmarks/preset_seeds.py instead;

@@ -22,9 +22,13 @@ def start(*args):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def start_eight_epochs(archive, run_dir):
-    return start("train", "--data", archive, "--epochs", "8", "--train-limit", "8000", "--val-size", "500",
-                 *TINY_MODEL, "--out", run_dir)
+EPOCHS = 4
+
+
+def start_training(archive, run_dir):
+    """A tiny CNN's training of EPOCHS short epochs, in a process of its own."""
+    return start("train", "--data", archive, "--epochs", EPOCHS, "--train-limit", "2000", "--val-size", "500",
+                 "--test-limit", "1000", *TINY_MODEL, "--out", run_dir)
 
 
 def epochs_in(history_csv):
@@ -48,19 +52,19 @@ def state(run_dir):
 
 def test_killed_training_resumes_to_exactly_the_configured_epochs(tmp_path, synthetic_archive, capsys):
     run_dir = tmp_path / "run"
-    process = start_eight_epochs(synthetic_archive, run_dir)
+    process = start_training(synthetic_archive, run_dir)
     wait_for_epochs(run_dir / "history.csv", 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert state(run_dir)["state"] == "running" and not (run_dir / "model.keras").exists()
-    assert 2 <= len(epochs_in(run_dir / "history.csv")) < 8
+    assert 2 <= len(epochs_in(run_dir / "history.csv")) < EPOCHS
 
     assert main(["train", "--resume", str(run_dir)]) == 0
     resumed_at = int(re.search(r"resuming at epoch (\d+)", capsys.readouterr().err).group(1))
     assert resumed_at >= 2  # the saved epochs were restored, not trained again
-    assert epochs_in(run_dir / "history.csv") == list(range(8))  # each epoch exactly once
+    assert epochs_in(run_dir / "history.csv") == list(range(EPOCHS))  # each epoch exactly once
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 8 and len(metrics["epoch_seconds"]) == 8
+    assert metrics["epochs"] == EPOCHS and len(metrics["epoch_seconds"]) == EPOCHS
     assert metrics["train_seconds"] >= sum(metrics["epoch_seconds"])  # the time before the kill is counted too
     assert state(run_dir)["state"] == "finished"
     assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
@@ -80,7 +84,7 @@ def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(t
     for _ in range(2):  # at random moments during training
         process = start("train", "--resume", run_dir) if run_dir.exists() else start(
             "train", "--data", synthetic_archive, "--epochs", epochs, "--train-limit", "4000", "--val-size", "500",
-            *TINY_MODEL, "--out", run_dir)
+            "--test-limit", "1000", *TINY_MODEL, "--out", run_dir)
         wait_for_epochs(run_dir / "history.csv", len(epochs_in(run_dir / "history.csv")) + 1, process)
         time.sleep(rng.uniform(0.0, 1.0))
         process.send_signal(signal.SIGKILL)
@@ -101,7 +105,7 @@ def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(t
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive, capsys):
     run_dir = tmp_path / "run"
-    process = start_eight_epochs(synthetic_archive, run_dir)
+    process = start_training(synthetic_archive, run_dir)
     wait_for_epochs(run_dir / "history.csv", 1, process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -112,13 +116,13 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive
     assert main(["train", "--resume", str(run_dir)]) == 0
     resumed_at = int(re.search(r"resuming at epoch (\d+)", capsys.readouterr().err).group(1))
     assert resumed_at >= 2  # the interrupted epoch was finished and saved before stopping
-    assert epochs_in(run_dir / "history.csv") == list(range(8))
+    assert epochs_in(run_dir / "history.csv") == list(range(EPOCHS))
 
 
 def test_killed_compare_resumes_without_retraining_the_finished_model(tmp_path, synthetic_archive):
     out = tmp_path / "both"
     process = start("compare", "--preset", "quick", "--data", synthetic_archive, "--epochs", "2", "--train-limit",
-                    "1000", "--val-size", "100", *TINY_MODEL, *TINY_VGG16, "--out", out)
+                    "1000", "--val-size", "100", "--test-limit", "1000", *TINY_MODEL, *TINY_VGG16, "--out", out)
     wait_for_epochs(out / "vgg16" / "history.csv", 1, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -150,7 +154,7 @@ def test_vgg16_killed_while_fine_tuning_on_cached_features_resumes_every_epoch_o
     run_dir = tmp_path / "run"
     process = start("train", "--data", synthetic_archive, "--preset", "seed", "--model", "vgg16", *TINY_VGG16,
                     "--set", "vgg16.finetune_epochs=3", "--set", "data.flip=true", "--epochs", "1",
-                    "--train-limit", "1000", "--val-size", "100", "--out", run_dir)
+                    "--train-limit", "1000", "--val-size", "100", "--test-limit", "1000", "--out", run_dir)
     wait_for_epochs(run_dir / "history.csv", 2, process)  # the head's epoch and a fine-tuning one
     process.send_signal(signal.SIGKILL)
     process.wait()
