@@ -37,7 +37,8 @@ run: $(STAMP)
 
 $(BROWSER): $(STAMP)
 	command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		timeout 900 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' \
+		>/dev/null; } || \
 		echo "chromium could not be installed: the browser tests will be skipped"
 	touch $(BROWSER)
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("default", max_examples=25, deadline=None, derandomize=True, suppress_health_check=QUIET)
 settings.register_profile("full", max_examples=100, deadline=None, derandomize=True, suppress_health_check=QUIET)
-settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=QUIET)
+settings.register_profile("long", max_examples=5000, deadline=None, derandomize=False, suppress_health_check=QUIET)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -44,14 +44,19 @@ TINY_VGG16 = ["--weights", "none", "--set", "vgg16.head_units=[16]", "--set", "v
               "--set", "vgg16.unfreeze_blocks=1", "--set", "vgg16.top_block=2", "--set", "vgg16.head_batch_norm=true"]
 # float32: "auto" picks bfloat16 on CPUs with native bfloat16, and tests compare numbers closely
 FLOAT32 = ["--set", "train.precision=float32"]
+# 1,000 of the synthetic set's 10,000 test images (class-stratified): a tiny run's test passes cost a tenth
+TEST_LIMIT = ["--test-limit", "1000"]
 # What every tiny run trains and is scored on: the synthetic classes are colours, learnt in an epoch or two
-TINY_DATA = ["--epochs", "1", "--train-limit", "1000", "--val-size", "200", "--test-limit", "1000"]
+TINY_DATA = ["--epochs", "1", "--train-limit", "1000", "--val-size", "200", *TEST_LIMIT]
 
 # Tiny runs of every model kind, as `python -m cnnlab train` makes them (the `kind_runs` fixture); later flags win.
 KIND_RUNS = {
     "cnn": ["--preset", "seed", *TINY_MODEL, *FLOAT32, "--epochs", "2", "--val-size", "500"],
     "cnn-bfloat16": ["--preset", "seed", *TINY_MODEL, "--set", "train.precision=bfloat16"],
     "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16, *FLOAT32],
+    # The seed preset's VGG16 as it is (five blocks, no normalisation before the head), narrow head: the full tier's
+    "vgg16-seed": ["--preset", "seed", "--model", "vgg16", "--weights", "none", "--set", "vgg16.head_units=[16]",
+                   "--set", "vgg16.finetune_epochs=1", *FLOAT32],
     "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128", *FLOAT32],
     # The middle preset's VGG16 (head on cached block-4 features, normalised), at 32 px to keep the test short.
     "vgg16-transfer": ["--preset", "transfer", "--model", "vgg16", "--weights", "none", "--vgg16-size", "32",
@@ -227,8 +232,8 @@ def isolated_environment(tmp_path_factory, monkeypatch):
 
 class KindRuns(dict):
     """{kind: run directory}, each kind of KIND_RUNS trained by `python -m cnnlab train` when a test first asks for it
-    (a test selected alone trains one), then shared by every test file: tests read these runs, or export and
-    re-score them into what they already hold, and never change what another test reads."""
+    (a test selected alone trains one), then shared by every test file: tests only read these runs; a test that
+    writes (re-scores, exports into the run) works on a copy (`run_copy`, `copy_of`)."""
 
     def __init__(self, root: Path, archive: Path):
         super().__init__()
@@ -249,8 +254,30 @@ def kind_runs(tmp_path_factory, synthetic_archive) -> KindRuns:
 @pytest.fixture(scope="session")
 def trained_run(kind_runs) -> Path:
     """The finished run of a tiny CNN on the synthetic set (float32, 2 epochs) that the evaluate, predict, export,
-    serve and CLI tests share; they read it, or work on a copy."""
+    serve and CLI tests share; they read it, or work on a copy (`run_copy`)."""
     return kind_runs["cnn"]
+
+
+def copy_of(run_dir: Path, folder: Path) -> Path:
+    """A copy of a shared run in `folder`, for a test that writes into it (the copy keeps the run's folder name)."""
+    return Path(shutil.copytree(run_dir, folder / Path(run_dir).name))
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A copy of the shared tiny CNN run, so that what a test writes into it changes nothing another test reads."""
+    return copy_of(trained_run, tmp_path / "copy")
+
+
+def answers_of_run(run_dir: Path, images: list[Path], k: int = 1) -> list[dict]:
+    """What `cnnlab predict RUN_DIR IMAGES` answers, computed in this process: the run's model as loaded, its classes,
+    resize mode and test-time augmentation."""
+    from cnnlab.experiment import load_run_model
+    from cnnlab.predict import predict_images, read_run_settings
+
+    settings = read_run_settings(run_dir)
+    return predict_images(load_run_model(run_dir), images, settings.class_names, k, settings.augmentation,
+                          settings.resize)
 
 
 @pytest.fixture(scope="session")
@@ -281,7 +308,7 @@ def compared(tmp_path_factory, synthetic_archive) -> Path:
     out = tmp_path_factory.mktemp("compare") / "both"
     code = main(
         ["compare", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
-         "--val-size", "100", "--test-limit", "1000", *TINY_MODEL, *TINY_VGG16, *FLOAT32, "--out", str(out)]
+         "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, *FLOAT32, "--out", str(out)]
     )
     assert code == 0
     return out

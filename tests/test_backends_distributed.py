@@ -123,13 +123,14 @@ def test_two_devices_train_as_one_does(backend):
 def test_cnnlab_train_on_two_devices_runs_the_whole_recipe(backend, preset, synthetic_archive, tmp_path):
     """The whole of `cnnlab train --devices 2` (callbacks, checkpoints, the fast net's lookahead, the reload of the
     best epoch), in a fresh process; the recorded scores come back from `cnnlab evaluate` on one device."""
-    from conftest import FLOAT32, TINY_MODEL, assert_evaluate_reproduces_the_recorded_scores, run_cnnlab, run_metrics
+    from conftest import (FLOAT32, TEST_LIMIT, TINY_MODEL, assert_evaluate_reproduces_the_recorded_scores,
+                          run_cnnlab, run_metrics)
 
     run_dir = tmp_path / "run"
     # float32: under "auto" (bfloat16 on CPUs that have it) the loss recorded on two devices and the one re-evaluated
     # on one differed in the last printed digit (2.2818 and 2.2819 on JAX, Intel Xeon with AMX)
     done = run_cnnlab("train", "--data", synthetic_archive, "--devices", "2", "--epochs", "2", "--train-limit", "256",
-                      "--val-size", "64", "--test-limit", "1000", "--batch-size", "32", *preset, *TINY_MODEL,
+                      "--val-size", "64", *TEST_LIMIT, "--batch-size", "32", *preset, *TINY_MODEL,
                       *FLOAT32, "--out", run_dir,
                       env={"KERAS_BACKEND": backend, "CNNLAB_CPU_DEVICES": "2"})
     assert done.returncode == 0, done.stderr[-3000:]

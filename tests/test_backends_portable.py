@@ -1,12 +1,11 @@
 """The same commands on each Keras backend (TensorFlow, JAX, PyTorch), each in a fresh `python -m cnnlab` process.
 
-On a tiny image folder, 2 epochs: the CNN on JAX and on PyTorch is killed half-way through saving the second epoch's
-state and resumed (the default tier); the fast net and VGG16 (random weights) are trained on them straight, and every
-kind on TensorFlow too, for the first-epoch loss each backend computes (the full tier). Then evaluate and predict in
-fresh processes, which load the saved model. Every other test file runs TensorFlow; resuming is the same code on
-every backend, so once per backend shows it. The JAX and PyTorch runs have TensorFlow made absent (a `sitecustomize`
-on PYTHONPATH hides it from Python's path finder, as on a machine without it), so they show that nothing outside
-`backends/tensorflow.py` needs it. A backend that is not installed is skipped.
+On a tiny image folder, 2 epochs, with TensorFlow made absent (a `sitecustomize` on PYTHONPATH hides it from Python's
+path finder, as on a machine without it), JAX and PyTorch train each kind, killed half-way through saving the second
+epoch's state and resumed; evaluate and predict then run in fresh processes, which load the saved model. The default
+tier does this for the CNN, the full tier for the fast net and VGG16 (random weights) too, and trains each kind on
+TensorFlow as well to compare the first-epoch loss each backend computes. Every other test file runs TensorFlow. This
+shows that nothing outside `backends/tensorflow.py` needs it. A backend that is not installed is skipped.
 """
 
 import csv
@@ -135,8 +134,8 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, photos, tensorflow_blocker):
-    """run_of(backend, kind): a finished run, trained once per module. The CNN on JAX and PyTorch is killed while
-    saving the second epoch's state (tests/faults.py), then `train --resume`d; the others are trained straight."""
+    """run_of(backend, kind): a finished run, trained once per module. On JAX and PyTorch it is killed while saving
+    the second epoch's state (tests/faults.py), then `train --resume`d; on TensorFlow it is trained straight."""
     root, done = tmp_path_factory.mktemp("portable-runs"), {}
 
     def run_of(backend, kind):
@@ -145,7 +144,7 @@ def runs(tmp_path_factory, photos, tensorflow_blocker):
         if (backend, kind) not in done:
             run_dir, env = root / f"{backend}-{kind}", backend_env(backend, tensorflow_blocker)
             train = ["train", "--data", photos, *COMMON, *KINDS[kind], "--out", run_dir]
-            if kind == "cnn" and backend != "tensorflow":
+            if backend != "tensorflow":
                 killed = cnnlab(env, "state", 2, "--", *train, harness=[str(FAULTS)])
                 assert killed.returncode == -signal.SIGKILL, f"the kill was never reached: {killed.stderr[-2000:]}"
                 resumed = cnnlab(env, "-m", "cnnlab", "train", "--resume", run_dir)
@@ -172,27 +171,20 @@ def test_the_blocker_makes_tensorflow_unimportable(tensorflow_blocker):
     assert done.stdout == "None\n" and "ModuleNotFoundError: No module named 'tensorflow'" in done.stderr
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_a_killed_run_resumes_to_every_epoch_once_on_the_backend(runs, backend):
-    run_dir = runs(backend, "cnn")
-    assert run_metrics(run_dir)["versions"]["backend"] == backend
-    assert [int(row["epoch"]) for row in history(run_dir)] == [0, 1]
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
-
-
 @pytest.mark.parametrize("backend, kind", WITHOUT_TENSORFLOW)
-def test_every_kind_learns_on_the_backend(runs, backend, kind):
+def test_a_killed_run_resumes_to_every_epoch_once_and_learns_on_the_backend(runs, backend, kind):
     """Every epoch is there once, and the model learns: one stuck at uniform predictions over the three classes has a
     loss of ln 3 throughout. Here the training loss (with dropout, where the model has it) falls, and the test loss
     ends below ln 3 (measured: 0.76-0.83 for the CNN, 1.049-1.070 for the fast net, under 0.2 for VGG16)."""
     run_dir = runs(backend, kind)
     metrics = run_metrics(run_dir)
     assert metrics["versions"]["backend"] == backend
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     epochs = 3 if kind == "vgg16" else 2  # VGG16: two head epochs, then one fine-tuning epoch
     rows = history(run_dir)
     assert [int(row["epoch"]) for row in rows] == list(range(epochs))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"]), rows
-    assert metrics["test_loss"] < math.log(3) - 0.02
+    assert metrics["test_loss"] < math.log(3) - 0.01
 
 
 @pytest.mark.parametrize("backend, kind", WITHOUT_TENSORFLOW)

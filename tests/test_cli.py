@@ -96,15 +96,15 @@ def test_image_size_is_the_data_setting_and_cifar10_refuses_another(tmp_path, ca
 # evaluate and predict
 
 
-def test_evaluate_rescores_and_redraws(trained_run, capsys):
-    before = json.loads((trained_run / "metrics.json").read_text())
-    (trained_run / "figures" / "confusion_matrix.png").unlink()
-    code, out, _ = run_cli(capsys, "evaluate", trained_run)
+def test_evaluate_rescores_and_redraws(run_copy, capsys):
+    before = json.loads((run_copy / "metrics.json").read_text())
+    (run_copy / "figures" / "confusion_matrix.png").unlink()
+    code, out, _ = run_cli(capsys, "evaluate", run_copy)
     assert code == 0
-    after = json.loads((trained_run / "metrics.json").read_text())
+    after = json.loads((run_copy / "metrics.json").read_text())
     assert after["test_accuracy"] == pytest.approx(before["test_accuracy"])
     assert after["train_seconds"] == before["train_seconds"]  # training facts are kept
-    assert (trained_run / "figures" / "confusion_matrix.png").is_file()
+    assert (run_copy / "figures" / "confusion_matrix.png").is_file()
     assert f"test accuracy {before['test_accuracy']:.4f}" in out and "airplane" in out
 
 
@@ -133,17 +133,17 @@ def test_predict_refuses_bad_images(trained_run, tmp_path, capsys):
     assert_one_line_error(code, err, "image not found")
 
 
-def test_evaluate_refuses_while_another_process_writes_the_run(trained_run, capsys):
+def test_evaluate_refuses_while_another_process_writes_the_run(run_copy, capsys):
     hold = "import sys, time\nfrom cnnlab import rundir\nwith rundir.locked(sys.argv[1]):\n    print(1, flush=True)\n    time.sleep(60)"
-    writer = subprocess.Popen([sys.executable, "-c", hold, str(trained_run)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", hold, str(run_copy)], stdout=subprocess.PIPE, text=True)
     try:
         writer.stdout.readline()
-        code, _, err = run_cli(capsys, "evaluate", trained_run)
+        code, _, err = run_cli(capsys, "evaluate", run_copy)
         assert_one_line_error(code, err, f"is in use by process {writer.pid}")
     finally:
         writer.kill()
         writer.wait()
-    code, _, _ = run_cli(capsys, "evaluate", trained_run)  # the writer was killed: the kernel released its lock
+    code, _, _ = run_cli(capsys, "evaluate", run_copy)  # the writer was killed: the kernel released its lock
     assert code == 0
 
 

@@ -14,30 +14,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cnnlab, run_metrics
+from conftest import copy_of, run_cnnlab, run_metrics
 
 KINDS = ("cnn", "vgg16", "fastnet")
-# The transfer preset's VGG16 (block 4, cached features, a normalised head) is VGG16 too: the full tier adds it.
-EVERY_KIND = [*KINDS, pytest.param("vgg16-transfer", marks=pytest.mark.slow)]
+# The full tier adds the seed preset's five-block VGG16, the transfer preset's (block 4, cached features, a normalised
+# head) and the CNN in bfloat16 (what "auto" gives on CPUs that have it).
+EVERY_KIND = [*KINDS, *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("vgg16-seed", "vgg16-transfer",
+                                                                               "cnn-bfloat16"))]
 
 
 CORRUPTION_IMAGES, CORRUPTION_SEED = 40, 3
 
 
 @pytest.fixture(scope="module")
-def evaluated(kind_runs):
-    """evaluated(kind): the kind's run (conftest.KIND_RUNS) re-scored by `python -m cnnlab evaluate RUN --corruptions`
-    (on 40 test images, to keep it short) once, as (its metrics before, the finished process). One process per run
-    serves the re-score checks and the corruption checks."""
+def evaluated(kind_runs, tmp_path_factory):
+    """evaluated(kind): a copy of the kind's run (conftest.KIND_RUNS) re-scored once by `python -m cnnlab evaluate RUN
+    --corruptions` (on 40 test images, to keep it short), as (the copy, its metrics before, the finished process).
+    One process per run serves the re-score checks and the corruption checks."""
     results = {}
 
     def evaluate(kind):
         if kind not in results:
-            before = run_metrics(kind_runs[kind])
-            done = run_cnnlab("evaluate", kind_runs[kind], "--corruptions", "--corruption-images", CORRUPTION_IMAGES,
+            run_dir = copy_of(kind_runs[kind], tmp_path_factory.mktemp("evaluated"))
+            before = run_metrics(run_dir)
+            done = run_cnnlab("evaluate", run_dir, "--corruptions", "--corruption-images", CORRUPTION_IMAGES,
                               "--corruption-seed", CORRUPTION_SEED)
             assert done.returncode == 0, done.stderr
-            results[kind] = before, done
+            results[kind] = run_dir, before, done
         return results[kind]
 
     return evaluate
@@ -45,7 +48,7 @@ def evaluated(kind_runs):
 
 @pytest.mark.parametrize("kind", EVERY_KIND)
 def test_evaluate_in_a_fresh_process_rescores_to_the_same_accuracy(evaluated, kind):
-    before, done = evaluated(kind)
+    _, before, done = evaluated(kind)
     assert done.stdout.splitlines()[0] == (f"test accuracy {before['test_accuracy']:.4f}, "
                                            f"test loss {before['test_loss']:.4f}")
 
@@ -115,17 +118,17 @@ def corruption_sample_of(run_dir, count, seed):
 
 
 @pytest.mark.parametrize("kind", EVERY_KIND)
-def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_images(kind_runs, evaluated, kind):
+def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_images(evaluated, kind):
     from cnnlab.corruptions import corrupt
     from cnnlab.evaluate import predict_probabilities
     from cnnlab.experiment import load_run_model
 
-    _, done = evaluated(kind)
-    metrics = run_metrics(kind_runs[kind])
+    run_dir, _, done = evaluated(kind)
+    metrics = run_metrics(run_dir)
     record = metrics["corruptions"]
     assert (record["seed"], record["images"]) == (CORRUPTION_SEED, CORRUPTION_IMAGES)
-    images, labels, batch_size = corruption_sample_of(kind_runs[kind], CORRUPTION_IMAGES, CORRUPTION_SEED)
-    model = load_run_model(kind_runs[kind])
+    images, labels, batch_size = corruption_sample_of(run_dir, CORRUPTION_IMAGES, CORRUPTION_SEED)
+    model = load_run_model(run_dir)
 
     def accuracy(batch):
         probabilities = predict_probabilities(model, batch, batch_size, metrics["test_time_augmentation"])
@@ -141,9 +144,7 @@ def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_
 def test_every_run_was_scored_on_the_same_corrupted_images(kind_runs, evaluated):
     from cnnlab.corruptions import CORRUPTIONS, corrupt
 
-    for kind in KINDS:
-        evaluated(kind)
-    fingerprints = {kind: run_metrics(kind_runs[kind])["corruptions"]["images_sha256"] for kind in KINDS}
+    fingerprints = {kind: run_metrics(evaluated(kind)[0])["corruptions"]["images_sha256"] for kind in KINDS}
     images, _, _ = corruption_sample_of(kind_runs["cnn"], CORRUPTION_IMAGES, CORRUPTION_SEED)
     digest = hashlib.sha256(images.tobytes())
     for name in CORRUPTIONS:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from conftest import CLASS_NAMES, launch_chromium, run_cnnlab, served
+from conftest import CLASS_NAMES, answers_of_run, launch_chromium, run_cnnlab, served
 
 
 def class_colour_png(path, class_name: str):
@@ -22,14 +22,8 @@ def class_colour_png(path, class_name: str):
 
 
 def predicted_class(run_dir, image) -> str:
-    """The class `cnnlab predict` names first for `image`: the run's model as loaded, its resize and augmentation."""
-    from cnnlab.experiment import load_run_model
-    from cnnlab.predict import predict_images, read_run_settings
-
-    settings = read_run_settings(run_dir)
-    (answer,) = predict_images(load_run_model(run_dir), [image], settings.class_names, 1, settings.augmentation,
-                               settings.resize)
-    return answer["top"][0]["class"]
+    """The class `cnnlab predict` names first for `image`."""
+    return answers_of_run(run_dir, [image])[0]["top"][0]["class"]
 
 
 def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, tmp_path):

@@ -75,24 +75,35 @@ def test_sha256_for_an_image_folder_is_refused(tmp_path, folder_source):
     assert not folder_source
 
 
-def test_a_test_limit_keeps_the_first_test_images(synthetic_archive):
+def test_a_test_limit_keeps_the_same_class_stratified_sample_of_the_test_images(synthetic_archive):
     whole = load_dataset(DataConfig(source=str(synthetic_archive)), seed=0, warn=quiet)
     limited = load_dataset(DataConfig(source=str(synthetic_archive), test_limit=300), seed=0, warn=quiet)
-    np.testing.assert_array_equal(limited.x_test, whole.x_test[:300])
-    np.testing.assert_array_equal(limited.y_test, whole.y_test[:300])
+    again = load_dataset(DataConfig(source=str(synthetic_archive), test_limit=300), seed=0, warn=quiet)
+    assert np.bincount(limited.y_test).tolist() == [30] * 10
+    np.testing.assert_array_equal(limited.x_test, again.x_test)  # the same images every time
+    pairs = {(image.tobytes(), label) for image, label in zip(whole.x_test, whole.y_test)}
+    assert all((image.tobytes(), label) in pairs for image, label in zip(limited.x_test, limited.y_test))
     assert len(limited.y_train) == 50_000  # training images are not cut
-    with pytest.raises(CnnlabError, match="^test limit 10001 exceeds the 10,000 test images$"):
+    with pytest.raises(CnnlabError, match=r"^test limit 10001 \(data.test_limit\) exceeds the 10,000 test images$"):
         load_dataset(DataConfig(source=str(synthetic_archive), test_limit=10_001), seed=0, warn=quiet)
 
 
-def test_a_test_limit_cuts_an_image_folders_list_of_test_files_alike(tmp_path, monkeypatch):
+def test_a_test_limit_samples_every_class_of_an_image_folder_and_cuts_its_file_list_alike(tmp_path, monkeypatch):
+    """An image folder lists its test images class by class: the first N alone would leave classes out."""
+    files = tuple(f"{name}/{index}.png" for name in "abc" for index in range(4))
+
     def load_image_folder(path, data, seed, cache_dir=None, warn=None):
-        record = SourceRecord("image_folder", str(path), "listing-hash", "listing", 16, ("a", "b"),
-                              test_files=("a/1.png", "b/2.png", "a/3.png"))
-        images = np.arange(3 * 16 * 16 * 3, dtype=np.uint8).reshape(3, 16, 16, 3)
-        return Dataset(images, np.array([0, 1, 0], np.uint8), images, np.array([0, 1, 0], np.uint8), record)
+        record = SourceRecord("image_folder", str(path), "listing-hash", "listing", 16, ("a", "b", "c"),
+                              test_files=files)
+        labels = np.repeat(np.arange(3, dtype=np.uint8), 4)
+        images = (labels[:, None, None, None] * 50 + np.arange(12)[:, None, None, None]).astype(np.uint8) * np.ones(
+            (1, 16, 16, 3), np.uint8)
+        return Dataset(images, labels, images, labels, record)
 
     monkeypatch.setitem(sys.modules, "cnnlab.data.image_folder", types.SimpleNamespace(load_image_folder=load_image_folder))
-    limited = load_dataset(DataConfig(source=str(tmp_path), test_limit=2), seed=0, warn=quiet)
-    assert limited.record.test_files == ("a/1.png", "b/2.png") and limited.y_test.tolist() == [0, 1]
-    assert len(limited.y_train) == 3
+    limited = load_dataset(DataConfig(source=str(tmp_path), test_limit=6), seed=0, warn=quiet)
+    assert limited.y_test.tolist() == [0, 0, 1, 1, 2, 2]
+    # the files listed are the images kept: image i of the folder is labelled i // 4 and holds the value 50 * label + i
+    kept = [int(image[0, 0, 0]) - 50 * int(label) for image, label in zip(limited.x_test, limited.y_test)]
+    assert limited.record.test_files == tuple(files[i] for i in kept)
+    assert len(limited.y_train) == 12

@@ -4,7 +4,6 @@ refusals are one line and leave nothing behind, and `cnnlab predict` on the expo
 import contextlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cnnlab, run_metrics
+from conftest import answers_of_run, copy_of, run_cnnlab, run_metrics
 
 ONNX_ONLY = ["--format", "onnx", "--parity-images", "64"]
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    """A copy of the shared tiny run, so that exports into it change nothing another test reads."""
-    return shutil.copytree(trained_run, tmp_path / "run")
 
 
 def files_under(*folders) -> dict:
@@ -175,21 +168,16 @@ def printed_parity(stdout: str) -> float:
 def test_onnx_export_of_every_kind_answers_as_its_run(kind_runs, kind, tmp_path):
     """`cnnlab export` and `cnnlab predict` on the export, each in a fresh process; the run's own answers are
     computed here (tests/test_cli_every_model.py runs `predict` on the run in a fresh process)."""
-    from cnnlab.experiment import load_run_model
-    from cnnlab.predict import predict_images, read_run_settings
-
-    done = run_cnnlab("export", kind_runs[kind], *ONNX_ONLY)
+    artifact = tmp_path / "export" / "model.onnx"
+    done = run_cnnlab("export", kind_runs[kind], *ONNX_ONLY, "--out", artifact)
     assert done.returncode == 0, done.stderr
-    artifact = kind_runs[kind] / "export" / "model.onnx"
     difference, agreement = recomputed_parity(kind_runs[kind], "onnx", artifact, 64)
     assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
     assert f"top-1 agreement {agreement:.1%}" in done.stdout
     precision = "bfloat16" if kind == "cnn-bfloat16" else "float32"
     assert f"vs the Keras model ({precision})" in done.stdout
     images = write_test_images(kind_runs[kind], tmp_path, 3)
-    settings = read_run_settings(kind_runs[kind])
-    on_run = predict_images(load_run_model(kind_runs[kind]), images, settings.class_names, 3, settings.augmentation,
-                            settings.resize)
+    on_run = answers_of_run(kind_runs[kind], images, k=3)
     on_onnx = run_cnnlab("predict", artifact, "--json", *images)
     assert on_onnx.returncode == 0, on_onnx.stderr
     assert len(on_run) == len(json.loads(on_onnx.stdout)) == 3
@@ -201,15 +189,16 @@ def test_onnx_export_of_every_kind_answers_as_its_run(kind_runs, kind, tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize("format", ["savedmodel", "litert"])
 @pytest.mark.parametrize("kind", ["cnn-bfloat16", "fastnet"])  # bfloat16 made float32; the fast net's GELU
-def test_savedmodel_and_litert_exports_answer_as_the_run(kind_runs, kind, format):
+def test_savedmodel_and_litert_exports_answer_as_the_run(kind_runs, kind, format, tmp_path):
     from cnnlab.export import FORMATS, TOLERANCE
 
-    done = run_cnnlab("export", kind_runs[kind], "--format", format, "--parity-images", "64")
+    run_dir = copy_of(kind_runs[kind], tmp_path)  # the export goes where it goes by default: into the run
+    done = run_cnnlab("export", run_dir, "--format", format, "--parity-images", "64")
     assert done.returncode == 0, done.stderr
-    artifact = kind_runs[kind] / "export" / FORMATS[format].file_name
-    difference, agreement = recomputed_parity(kind_runs[kind], format, artifact, 64)
+    artifact = run_dir / "export" / FORMATS[format].file_name
+    difference, agreement = recomputed_parity(run_dir, format, artifact, 64)
     assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9)
-    record = json.loads((kind_runs[kind] / "export" / f"{FORMATS[format].file_name}.parity.json").read_text())
+    record = json.loads((run_dir / "export" / f"{FORMATS[format].file_name}.parity.json").read_text())
     assert record["max_abs_difference"] == pytest.approx(difference, rel=1e-6, abs=1e-12)
     assert record["top1_agreement"] == agreement and record["passed"]
     assert record["tolerance"] == TOLERANCE[record["keras_precision"]]

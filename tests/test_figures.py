@@ -146,9 +146,8 @@ def test_figures_show_hostile_class_and_run_names_as_typed(tmp_path, drawn_texts
     assert all(plain for _, plain in drawn_texts)  # no "$...$" is typeset as a formula
 
 
-@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
-@settings(max_examples=15)
+@settings(max_examples=15)  # each example draws two figures
 @given(st.lists(st.text(max_size=80), min_size=2, max_size=4, unique=True), st.text(max_size=80))
 def test_fuzz_figures_draw_any_class_and_run_names(tmp_path, class_names, run_name):
     size = len(class_names)

@@ -14,7 +14,7 @@ import keras
 import pytest
 
 from cnnlab.cli import main
-from conftest import TINY_MODEL, TINY_VGG16
+from conftest import TEST_LIMIT, TINY_MODEL, TINY_VGG16
 
 
 def start(*args):
@@ -28,7 +28,7 @@ EPOCHS = 4
 def start_training(archive, run_dir):
     """A tiny CNN's training of EPOCHS short epochs, in a process of its own."""
     return start("train", "--data", archive, "--epochs", EPOCHS, "--train-limit", "2000", "--val-size", "500",
-                 "--test-limit", "1000", *TINY_MODEL, "--out", run_dir)
+                 *TEST_LIMIT, *TINY_MODEL, "--out", run_dir)
 
 
 def epochs_in(history_csv):
@@ -84,7 +84,7 @@ def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(t
     for _ in range(2):  # at random moments during training
         process = start("train", "--resume", run_dir) if run_dir.exists() else start(
             "train", "--data", synthetic_archive, "--epochs", epochs, "--train-limit", "4000", "--val-size", "500",
-            "--test-limit", "1000", *TINY_MODEL, "--out", run_dir)
+            *TEST_LIMIT, *TINY_MODEL, "--out", run_dir)
         wait_for_epochs(run_dir / "history.csv", len(epochs_in(run_dir / "history.csv")) + 1, process)
         time.sleep(rng.uniform(0.0, 1.0))
         process.send_signal(signal.SIGKILL)
@@ -122,7 +122,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive
 def test_killed_compare_resumes_without_retraining_the_finished_model(tmp_path, synthetic_archive):
     out = tmp_path / "both"
     process = start("compare", "--preset", "quick", "--data", synthetic_archive, "--epochs", "2", "--train-limit",
-                    "1000", "--val-size", "100", "--test-limit", "1000", *TINY_MODEL, *TINY_VGG16, "--out", out)
+                    "1000", "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, "--out", out)
     wait_for_epochs(out / "vgg16" / "history.csv", 1, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -149,12 +149,13 @@ def test_resume_refuses_finished_runs_and_other_options(trained_run, tmp_path, c
 
 @pytest.mark.slow
 def test_vgg16_killed_while_fine_tuning_on_cached_features_resumes_every_epoch_once(tmp_path, synthetic_archive):
-    """Phase 2 trains block 5 and the head on cached block-4 features (and their mirror images): killed there, the
-    run resumes that phase from its saved state, with the features computed afresh."""
+    """Phase 2 trains the top block (block 2 here, conftest.TINY_VGG16) and the head on cached features of the blocks
+    below (and of their mirror images): killed there, the run resumes that phase from its saved state, with the
+    features computed afresh."""
     run_dir = tmp_path / "run"
     process = start("train", "--data", synthetic_archive, "--preset", "seed", "--model", "vgg16", *TINY_VGG16,
                     "--set", "vgg16.finetune_epochs=3", "--set", "data.flip=true", "--epochs", "1",
-                    "--train-limit", "1000", "--val-size", "100", "--test-limit", "1000", "--out", run_dir)
+                    "--train-limit", "1000", "--val-size", "100", *TEST_LIMIT, "--out", run_dir)
     wait_for_epochs(run_dir / "history.csv", 2, process)  # the head's epoch and a fine-tuning one
     process.send_signal(signal.SIGKILL)
     process.wait()

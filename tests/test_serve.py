@@ -2,16 +2,15 @@
 runs side by side. (tests/test_cli_serve.py runs the real server in a fresh process, and its page in a browser.)"""
 
 import io
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiment import load_run_model
-from cnnlab.predict import predict_images, read_run_settings
+from cnnlab.predict import read_run_settings
 from cnnlab.serve import create_app, run_names
+from conftest import answers_of_run, copy_of
 
 
 def png_bytes(colour=(200, 30, 30), size=(40, 30)) -> bytes:
@@ -28,9 +27,7 @@ def client(trained_run):
 def test_predict_answers_what_predict_images_answers_for_the_same_file(client, trained_run, tmp_path):
     path = tmp_path / "red.png"
     path.write_bytes(png_bytes())
-    settings = read_run_settings(trained_run)
-    (expected,) = predict_images(load_run_model(trained_run), [path], settings.class_names, 3, settings.augmentation,
-                                 settings.resize)
+    (expected,) = answers_of_run(trained_run, [path], k=3)
     response = client.post("/predict", files={"file": ("red.png", path.read_bytes(), "image/png")})
     assert response.status_code == 200, response.text
     (image,) = response.json()["images"]
@@ -96,7 +93,7 @@ def test_the_page_shows_every_run_and_loads_nothing_from_elsewhere(client, train
 
 
 def test_several_runs_are_served_side_by_side_under_names_that_tell_them_apart(trained_run, tmp_path):
-    other = shutil.copytree(trained_run, tmp_path / "copy" / trained_run.name)
+    other = copy_of(trained_run, tmp_path / "copy")
     client = TestClient(create_app([trained_run, other]))
     names = [run["name"] for run in client.get("/health").json()["runs"]]
     assert names == [f"{trained_run.parent.name}/{trained_run.name}", f"copy/{trained_run.name}"]

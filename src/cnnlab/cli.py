@@ -74,7 +74,8 @@ TRAIN_OVERRIDES = {
                                                   "the batch size is the global batch (default: 1)"),
     **DATA_OVERRIDES,
     "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
-    "--test-limit": ("data.test_limit", int, "score on the first N test images (quick runs)"),
+    "--test-limit": ("data.test_limit", int, "score on N test images, class-stratified and the same every time "
+                                             "(quick runs)"),
     "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
     "--vgg16-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
 }

@@ -37,7 +37,8 @@ class DataConfig:
     resize: str = "crop"  # for images of another shape: "crop" the centre square, "pad" to a square, or "stretch"
     strict: bool = False  # an unreadable file in an image folder is an error, instead of skipped with a warning
     train_limit: int | None = None  # train on the first N training images (after the validation split)
-    test_limit: int | None = None  # score on the first N test images (quick runs; every command of the run alike)
+    # Score on N test images, a class-stratified sample that is the same every time (quick runs; every command alike)
+    test_limit: int | None = None
     flip: bool = False  # mirror training images left-right, every other epoch each
     translate: int = 0  # shift training images by up to N pixels (reflected border)
 

@@ -60,22 +60,27 @@ class Dataset:
 def load_dataset(data: DataConfig, seed: int, cache_dir: Path | None = None,
                  warn: Callable[[str], None] | None = None) -> Dataset:
     """The data set `data.source` names (None: the official CIFAR-10 download), as the settings in `data` make it:
-    with `data.test_limit`, only the first N test images.
+    with `data.test_limit`, N of its test images only.
 
     `seed` fixes an image folder's test split when it has no test/ folder.
     """
-    return _first_test_images(_load_source(data, seed, cache_dir, warn), data.test_limit)
+    return _fewer_test_images(_load_source(data, seed, cache_dir, warn), data.test_limit)
 
 
-def _first_test_images(dataset: Dataset, limit: int | None) -> Dataset:
-    """The data set with its first `limit` test images only (all of them for None); an image folder's list of test
-    files is cut alike, so that the run records the test images it was scored on."""
+def _fewer_test_images(dataset: Dataset, limit: int | None) -> Dataset:
+    """The data set with `limit` of its test images (all of them for None): a class-stratified sample, the same every
+    time, in the test set's order. Not simply the first ones: an image folder lists its test images class by class.
+    An image folder's list of test files is cut alike, so that the run records the test images it was scored on."""
+    from cnnlab.data.splits import stratified_sample  # splits imports this module's types
+
     if limit is None:
         return dataset
     if limit > len(dataset.y_test):
-        raise CnnlabError(f"test limit {limit} exceeds the {len(dataset.y_test):,} test images")
-    record = replace(dataset.record, test_files=dataset.record.test_files[:limit])
-    return replace(dataset, x_test=dataset.x_test[:limit], y_test=dataset.y_test[:limit], record=record)
+        raise CnnlabError(f"test limit {limit} (data.test_limit) exceeds the {len(dataset.y_test):,} test images")
+    index = stratified_sample(dataset.y_test, limit, seed=0)
+    test_files = tuple(dataset.record.test_files[i] for i in index) if dataset.record.test_files else ()
+    return replace(dataset, x_test=dataset.x_test[index], y_test=dataset.y_test[index],
+                   record=replace(dataset.record, test_files=test_files))
 
 
 def _load_source(data: DataConfig, seed: int, cache_dir: Path | None,
