@@ -1,10 +1,10 @@
 # The two commands of the README. Each sets up what it needs on a fresh machine (a virtual environment in .venv).
 #   make run    the main job: CNN vs VGG16 on CIFAR-10 with a report (preset quick; PRESET=seed for the full tutorial)
 #               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/vgg16_notop.h5 or none
-#   make test   the default test tier, what CI runs: every test not marked slow (about 20 minutes on 2 cores; the
-#               real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists)
-#   make test-full   every test, the slow tier too (about 50 minutes): before changing training, models, backends,
-#               export or serve
+#   make test   the default test tier, what CI runs: every test not marked slow (12 minutes of tests on 2 cores, README;
+#               the real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists)
+#   make test-full   every test, the slow tier too (33 minutes): before changing training, models, backends, export
+#               or serve
 # Both install all three Keras backends at the versions in constraints.txt; `make run EXTRAS=jax KERAS_BACKEND=jax`
 # sets up and uses JAX alone (a .venv already made is kept: `make clean` first). The test suite expects all three.
 
