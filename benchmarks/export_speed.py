@@ -34,8 +34,8 @@ def size_of(path: Path) -> int:
 
 def contenders(model, run_dir: Path, formats: list[str], folder: Path) -> dict[str, tuple]:
     """{name: (predict function, size in bytes)}: the Keras model, then each artifact exported into `folder`."""
-    from cnnlab import rundir
-    from cnnlab.export import FORMATS, load_artifact, write_artifact
+    from cnnlab.runs import rundir
+    from cnnlab.serving.export import FORMATS, load_artifact, write_artifact
 
     found = {"keras": (model.predict_on_batch, size_of(run_dir / rundir.MODEL))}
     for format in formats:
@@ -46,7 +46,7 @@ def contenders(model, run_dir: Path, formats: list[str], folder: Path) -> dict[s
 
 
 def main() -> None:
-    from cnnlab.export import FORMATS  # light: TensorFlow loads with the model
+    from cnnlab.serving.export import FORMATS  # light: TensorFlow loads with the model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -55,9 +55,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed batches of 256 (default: 5)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnlab import rundir, system_info
+    from cnnlab.runs import rundir
+    from cnnlab.backends import machine
     from cnnlab.backends import import_keras
-    from cnnlab.export import require_modules
+    from cnnlab.serving.export import require_modules
 
     rundir.require_finished(args.run_dir)
     for format in args.formats:
@@ -69,7 +70,7 @@ def main() -> None:
     shape = model.input_shape[1:]
     rng = np.random.default_rng(0)
     batches = {size: rng.integers(0, 256, (size, *shape)).astype(np.float32) for size in (1, 256)}
-    hardware = system_info.hardware()
+    hardware = machine.hardware()
     print(f"{args.run_dir}: {hardware['cpu']}, {hardware['cpu_cores']} cores; input {shape}; batch 1: {args.calls} "
           f"calls, batch 256: {args.rounds} calls, each after one untimed call")
     print(f"{'model':<11} {'img/s batch 1':>14} {'img/s batch 256':>16} {'size MB':>9}")

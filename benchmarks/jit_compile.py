@@ -19,7 +19,7 @@ def images_per_second(steps: int, rounds: int) -> dict[bool, float]:
     import keras
     import numpy as np
 
-    from cnnlab.bench import plain_keras_model
+    from cnnlab.training.bench import plain_keras_model
 
     rng = np.random.default_rng(0)
     x = rng.random((steps * 32, 32, 32, 3), dtype=np.float32)

@@ -51,10 +51,10 @@ class Variant:
 def prepare(label, preset, overrides, how, data_source, images):
     """The variant's model, compiled, and its two timed jobs."""
     from cnnlab.backends import fit_input
-    from cnnlab.bench import preset_setup
+    from cnnlab.training.bench import preset_setup
     from cnnlab.config import load_config
     from cnnlab.data.batches import one_hot
-    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.evaluation.scoring import predict_probabilities
 
     config = load_config(preset, {**overrides, "data.source": data_source})
     train = config.train
@@ -83,7 +83,7 @@ def prepare(label, preset, overrides, how, data_source, images):
 
 
 def measure(lever: str, data_source: str, images: int, rounds: int, log=print) -> list[Variant]:
-    from cnnlab.bench import alternate_rounds
+    from cnnlab.training.bench import alternate_rounds
 
     entries = [prepare(*variant, data_source, images) for variant in LEVERS[lever]]
     alternate_rounds(entries, rounds, log, name=f"{lever}: round")

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from cnnlab.system_info import cpu_model
+from cnnlab.backends.machine import cpu_model
 
 START_SECONDS = 300  # loading a model and TensorFlow takes a while on a busy machine
 

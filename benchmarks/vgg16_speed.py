@@ -12,11 +12,12 @@ from pathlib import Path
 
 import keras
 
-from cnnlab import rundir, system_info
+from cnnlab.runs import rundir
+from cnnlab.backends import machine
 from cnnlab.config import DataConfig, load_config
 from cnnlab.data import load_dataset, make_splits
 from cnnlab.models import build_model
-from cnnlab.train import train_model
+from cnnlab.training.trainer import train_model
 
 
 def timed_phases(overrides: dict, splits, work: Path, name: str) -> list[dict]:
@@ -45,7 +46,7 @@ def main() -> None:
     total_uncached = head_uncached["seconds_per_epoch"] * args.epochs
     total_cached = head_cached["feature_cache_seconds"] + head_cached["seconds_per_epoch"] * args.epochs
     print(f"{len(splits.y_train):,} training + {len(splits.y_val):,} validation images, 32 px, batch 32, "
-          f"{system_info.cpu_model()} x{system_info.hardware()['cpu_cores']}")
+          f"{machine.cpu_model()} x{machine.hardware()['cpu_cores']}")
     print(f"phase 1 without cache:  {head_uncached['seconds_per_epoch']:.1f} s per epoch")
     print(f"phase 1 with cache:     {head_cached['feature_cache_seconds']:.1f} s once for features, then "
           f"{head_cached['seconds_per_epoch']:.1f} s per epoch")

@@ -195,10 +195,10 @@ def _file_description(source: str) -> str:
 
 def header_text(command: str, seconds: float, data: str | None, weights: str, small: bool,
                 weights_note: str = "") -> str:
-    from cnnlab import system_info
+    from cnnlab.backends import machine
 
-    hardware = system_info.hardware()
-    versions = system_info.library_versions()
+    hardware = machine.hardware()
+    versions = machine.library_versions()
     libraries = ", ".join(f"{name} {version}" for name, version in versions.items() if name not in ("backend",))
     accelerators = ", ".join(hardware["accelerators"]) or "none"
     lines = [

@@ -72,7 +72,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import cnnlab
-from cnnlab.report import load_finished_run, verdict_paragraph
+from cnnlab.report.builder import load_finished_run, verdict_paragraph
 
 SMALL = os.environ.get("CNNLAB_TUTORIAL_SMALL", "") not in ("", "0")
 DATA = os.environ.get("CNNLAB_DATA") or None
@@ -107,7 +107,7 @@ print(f"cnnlab {cnnlab.__version__}; runs go to {OUT}" + (" (small run)" if SMAL
 # One preset configures both models, so that they are trained under the same recipe. `quick` is the tutorial's
 # CNN for 4 epochs instead of 50, and VGG16's new head trained on its frozen features: both finish in minutes on a
 # laptop CPU (`seed` is the full 50-epoch tutorial: hours). The preset is a TOML file
-# (`src/cnnlab/presets/quick.toml`); any of its values can be overridden by name, as the data source and VGG16's
+# (`src/cnnlab/config/presets/quick.toml`); any of its values can be overridden by name, as the data source and VGG16's
 # weights are here. The result is one frozen, checked `RunConfig`: a bad value is refused now, not an hour into
 # training.
 

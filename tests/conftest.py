@@ -273,7 +273,7 @@ def answers_of_run(run_dir: Path, images: list[Path], k: int = 1) -> list[dict]:
     """What `cnnlab predict RUN_DIR IMAGES` answers, computed in this process: the run's model as loaded, its classes,
     resize mode and test-time augmentation."""
     from cnnlab.experiment import load_run_model
-    from cnnlab.predict import predict_images, read_run_settings
+    from cnnlab.serving.predict import predict_images, read_run_settings
 
     settings = read_run_settings(run_dir)
     return predict_images(load_run_model(run_dir), images, settings.class_names, k, settings.augmentation,

@@ -29,8 +29,8 @@ def test_an_unknown_name_is_an_attribute_error():
 
 def test_submodules_stay_modules_beside_the_api():
     # `write_report` and `evaluate_run` are not called `report` and `evaluate`: those are modules of the package.
-    import cnnlab.evaluate
-    import cnnlab.report
+    import cnnlab.evaluation.scoring
+    import cnnlab.report.builder
 
     assert cnnlab.write_report is importlib.import_module("cnnlab.experiment").report
-    assert cnnlab.report.__name__ == "cnnlab.report" and cnnlab.evaluate.__name__ == "cnnlab.evaluate"
+    assert cnnlab.report.builder.__name__ == "cnnlab.report.builder" and cnnlab.evaluation.scoring.__name__ == "cnnlab.evaluation.scoring"

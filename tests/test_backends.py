@@ -13,10 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from cnnlab import backends, system_info
+from cnnlab import backends
+from cnnlab.backends import machine
 from cnnlab.backends import Devices, choose_device_count, choose_jit_compile, choose_precision, placement_for
 from cnnlab.config import load_config
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from conftest import TINY_MODEL
 
 

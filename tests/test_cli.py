@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import rundir
+from cnnlab.runs import rundir
 from cnnlab.cli import main
-from cnnlab.display import markdown_text
+from cnnlab.common.text import markdown_text
 from conftest import TINY_MODEL, batch_payload, run_cnnlab, write_folder
 
 
@@ -134,7 +134,7 @@ def test_predict_refuses_bad_images(trained_run, tmp_path, capsys):
 
 
 def test_evaluate_refuses_while_another_process_writes_the_run(run_copy, capsys):
-    hold = "import sys, time\nfrom cnnlab import rundir\nwith rundir.locked(sys.argv[1]):\n    print(1, flush=True)\n    time.sleep(60)"
+    hold = "import sys, time\nfrom cnnlab.runs import rundir\nwith rundir.locked(sys.argv[1]):\n    print(1, flush=True)\n    time.sleep(60)"
     writer = subprocess.Popen([sys.executable, "-c", hold, str(run_copy)], stdout=subprocess.PIPE, text=True)
     try:
         writer.stdout.readline()
@@ -342,9 +342,9 @@ def test_errors_never_show_a_traceback():
 def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, capsys):
     import shutil
 
-    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.evaluation.scoring import predict_probabilities
     from cnnlab.experiment import load_run_model
-    from cnnlab.predict import load_image
+    from cnnlab.serving.predict import load_image
 
     run_dir = tmp_path / "with-tta"
     shutil.copytree(trained_run, run_dir)

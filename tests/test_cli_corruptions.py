@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.corruptions import CORRUPTIONS
+from cnnlab.evaluation.corruptions import CORRUPTIONS
 from conftest import TINY_MODEL, batch_payload, write_folder
 from test_cli import assert_one_line_error, run_cli
 

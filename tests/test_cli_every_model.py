@@ -109,7 +109,7 @@ def corruption_sample_of(run_dir, count, seed):
     """The test images and labels `evaluate --corruptions --corruption-images COUNT --corruption-seed SEED` scores."""
     from cnnlab.config import config_from_dict
     from cnnlab.data import load_dataset
-    from cnnlab.evaluate import corruption_sample
+    from cnnlab.evaluation.scoring import corruption_sample
 
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     data = load_dataset(config.data, config.train.seed)
@@ -119,8 +119,8 @@ def corruption_sample_of(run_dir, count, seed):
 
 @pytest.mark.parametrize("kind", EVERY_KIND)
 def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_images(evaluated, kind):
-    from cnnlab.corruptions import corrupt
-    from cnnlab.evaluate import predict_probabilities
+    from cnnlab.evaluation.corruptions import corrupt
+    from cnnlab.evaluation.scoring import predict_probabilities
     from cnnlab.experiment import load_run_model
 
     run_dir, _, done = evaluated(kind)
@@ -142,7 +142,7 @@ def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_
 
 
 def test_every_run_was_scored_on_the_same_corrupted_images(kind_runs, evaluated):
-    from cnnlab.corruptions import CORRUPTIONS, corrupt
+    from cnnlab.evaluation.corruptions import CORRUPTIONS, corrupt
 
     fingerprints = {kind: run_metrics(evaluated(kind)[0])["corruptions"]["images_sha256"] for kind in KINDS}
     images, _, _ = corruption_sample_of(kind_runs["cnn"], CORRUPTION_IMAGES, CORRUPTION_SEED)

@@ -47,7 +47,7 @@ def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs,
 def a_test_image_the_run_gets_right(run_dir, path) -> str:
     """One of the run's own test images (its data, its test split) that the run classifies as its true label, written
     to `path` as a PNG: the surest of those it got right when it was tested. Returns the true label's class name."""
-    from cnnlab import rundir
+    from cnnlab.runs import rundir
     from cnnlab.config import config_from_dict
     from cnnlab.data import load_dataset
 

@@ -10,8 +10,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
-from cnnlab.errors import CnnlabError
-from cnnlab.recipe import learning_rate_schedule
+from cnnlab.common.errors import CnnlabError
+from cnnlab.training.recipe import learning_rate_schedule
 
 
 def test_seed_preset_is_the_tutorial_recipe():

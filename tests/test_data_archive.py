@@ -5,7 +5,7 @@ import pytest
 
 from cnnlab.data import archive
 from cnnlab.data.archive import read_tar_members
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 
 def tar_with(path, *members, format=tarfile.DEFAULT_FORMAT):

@@ -6,7 +6,7 @@ import pytest
 
 from cnnlab.data import cifar10
 from cnnlab.data.cifar10 import load_cifar10
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from conftest import (CLASS_NAMES, ArrayForm, array_state, batch_payload, meta_payload, run_in_limited_child,
                       write_archive, write_folder)
 
@@ -233,7 +233,7 @@ def test_crafted_arrays_are_refused_in_one_line_without_crash_or_big_allocation(
     files["data_batch_1"] = pickle.dumps({b"data": hostile_data, b"labels": [0]}, protocol=2)
     folder = write_folder(tmp_path / "cifar-10-batches-py", files)
     script = (
-        "import sys\nfrom cnnlab.data.cifar10 import load_cifar10\nfrom cnnlab.errors import CnnlabError\n"
+        "import sys\nfrom cnnlab.data.cifar10 import load_cifar10\nfrom cnnlab.common.errors import CnnlabError\n"
         "try:\n    load_cifar10(sys.argv[1], cache_dir=sys.argv[2])\nexcept CnnlabError as exc:\n    print(exc)\n"
     )
     message = run_in_limited_child(script, folder, tmp_path / "cache")

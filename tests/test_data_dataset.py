@@ -9,7 +9,7 @@ import pytest
 from cnnlab.config import DataConfig
 from cnnlab.data import Dataset, SourceRecord, load_dataset
 from cnnlab.data.cifar10 import _sha256_of
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 
 def quiet(message):

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnlab.config import DataConfig
 from cnnlab.data import image_folder, images
 from cnnlab.data.image_folder import CHUNK_IMAGES, load_image_folder
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 # One test and one validation image per class from 3 classes; images are 16 px
 SETTINGS = DataConfig(image_size=16, val_size=3, test_size=3)

@@ -12,7 +12,7 @@ from PIL import Image, ImageFile
 
 from cnnlab.data import images
 from cnnlab.data.images import ALLOWED_FORMATS, load_image
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 # Modes each allowed format saves (Pillow may store them as another mode; the loader must take whatever comes back).
 SAVED_MODES = {

@@ -3,7 +3,7 @@ import pytest
 
 from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.splits import make_splits, stratified_sample
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 
 def tiny_dataset(train=1000, test=200, classes=10):

@@ -86,7 +86,7 @@ def test_same_seed_same_net_other_seed_other_net():
 
 @pytest.mark.parametrize("widths", [[], [8, 8, 8, 8, 8]])
 def test_depth_is_bounded_by_the_image_size(widths):
-    from cnnlab.errors import CnnlabError
+    from cnnlab.common.errors import CnnlabError
 
     with pytest.raises(CnnlabError, match="widths"):
         load_config("fast", {"fastnet.widths": widths})

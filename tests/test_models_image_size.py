@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import run_cnnlab
 
 from cnnlab.config import load_config
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models import build_model, prepare_with_data
 from cnnlab.models.memory import check_fits, estimate_training_memory
 

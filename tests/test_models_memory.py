@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from cnnlab.backends import placement_for
 from cnnlab.config import MAX_LAYER_WIDTH, MAX_LAYERS, OPTIMIZERS, available_presets, load_config
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models import build_model, memory
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit
-from cnnlab.recipe import compile_for_phase
+from cnnlab.training.recipe import compile_for_phase
 
 CIFAR10 = {"num_classes": 10, "image_shape": (32, 32, 3)}
 GIB = 2**30

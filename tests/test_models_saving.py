@@ -11,11 +11,11 @@ import pytest
 
 from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig, load_config
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models import build_model, prepare_with_data
 from cnnlab.models.fastnet import ScaledBias
 from cnnlab.models.saving import MAX_MODEL_BYTES, load_model, portable_copy
-from cnnlab.recipe import compile_for_phase
+from cnnlab.training.recipe import compile_for_phase
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
 

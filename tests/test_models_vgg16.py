@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cnnlab.config import load_config
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models import build_model, model_label
 from cnnlab.models import vgg16
 from cnnlab.models.vgg16 import build_vgg16_base, resolve_weights

@@ -13,9 +13,9 @@ from PIL import Image
 from cnnlab.cli import main
 from cnnlab.data import make_splits
 from cnnlab.data.cifar10 import ARCHIVE_FOLDER, OFFICIAL_SHA256, load_cifar10
-from cnnlab.evaluate import predict_probabilities
+from cnnlab.evaluation.scoring import predict_probabilities
 from cnnlab.models import build_model
-from cnnlab.train import train_model
+from cnnlab.training.trainer import train_model
 from conftest import CLASS_NAMES, REAL_DATA
 
 pytestmark = [

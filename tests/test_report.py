@@ -16,12 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonMark renderer to check against
 
-from cnnlab import rundir, stats
+from cnnlab.runs import rundir
+from cnnlab.evaluation import stats
 from cnnlab.cli import build_parser, main
 from cnnlab.config import RunConfig, load_config, parse_overrides
-from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import metrics_from_probabilities
-from cnnlab.report import FinishedRun, build_report, load_finished_run, reproduce_command, verdict_paragraph
+from cnnlab.common.errors import CnnlabError
+from cnnlab.evaluation.scoring import metrics_from_probabilities
+from cnnlab.report.builder import FinishedRun, build_report, load_finished_run, reproduce_command, verdict_paragraph
 from conftest import CLASS_NAMES, launch_chromium
 
 
@@ -374,7 +375,7 @@ def test_fuzz_mutated_predictions_load_or_are_damaged(finished_run, data):
 
 def test_the_report_module_imports_no_keras():
     # `cnnlab report` reads finished runs; Keras would add seconds to every report for nothing.
-    code = "import sys, cnnlab.report; assert 'keras' not in sys.modules, 'keras imported'"
+    code = "import sys, cnnlab.report.builder; assert 'keras' not in sys.modules, 'keras imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -481,8 +482,8 @@ def test_settings_highlight_what_differs_and_the_command_trains_the_same_run(tmp
 
 def with_corruption_scores(run_dir: Path, level: float, images_sha256: str = "a" * 64) -> Path:
     """Give a hand-written run scores under every corruption: `level` at severity 1, falling 0.1 per severity."""
-    from cnnlab.corruptions import CORRUPTIONS
-    from cnnlab.evaluate import corruption_record
+    from cnnlab.evaluation.corruptions import CORRUPTIONS
+    from cnnlab.evaluation.scoring import corruption_record
 
     scores = {name: [max(level - 0.1 * step, 0.0) for step in range(5)] for name in CORRUPTIONS}
     metrics = json.loads((run_dir / rundir.METRICS).read_text())

@@ -41,9 +41,9 @@ _LAZY_EXPORTS = {
     "load_run_model": ("cnnlab.experiment", "load_run_model"),
     "compare": ("cnnlab.experiment", "compare"),
     "write_report": ("cnnlab.experiment", "report"),
-    "read_metrics": ("cnnlab.evaluate", "read_metrics"),
-    "read_history": ("cnnlab.evaluate", "read_history"),
-    "CnnlabError": ("cnnlab.errors", "CnnlabError"),
+    "read_metrics": ("cnnlab.evaluation.scoring", "read_metrics"),
+    "read_history": ("cnnlab.evaluation.scoring", "read_history"),
+    "CnnlabError": ("cnnlab.common.errors", "CnnlabError"),
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError, one_line
+from cnnlab.common.errors import CnnlabError, one_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="the run's model as SavedModel, ONNX or LiteRT, checked for parity")
     export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    from cnnlab.export import FORMATS as EXPORT_FORMATS  # a light import: TensorFlow loads only when exporting
+    from cnnlab.serving.export import FORMATS as EXPORT_FORMATS  # a light import: TensorFlow loads only when exporting
 
     export.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
     export.add_argument("--out", type=Path, help="where to write it, never over anything (default: RUN_DIR/export/"
@@ -386,8 +386,8 @@ def _parse_set(items: list[str]) -> dict[str, object]:
 
 
 def _evaluate(args) -> int:
-    from cnnlab.display import terminal_text
-    from cnnlab.evaluate import check_corruption_settings, format_corruptions
+    from cnnlab.common.text import terminal_text
+    from cnnlab.evaluation.scoring import check_corruption_settings, format_corruptions
     from cnnlab.experiment import evaluate_run
 
     if not args.corruptions and (args.corruption_images is not None or args.corruption_seed is not None):
@@ -410,10 +410,10 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from cnnlab.data.images import load_image
-    from cnnlab.display import terminal_text
+    from cnnlab.common.text import terminal_text
     from cnnlab.experiment import load_run_model
-    from cnnlab.export import load_onnx, read_onnx_settings
-    from cnnlab.predict import predict_images, read_run_settings
+    from cnnlab.serving.export import load_onnx, read_onnx_settings
+    from cnnlab.serving.predict import predict_images, read_run_settings
 
     if args.top <= 0:
         raise CnnlabError(f"--top must be positive, got {args.top}")
@@ -438,8 +438,8 @@ def _predict(args) -> int:
 
 
 def _export(args) -> int:
-    from cnnlab.display import terminal_text
-    from cnnlab.export import check_export, export_run
+    from cnnlab.common.text import terminal_text
+    from cnnlab.serving.export import check_export, export_run
 
     check_export(args.run_dir, args.format, args.out, args.parity_images)  # bad input costs nothing
     _import_keras_quietly()
@@ -469,7 +469,7 @@ def _serve(args) -> int:
         raise CnnlabError("cnnlab serve needs the serve extra: pip install 'cnnlab[serve]'")
     import uvicorn
 
-    from cnnlab import serve
+    from cnnlab.serving import serve
 
     serve.check_runs(args.run_dirs)  # before the port and the models: bad input costs nothing
     listener = socket.socket()
@@ -490,8 +490,8 @@ def _serve(args) -> int:
 
 
 def _bench(args) -> int:
-    from cnnlab import system_info
-    from cnnlab.bench import format_results, run_bench
+    from cnnlab.backends import machine
+    from cnnlab.training.bench import format_results, run_bench
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset
 
@@ -500,7 +500,7 @@ def _bench(args) -> int:
     if args.whole_epochs == 1 or args.whole_epochs < 0:
         raise CnnlabError("--whole-epochs must be 0 (skip) or at least 2: Keras marks epochs apart from 2 on")
     if args.backend:  # each backend in a child process: this one never imports Keras
-        from cnnlab.bench import BACKENDS, format_backend_rows, run_backends
+        from cnnlab.training.bench import BACKENDS, format_backend_rows, run_backends
 
         backends = BACKENDS if args.backend == "all" else (args.backend,)
         print(f"{args.rounds} timed rounds of {args.steps} training steps per preset and backend")
@@ -511,7 +511,7 @@ def _bench(args) -> int:
     config = load_config(args.preset, {**_parse_set(args.set), **_data_overrides(args)})
     data = load_dataset(config.data, config.train.seed)
     _import_keras_quietly()
-    hardware = system_info.hardware()
+    hardware = machine.hardware()
     print(f"{hardware['cpu']}, {hardware['cpu_cores']} cores, native bfloat16: {hardware['native_bfloat16']}; "
           f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and {len(data.y_test):,} test images "
           "each")
@@ -526,7 +526,7 @@ def _bench_whole_epochs(args, data, config) -> None:
     """Whole epochs of the seed recipe, cnnlab (with `config`'s speed settings) vs the plain script."""
     import tempfile
 
-    from cnnlab.bench_epochs import SPEED_SETTINGS, format_whole_epochs, run_whole_epochs
+    from cnnlab.training.bench_epochs import SPEED_SETTINGS, format_whole_epochs, run_whole_epochs
     from cnnlab.config import load_config
     from cnnlab.data.splits import make_splits
 
@@ -556,7 +556,7 @@ def _data_info(args) -> int:
 
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset, make_splits
-    from cnnlab.display import terminal_text
+    from cnnlab.common.text import terminal_text
 
     # The default preset's data settings, with the flags given: the splits `cnnlab train` would make.
     config = load_config("seed", {**_given_overrides(args, DATA_INFO_OVERRIDES), **_data_overrides(args)})

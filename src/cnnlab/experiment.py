@@ -19,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab import figures, rundir, system_info
+from cnnlab.evaluation import figures
+from cnnlab.runs import rundir
+from cnnlab.backends import machine
 from cnnlab.config import RunConfig, config_from_dict
-from cnnlab.data import Dataset, load_dataset, make_splits, provenance
-from cnnlab.display import terminal_text
-from cnnlab.errors import CnnlabError, first_line, one_line
-from cnnlab.evaluate import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
+from cnnlab.data import Dataset, load_dataset, make_splits
+from cnnlab.runs import provenance
+from cnnlab.common.text import terminal_text
+from cnnlab.common.errors import CnnlabError, first_line, one_line
+from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
                              predict_probabilities, read_history, read_metrics, score_corruptions)
 from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
 
@@ -105,7 +108,7 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
 
 def _train_into(run_dir: Path, config: RunConfig, placement, model, data: Dataset, splits,
                 resume: bool = False) -> None:
-    from cnnlab.train import train_model
+    from cnnlab.training.trainer import train_model
 
     rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
     provenance.record_source(run_dir, data)
@@ -242,8 +245,8 @@ def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, con
         # For reports: every model's answers side by side without running the models again.
         np.savez(temporary, probabilities=probabilities.astype(np.float16), labels=data.y_test.astype(np.uint8))
     metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
-    metrics["versions"] = system_info.library_versions()
-    metrics["hardware"] = system_info.hardware()
+    metrics["versions"] = machine.library_versions()
+    metrics["hardware"] = machine.hardware()
     rundir.write_json(run_dir / rundir.METRICS, metrics)  # before the figures: a plotting problem cannot lose them
     try:
         figures_dir = run_dir / rundir.FIGURES
@@ -309,7 +312,7 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """The comparison report of finished runs; the test images for its pictures come from the first run's
     data source, and those pictures are left out (with a warning) if that source is gone or changed."""
-    from cnnlab.report import REPORT_HTML, REPORT_MD, build_report
+    from cnnlab.report.builder import REPORT_HTML, REPORT_MD, build_report
 
     first_run = rundir.require_finished(run_dirs[0])
     first = config_from_dict(rundir.read_json(first_run / rundir.CONFIG))

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 CPU_DEVICES_VARIABLE = "CNNLAB_CPU_DEVICES"
 MAX_CPU_DEVICES = 256
@@ -157,7 +157,7 @@ def placement_for(config) -> Placement:
     """The placement of a run configured by `config` (a RunConfig), in the backend this process uses."""
     import keras
 
-    from cnnlab import system_info
+    from cnnlab.backends import machine
 
     backend = keras.backend.backend()
     if config.train.tensorboard and importlib.util.find_spec("tensorflow") is None:
@@ -168,7 +168,7 @@ def placement_for(config) -> Placement:
     devices = engine.detect_devices()
     used = choose_device_count(config.train.devices, devices, backend)
     precision, reason = choose_precision(config.train.precision, devices.kind, devices.compute_capability,
-                                         devices.kind == "cpu" and system_info.native_bfloat16())
+                                         devices.kind == "cpu" and machine.native_bfloat16())
     process_index, process_count = engine.processes() if hasattr(engine, "processes") else (0, 1)
     total = used * process_count
     if config.train.batch_size % total:  # each batch is split into equal parts, one per device (backends/shards.py)

@@ -12,7 +12,7 @@ import functools
 import tensorflow as tf
 
 from cnnlab.backends import Devices
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 PREFETCH_BATCHES = 8
 

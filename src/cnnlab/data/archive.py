@@ -13,7 +13,7 @@ import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.common.errors import CnnlabError, first_line
 
 MAX_MEMBER_BYTES = 64 * 2**20  # the largest official member is 31 MB
 MAX_TOTAL_BYTES = 512 * 2**20  # the official archive unpacks to 185 MB; headers count too

@@ -28,8 +28,8 @@ from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
 from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
-from cnnlab.errors import CnnlabError, first_line
-from cnnlab.rundir import atomic_path
+from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.runs.rundir import atomic_path
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 if TYPE_CHECKING:
     from cnnlab.config import DataConfig

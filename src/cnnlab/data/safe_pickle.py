@@ -25,7 +25,7 @@ import reprlib
 
 import numpy as np
 
-from cnnlab.errors import first_line
+from cnnlab.common.errors import first_line
 
 MAX_OPCODES = 1_000_000  # an official batch has about 40,000; a Python 3 re-pickle about 100,000
 MAX_ARRAY_BYTES = 64 * 2**20  # the official `data` array is 30,720,000 bytes

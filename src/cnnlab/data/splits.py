@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnlab.data.dataset import Dataset
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 
 
 @dataclass(frozen=True)

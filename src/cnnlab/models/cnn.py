@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 
 from cnnlab.config import CnnConfig
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models.footprint import Tally, poolings_allowed
 
 

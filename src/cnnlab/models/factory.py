@@ -16,7 +16,7 @@ from cnnlab.config import RunConfig
 from cnnlab.models import check_image_size
 from cnnlab.models.registry import Phase, kind_of
 from cnnlab.models.saving import load_model
-from cnnlab.recipe import compile_for_phase
+from cnnlab.training.recipe import compile_for_phase
 
 # Keras's mixed policies keep weights in float32 and compute in the lower precision; under mixed_float16 Keras's
 # compile wraps the optimizer in a LossScaleOptimizer, as float16 gradients underflow without loss scaling.

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from cnnlab.config import FastnetConfig
-from cnnlab.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models.footprint import Tally, poolings_allowed
 
 WHITEN_LAYER = "whiten"

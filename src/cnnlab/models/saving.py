@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnlab import recipe
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.training import recipe
+from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.models import KINDS, fastnet
 
 # VGG16 at 224 px with a wide head is about 0.6 GB of float32 weights; anything much larger is not a cnnlab model.

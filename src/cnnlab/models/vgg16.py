@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from cnnlab.config import RunConfig, Vgg16Config
-from cnnlab.errors import CnnlabError, first_line
+from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.models.footprint import Tally
 from cnnlab.models.registry import Phase
 

@@ -1,0 +1,275 @@
+"""Evaluation on the test set: loss, accuracy, per-class accuracy and the confusion matrix, from one pass; and, on
+request, accuracy under the 15 common corruptions of CIFAR-10-C at 5 severities (`score_corruptions`)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.runs import rundir
+from cnnlab.config import TTA_LEVELS
+from cnnlab.data.splits import stratified_sample
+from cnnlab.common.errors import CnnlabError, first_line
+
+EPSILON = 1e-7  # Keras clips probabilities the same way in categorical_crossentropy
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augmentation: int = 0) -> np.ndarray:
+    """Class probabilities for `images`; with test-time augmentation, a blend of the model's answers for variants.
+
+    Level 1 averages each image with its mirror image; level 2 gives that half the weight and the other half to the
+    same for the image shifted one pixel up-left and one down-right (reflected border). Answers are averaged as
+    log-probabilities, as one would average logits.
+    """
+    def log_probabilities(variant: np.ndarray) -> np.ndarray:
+        # One batch's worth goes straight to the compiled function: `predict` sets up a data adapter and callbacks on
+        # every call, about 0.1 s here, which was most of a served request's time (benchmarks/serve_load.py).
+        predicted = (model.predict_on_batch(variant) if len(variant) <= batch_size
+                     else model.predict(variant, batch_size=batch_size, verbose=0))
+        predicted = np.asarray(predicted, dtype=np.float64)
+        return np.log(np.clip(predicted, EPSILON, 1.0))
+
+    def with_mirror(variant: np.ndarray) -> np.ndarray:
+        if augmentation == 0:
+            return log_probabilities(variant)
+        return 0.5 * (log_probabilities(variant) + log_probabilities(variant[:, :, ::-1]))
+
+    blended = with_mirror(images)
+    if augmentation >= 2:
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        height, width = images.shape[1:3]
+        shifted = [padded[:, :height, :width], padded[:, 2 : height + 2, 2 : width + 2]]
+        blended = 0.5 * blended + 0.25 * sum(with_mirror(variant) for variant in shifted)
+    probabilities = np.exp(blended - blended.max(axis=1, keepdims=True))
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def metrics_from_probabilities(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, object]:
+    """Everything the report needs from the test set, computed from the model's probabilities."""
+    labels = np.asarray(labels, dtype=int)
+    num_classes = len(class_names)
+    predicted = probabilities.argmax(axis=1)
+    true_class_probability = np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1.0)
+    confusion = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)  # rows: true class, columns: predicted class
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "test_accuracy": float((predicted == labels).mean()),
+        "test_loss": float(-np.log(true_class_probability).mean()),
+        "per_class_accuracy": {name: float(acc) for name, acc in zip(class_names, per_class)},
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json, checked to hold what later commands use, of the kind they use it as: the test scores
+    (which `evaluate` always writes) and, where present, the training summary. Anything else is damage, reported in
+    one line naming the file and the value."""
+    metrics = rundir.read_json(path)
+    problem = _scores_problem(metrics) or _training_problem(metrics) or _corruptions_problem(metrics)
+    if problem:
+        raise CnnlabError(f"{path} is damaged ({problem})")
+    return metrics
+
+
+def _is_number(value, low: float = 0.0, high: float = math.inf) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+
+
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _scores_problem(metrics) -> str | None:
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    data = metrics.get("data")
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)
+            and len(set(classes)) == len(classes)):
+        return "no list of distinct class names"
+    matrix = metrics.get("confusion_matrix")
+    if not (isinstance(matrix, list) and len(matrix) == len(classes) and all(
+            isinstance(row, list) and len(row) == len(classes) and all(map(_is_count, row)) for row in matrix)):
+        return f"its confusion matrix is not {len(classes)} x {len(classes)} counts"
+    per_class = metrics.get("per_class_accuracy")
+    if not (isinstance(per_class, dict) and set(per_class) == set(classes)
+            and all(_is_number(value, high=1) for value in per_class.values())):
+        return "per_class_accuracy is not an accuracy for each class"
+    for name, high in (("test_accuracy", 1), ("test_loss", math.inf)):
+        if not _is_number(metrics.get(name), 0, high):
+            return f"{name} is not a number in [0, {high}]"
+    augmentation = metrics.get("test_time_augmentation", 0)  # runs from before test-time augmentation: none
+    if type(augmentation) is not int or augmentation not in TTA_LEVELS:
+        return f"test_time_augmentation is not one of {TTA_LEVELS}"
+    return None
+
+
+def _training_problem(metrics: dict) -> str | None:
+    """The training summary is optional (a run re-scored after its metrics were lost has none), but typed."""
+    for name in ("parameters", "trainable_parameters", "epochs"):
+        if name in metrics and not _is_count(metrics[name]):
+            return f"{name} is not a count"
+    for name in ("train_seconds", "seconds_per_epoch"):
+        if metrics.get(name) is not None and not _is_number(metrics[name]):
+            return f"{name} is not a number of seconds"
+    phases = metrics.get("phases", [])
+    if not (isinstance(phases, list) and all(
+            isinstance(phase, dict) and isinstance(phase.get("name"), str)
+            and (phase.get("seconds_per_epoch") is None or _is_number(phase["seconds_per_epoch"]))
+            for phase in phases)):
+        return "phases are not a list of named phases"
+    for name in ("label", "preset"):
+        if not isinstance(metrics.get(name, ""), str):
+            return f"{name} is not text"
+    for name in ("hardware", "versions"):
+        if not isinstance(metrics.get(name, {}), dict):
+            return f"{name} is not an object"
+    return None
+
+
+def _corruptions_problem(metrics: dict) -> str | None:
+    """The scores under corruptions are optional (`evaluate --corruptions` adds them), but complete and typed."""
+    if "corruptions" not in metrics:
+        return None
+    from cnnlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES  # only when there are some: it imports SciPy
+
+    record = metrics["corruptions"]
+    if not isinstance(record, dict):
+        return "corruptions is not an object"
+    if not (type(record.get("seed")) is int and 0 <= record["seed"] < 2**32):
+        return "corruptions.seed is not a seed"
+    if not (_is_count(record.get("images")) and record["images"] >= 1):
+        return "corruptions.images is not a count of images"
+    for name in ("clean_accuracy", "mean_accuracy"):
+        if not _is_number(record.get(name), high=1):
+            return f"corruptions.{name} is not an accuracy"
+    scores = record.get("accuracy")
+    if not (isinstance(scores, dict) and set(scores) == set(CORRUPTIONS) and all(
+            isinstance(row, list) and len(row) == len(SEVERITIES) and all(_is_number(value, high=1) for value in row)
+            for row in scores.values())):
+        return (f"corruptions.accuracy is not {len(SEVERITIES)} accuracies for each of the {len(CORRUPTIONS)} "
+                "corruptions")
+    families = record.get("families")
+    if not (isinstance(families, dict) and set(families) == set(FAMILIES)
+            and all(_is_number(value, high=1) for value in families.values())):
+        return "corruptions.families is not an accuracy for each family"
+    if not (isinstance(record.get("images_sha256"), str) and re.fullmatch("[0-9a-f]{64}", record["images_sha256"])):
+        return "corruptions.images_sha256 is not a SHA-256"
+    if not _is_number(record.get("seconds")):
+        return "corruptions.seconds is not a number of seconds"
+    return None
+
+
+def history_number(value: str | None) -> float:
+    """A history.csv cell as a number; blank cells and Keras's "NA" (no validation set) are NaN."""
+    return float("nan") if value in ("", None, "NA") else float(value)
+
+
+def read_history(history_csv: Path) -> dict[str, list[float]]:
+    """history.csv as columns: {"epoch": [...], "loss": [...], "val_accuracy": [...], ...}."""
+    columns: dict[str, list[float]] = {}
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    columns.setdefault(key, []).append(history_number(value))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise CnnlabError(f"cannot read {history_csv}: {first_line(exc)}") from None
+    return columns
+
+
+# Robustness to common corruptions. cnnlab.evaluation.corruptions is imported when used: it imports SciPy.
+
+TTA_VARIANTS = {0: 1, 1: 2, 2: 6}  # images the model sees per test image at each test-time augmentation level
+
+
+def check_corruption_settings(images: int | None, seed: int) -> None:
+    """Refuse a sample size below 1 or a seed out of range, before anything is loaded."""
+    if images is not None and (type(images) is not int or images < 1):
+        raise CnnlabError(f"the number of corruption images must be at least 1, got {images}")
+    if type(seed) is not int or not 0 <= seed < 2**32:
+        raise CnnlabError(f"the corruption seed must be in 0..2**32-1, got {seed}")
+
+
+def corruption_sample(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """Indices of `count` test images, stratified by class and drawn with `seed`, in test-set order; all of them when
+    `count` is None or not below the number of test images."""
+    if count is None or count >= len(labels):
+        return np.arange(len(labels))
+    return stratified_sample(labels, count, seed)
+
+
+def score_corruptions(model, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int = 256,
+                      augmentation: int = 0, log=lambda line: None) -> dict[str, object]:
+    """Accuracy of `model` on `images`, clean and under every corruption at every severity (`corrupt` with `seed`),
+    predicted as the test set is (`predict_probabilities`); returns the "corruptions" record of metrics.json.
+    `log` gets the plan, the time it will take and one line per corruption."""
+    from cnnlab.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+
+    def accuracy(batch: np.ndarray) -> float:
+        predicted = predict_probabilities(model, batch, batch_size, augmentation).argmax(axis=1)
+        return float((predicted == labels).mean())
+
+    started = time.perf_counter()
+    passes = len(CORRUPTIONS) * len(SEVERITIES)
+    variants = f", each as {TTA_VARIANTS[augmentation]} variants (test-time augmentation)" if augmentation else ""
+    log(f"{len(labels):,} test images, clean and under {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities: "
+        f"{len(labels) * (passes + 1):,} predictions{variants}")
+    clean = accuracy(images)
+    clean_seconds = time.perf_counter() - started
+    log(f"clean accuracy {clean:.4f} in {_duration(clean_seconds)}; {passes} corrupted passes to go, about "
+        f"{_duration(passes * clean_seconds)} of predicting, plus corrupting the images")
+    digest = hashlib.sha256(np.ascontiguousarray(images).data)  # identical images give identical fingerprints
+    scores = {}
+    for number, name in enumerate(CORRUPTIONS, 1):
+        scores[name] = []
+        for severity in SEVERITIES:
+            corrupted = corrupt(images, name, severity, seed)
+            digest.update(corrupted.data)
+            scores[name].append(accuracy(corrupted))
+        elapsed, left = time.perf_counter() - started, len(CORRUPTIONS) - number
+        log(f"[{number:2}/{len(CORRUPTIONS)}] {name:<17} " + " ".join(f"{value:.3f}" for value in scores[name])
+            + f"  ({_duration(elapsed)}" + (f", about {_duration(elapsed * left / number)} left)" if left else ")"))
+    return corruption_record(seed, clean, scores, digest.hexdigest(), time.perf_counter() - started, len(labels))
+
+
+def corruption_record(seed: int, clean: float, scores: dict[str, list[float]], images_sha256: str, seconds: float,
+                      images: int) -> dict[str, object]:
+    """What metrics.json keeps: the accuracies, their mean over all corruptions and severities and per family, and a
+    fingerprint of every image scored (clean and corrupted), equal for runs that saw the same images."""
+    from cnnlab.evaluation.corruptions import FAMILIES
+
+    return {
+        "seed": seed,
+        "images": images,
+        "clean_accuracy": clean,
+        "accuracy": scores,
+        "mean_accuracy": float(np.mean(list(scores.values()))),
+        "families": {family: float(np.mean([scores[name] for name in names])) for family, names in FAMILIES.items()},
+        "images_sha256": images_sha256,
+        "seconds": round(seconds, 2),
+    }
+
+
+def format_corruptions(record: dict) -> str:
+    """The corruption scores as a table: a row per corruption, a column per severity, then the family means."""
+    lines = [f"corruptions ({record['images']:,} test images, seed {record['seed']}): clean accuracy "
+             f"{record['clean_accuracy']:.4f}, corrupted {record['mean_accuracy']:.4f} (mean of all)",
+             f"  {'corruption':<17}" + "".join(f"{severity:>7}" for severity in range(1, 6)) + f"{'mean':>7}"]
+    for name, row in record["accuracy"].items():
+        lines.append(f"  {name:<17}" + "".join(f"{value:7.3f}" for value in row) + f"{np.mean(row):7.3f}")
+    lines.append("  families: " + ", ".join(f"{family} {value:.3f}" for family, value in record["families"].items()))
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -1,0 +1,1 @@
+"""The comparison report of finished runs."""

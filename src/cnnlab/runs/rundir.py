@@ -1,0 +1,215 @@
+"""The run directory: the unit of work. Every file in it is written atomically.
+
+Layout:
+    config.json      the fully resolved RunConfig
+    source.json      the data it trains on: kind, path, content hash, image size, classes, an image folder's test
+                     files (cnnlab.runs.provenance); later commands refuse data that no longer matches it
+    test_files.txt   an image folder's test images, one a line (only when the test set was carved from the folder)
+    skipped_files.txt  unreadable files left out of the data, and why (only when there were any)
+    status.json      {"state": "running" | "finished" | "failed", "reason": ...}
+    history.csv      one row per epoch (Keras CSVLogger)
+    checkpoints/     best epoch so far, by validation accuracy
+    model.keras      the final model (loads with plain keras.saving.load_model)
+    metrics.json     test metrics, timings, library versions, hardware
+    test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
+    figures/         learning curves and confusion matrix (PNG)
+    error.txt        the full text of the error that stopped the run (the terminal and status.json get one line)
+    .lock            flock-ed by the process writing here now (its PID inside, for messages); the kernel releases
+                     it when that process ends, however it ends, so a killed writer never leaves the folder locked
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterator
+
+from cnnlab.common.errors import CnnlabError, one_line
+
+CONFIG = "config.json"
+SOURCE = "source.json"
+TEST_FILES = "test_files.txt"
+SKIPPED_FILES = "skipped_files.txt"
+STATUS = "status.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+MODEL = "model.keras"
+TEST_PREDICTIONS = "test_predictions.npz"
+CHECKPOINTS = "checkpoints"
+FIGURES = "figures"
+LOCK = ".lock"
+ERROR_LOG = "error.txt"
+TEMPORARY_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final` (same suffix, so writers that check it are happy); on success rename
+    it over `final` in one step, on failure remove it. A reader sees the old file or the new one, never half."""
+    final = Path(final)
+    # The whole name kept: writers check suffixes.
+    temporary = final.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{final.name}")
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points at it, even after a power cut
+        os.replace(temporary, final)
+        _fsync_folder(final.parent)  # and the rename itself is on disk, not only in the folder's cached copy
+    except OSError as exc:  # a full disk or a folder that turned read-only: the old file stays as it was
+        raise CnnlabError(f"cannot write {final}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # some network and FUSE filesystems
+            raise  # cannot sync a folder at all; the rename has happened, and there is nothing more to do there
+    finally:
+        os.close(descriptor)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CnnlabError(f"{path} not found") from None
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CnnlabError(f"{path} is not valid JSON") from None
+
+
+def default_run_dir(preset: str, model: str, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{preset}-{model}-{stamp}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{preset}-{model}-{stamp}-{suffix}"
+    return candidate
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create an empty run directory; an existing non-empty folder is never reused silently."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CnnlabError(f"--out {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise CnnlabError(f"--out {path} already exists and is not empty; choose another folder")
+    try:
+        (path / FIGURES).mkdir(parents=True, exist_ok=True)
+        (path / CHECKPOINTS).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock while writing into it: a second writer, in this process or another, is refused.
+
+    The lock is the kernel's (flock on `.lock`), not a PID in a file: it is released when its holder ends, killed or
+    not, so there is no stale lock to judge, and two processes can never both take it. The holder writes its PID
+    into the file only so that a refusal can name it, and empties the file when it lets go. Temporary files that a
+    killed writer left behind are removed once the lock is held, as no other writer can be using them then.
+    (Written on fcntl rather than the `filelock` package: filelock 3 truncates the file when it tries the lock, which
+    wipes the holder's PID, and falls back to a PID-file lock on filesystems without flock: the weakness this
+    replaces.)
+    """
+    run_dir = Path(run_dir)
+    try:
+        descriptor = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
+    try:
+        _take(descriptor, run_dir)
+    except BaseException:
+        os.close(descriptor)  # without emptying the file: it names the holder
+        raise
+    try:
+        remove_leftover_temporaries(run_dir)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(descriptor, 0)  # no PID of a process that no longer holds it
+        os.close(descriptor)  # closing releases the lock
+
+
+def _take(descriptor: int, run_dir: Path) -> None:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise CnnlabError(f"{run_dir} is in use by {who}; wait for it to finish") from None
+    except OSError as exc:  # a filesystem without locks: refuse rather than write unguarded
+        raise CnnlabError(f"cannot lock {run_dir / LOCK}: {exc.strerror or exc}") from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+    except OSError as exc:
+        raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
+
+
+def remove_leftover_temporaries(run_dir: Path) -> None:
+    """Delete the `.tmp-*` files of writes that a kill interrupted, anywhere in the run directory."""
+    for path in Path(run_dir).rglob(f"{TEMPORARY_PREFIX}*"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:
+    """Record the run's state; a reason is kept to one line, as every later command prints it on one."""
+    reason = None if reason is None else one_line(reason)
+    write_json(Path(run_dir) / STATUS, {"state": state, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> None:
+    """Mark the run failed: the error's first line as the reason, its whole text and traceback in error.txt."""
+    run_dir = Path(run_dir)
+    with atomic_path(run_dir / ERROR_LOG) as temporary:
+        temporary.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    set_status(run_dir, "failed", f"{one_line(exc) or type(exc).__name__} (full text in {run_dir / ERROR_LOG})")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """status.json as {"state": ..., "reason": ...}; anything else in its place is an error naming the file."""
+    path = Path(run_dir) / STATUS
+    status = read_json(path)
+    if not isinstance(status, dict) or status.get("state") not in ("running", "finished", "failed"):
+        raise CnnlabError(f"{path} is damaged (no valid 'state')")
+    reason = status.get("reason")
+    return {"state": status["state"], "reason": one_line(str(reason)) if reason else None}
+
+
+def require_finished(run_dir: Path) -> Path:
+    """Return `run_dir` if it holds a finished run; otherwise explain what is wrong with it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"run directory not found: {run_dir}")
+    if not (run_dir / STATUS).is_file() or not (run_dir / CONFIG).is_file():
+        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {STATUS} or {CONFIG})")
+    status = read_status(run_dir)
+    if status["state"] != "finished":
+        reason = f": {status['reason']}" if status["reason"] else ""
+        raise CnnlabError(f"{run_dir} is not a finished run (status: {status['state']}{reason})")
+    if not (run_dir / MODEL).is_file():
+        raise CnnlabError(f"{run_dir} has no {MODEL}")
+    return run_dir

@@ -1,0 +1,165 @@
+"""`cnnlab serve`: a page that classifies the images dropped on it, and its JSON API, over one or more finished runs.
+
+    cnnlab serve RUN [RUN ...] [--host 127.0.0.1] [--port 8000] [--top 3] [--max-upload-mb 8]
+
+Endpoints:
+    GET  /          the page: drop or pick an image, see it and each run's top classes as bars, runs side by side
+    POST /predict   images in the multipart field `file` (one or several), ?top=K: for each image, each run's top-k
+                    classes with their probabilities
+    GET  /health    {"ok": true, "runs": [{"name", "model", "label", "test_accuracy", "classes"}, ...]}
+
+Uploads are decoded by the loader `predict` uses (cnnlab.data.images), brought to each model's size by its run's resize
+mode and scored with its run's test-time augmentation, so the page answers what `cnnlab predict` answers. Every
+refusal is an HTTP 4xx with {"detail": "<one line>"}: a missing file or bad parameter (400), an empty or damaged
+image (400), a request without a length (411), a request body over the upload limit or an image over the pixel limit
+(413), a file that is no image of an allowed format (415).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes
+from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.serving.predict import RunSettings, classify, read_run_settings
+
+DEFAULT_MAX_UPLOAD_BYTES = 8 * 2**20  # a large phone photo; the model sees it at 32 to 224 px anyway
+DEFAULT_TOP = 3
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    name: str
+    model: object
+    settings: RunSettings
+    lock: threading.Lock  # requests are answered on a thread pool, and a Keras model predicts for one at a time
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.model.input_shape[1:3])
+
+    def top_classes(self, images: list[np.ndarray], k: int) -> list[list[dict[str, object]]]:
+        with self.lock:
+            return classify(self.model, images, self.settings.class_names, min(k, len(self.settings.class_names)),
+                            self.settings.augmentation)
+
+    def summary(self) -> dict[str, object]:
+        metrics = self.settings.metrics
+        return {"name": self.name, "model": metrics.get("model"), "label": metrics.get("label"),
+                "test_accuracy": metrics["test_accuracy"], "classes": list(self.settings.class_names)}
+
+
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, or as many of its path's last parts as tell it apart from the others (a comparison's
+    runs are all called cnn/ and vgg16/); the same run given twice is refused."""
+    paths = [Path(run_dir).resolve() for run_dir in run_dirs]
+    if len(set(paths)) < len(paths):
+        twice = next(run_dir for run_dir, path in zip(run_dirs, paths) if paths.count(path) > 1)
+        raise CnnlabError(f"{twice} is given twice; serve each run once")
+    depth = 1
+    while len({path.parts[-depth:] for path in paths}) < len(paths):
+        depth += 1  # ends: distinct paths differ somewhere
+    return ["/".join(path.parts[-depth:]) for path in paths]
+
+
+def check_runs(run_dirs: list[Path]) -> list[RunSettings]:
+    """Every run's settings, each checked to be a finished run, and their names checked: before any model loads."""
+    run_names(run_dirs)
+    return [read_run_settings(run_dir) for run_dir in run_dirs]
+
+
+def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
+    from cnnlab.experiment import load_run_model
+
+    settings = check_runs(run_dirs)
+    runs = [ServedRun(name, load_run_model(run_dir), run_settings, threading.Lock())
+            for name, run_dir, run_settings in zip(run_names(run_dirs), run_dirs, settings)]
+    for run in runs:  # Keras builds its predict function on the first call: at start, not in a user's request
+        run.top_classes([np.zeros((*run.input_size, 3), dtype=np.uint8)], 1)
+    return runs
+
+
+def create_app(run_dirs: list[Path], max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               top: int = DEFAULT_TOP) -> FastAPI:
+    """The app serving `run_dirs`, each run's model loaded once, here."""
+    runs = load_runs(run_dirs)
+    app = FastAPI(title="cnnlab serve", summary="Top classes of your images by each served run's model")
+    page = _render_page(runs, top, max_upload_bytes)
+
+    @app.middleware("http")
+    async def limit_request_body(request: Request, call_next):
+        # Checked on the declared length, before the body is read; the server reads no more than it declares.
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:
+            return _refusal(411, "send the request's Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > max_upload_bytes):
+            return _refusal(413, f"request body over the upload limit of {max_upload_bytes / 2**20:g} MB")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError):
+        error = exc.errors()[0]
+        where = str(error["loc"][-1]) if error.get("loc") else "request"
+        hint = " (send images in the multipart field 'file')" if where == "file" else ""
+        return _refusal(400, f"{where}: {error['msg']}{hint}")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, object]:
+        return {"ok": True, "runs": [run.summary() for run in runs]}
+
+    @app.post("/predict")
+    def predict(file: list[UploadFile] = File(description="one or more images"),
+                top: int = Query(top, ge=1, description="classes per image and run")) -> dict[str, object]:
+        names = [one_line(upload.filename or f"file {index + 1}") for index, upload in enumerate(file)]
+        images = _decode_for_each_run([upload.file.read() for upload in file], names, runs)
+        answers = {run.name: run.top_classes(images[run.name], top) for run in runs}
+        return {"images": [{"image": name, "runs": {run.name: answers[run.name][index] for run in runs}}
+                           for index, name in enumerate(names)]}
+
+    return app
+
+
+def _decode_for_each_run(contents: list[bytes], names: list[str], runs: list[ServedRun]) -> dict[str, list]:
+    """Each upload at each run's input size and resize mode, decoded once per distinct pair; a bad upload refuses
+    the whole request before any model runs, as `predict` refuses a bad file."""
+    decoded = {}
+    for run in runs:
+        key = (run.input_size, run.settings.resize)
+        if key not in decoded:
+            decoded[key] = [_decode_upload(content, name, *key) for content, name in zip(contents, names)]
+    return {run.name: decoded[(run.input_size, run.settings.resize)] for run in runs}
+
+
+def _decode_upload(content: bytes, name: str, size: tuple[int, int], resize: str) -> np.ndarray:
+    try:
+        return load_image_bytes(content, name, size, resize)
+    except NotAnImage as exc:
+        status = 400 if not content else 415
+        raise HTTPException(status, one_line(exc)) from None
+    except ImageTooLarge as exc:
+        raise HTTPException(413, one_line(exc)) from None
+    except CnnlabError as exc:  # damaged or truncated
+        raise HTTPException(400, one_line(exc)) from None
+
+
+def _refusal(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=status)
+
+
+def _render_page(runs: list[ServedRun], top: int, max_upload_bytes: int) -> str:
+    environment = jinja2.Environment(loader=jinja2.PackageLoader(__package__, "templates"), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return environment.get_template("serve.html.j2").render(
+        runs=[run.summary() for run in runs], top=top, max_upload_mb=f"{max_upload_bytes / 2**20:g}")

@@ -1,0 +1,1 @@
+"""Training: the recipe (optimizer, schedule, loss), the loop with its saves and resume, and the speed benchmark."""

@@ -1,0 +1,462 @@
+"""Training: the model's phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
+
+Each model kind names its phases (models/registry.py): the CNN and the fast net train in one; VGG16 in two, head
+then fine-tuning (models/vgg16.py), each optionally on features of its frozen layers computed once. `train_model` is
+a loop over the phases: where to resume, then for each phase its inputs (the part above the cached features, or the
+whole model), its callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation
+accuracy becomes the run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
+`history.csv` gets one row per epoch across phases.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from cnnlab.runs import rundir
+from cnnlab.backends import Placement, fit_input, placement_for, validation_input
+from cnnlab.config import RunConfig
+from cnnlab.data import Splits
+from cnnlab.data.augment import Augmentation, MirroredViews
+from cnnlab.data.batches import ShuffledBatches, one_hot
+from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.evaluation.scoring import history_number
+from cnnlab.models import Phase, kind_of
+from cnnlab.models.factory import ModelFactory
+from cnnlab.models.saving import portable_copy
+from cnnlab.training.recipe import Lookahead
+
+BEST_CHECKPOINT = "best.keras"
+RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
+PROGRESS = "progress.json"
+
+
+@dataclass
+class TrainingResult:
+    model: keras.Model
+    epochs: int
+    best_epoch: int | None
+    train_seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    phases: list[dict[str, object]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "train_seconds": round(self.train_seconds, 2),
+            "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2) if self.epoch_seconds else None,
+            "epoch_seconds": [round(seconds, 2) for seconds in self.epoch_seconds],
+            "phases": self.phases,
+            "parameters": int(self.model.count_params()),
+            # The most any phase trained: the saved model's own flags depend on which phase had the best epoch.
+            "trainable_parameters": max(
+                (phase["trainable_parameters"] for phase in self.phases), default=trainable_parameters(self.model)
+            ),
+        }
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch, validation included, as a user would time it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+        if logs is not None:
+            logs["seconds"] = self.seconds[-1]  # into history.csv, so a resumed run keeps its earlier timings
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """The optimizer's learning rate at each epoch's end, into history.csv, so the report can draw the schedule.
+    (keras.callbacks.LearningRateScheduler logs it too, but only for a schedule it sets itself, per epoch.)"""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite; fit then returns and the caller reports it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_batch: int | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.bad_batch = batch
+            self.model.stop_training = True
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Ends training at the end of an epoch once `asked()` is true; placed after the state is saved."""
+
+    def __init__(self, asked: Callable[[], bool]):
+        super().__init__()
+        self.asked = asked
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.asked():
+            self.model.stop_training = True
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save `full_model` whenever validation accuracy improves, atomically.
+
+    Unlike keras.callbacks.ModelCheckpoint it saves the full model even while `fit` runs on the part above cached
+    features, and a kill mid-save never leaves a damaged checkpoint behind.
+    """
+
+    def __init__(self, full_model: keras.Model, path: Path):
+        super().__init__()
+        self.full_model, self.path = full_model, Path(path)
+        self.best, self.best_epoch = -np.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        accuracy = logs.get("val_accuracy")
+        if not np.isfinite(logs.get("loss", 0.0)):
+            return  # a diverged model is never "best", whatever its validation accuracy
+        if accuracy is not None and accuracy > self.best:
+            self.best, self.best_epoch = accuracy, epoch + 1
+            with rundir.atomic_path(self.path) as temporary:
+                self.full_model.save(temporary)
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """history.csv, one row per epoch, rewritten whole and atomically at each epoch end.
+
+    Keras's CSVLogger appends to the file in place, so a kill during its write leaves half a line; here a reader,
+    or a resumed run, sees the history before the epoch or after it. Columns as CSVLogger writes them: "epoch",
+    then the logged values by name, "NA" where an epoch has none.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = _read_rows(self.path)
+        rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted((logs or {}).items())}})
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        _write_rows(self.path, rows, columns)
+
+
+def _read_rows(history_csv: Path) -> list[dict[str, str]]:
+    if not history_csv.is_file():
+        return []
+    try:
+        with open(history_csv, newline="", encoding="utf-8") as handle:
+            return [row for row in csv.DictReader(handle) if _complete_row(row)]
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:  # e.g. the zero-filled blocks a power cut can leave
+        raise CnnlabError(f"{history_csv} is damaged ({first_line(exc)})") from None
+
+
+def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None:
+    with rundir.atomic_path(history_csv) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=columns, restval="NA")
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train_model(
+    config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path, resume: bool = False,
+    stop_requested: Callable[[], bool] = lambda: False, placement: Placement | None = None,
+) -> TrainingResult:
+    """Train `model` (built by the caller, seeded, in `placement`) through its kind's phases; save the best to
+    model.keras.
+
+    State is saved every epoch (and every `save_every_steps` steps): Keras's BackupAndRestore keeps each phase's
+    weights, optimizer and epoch; a finished phase leaves the full model's weights. With `resume=True`, finished
+    phases are skipped, the phase in progress continues from its last saved state, and history.csv is cut back to
+    the epochs that state includes, so that every epoch appears once. When `stop_requested()` turns true, training
+    ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt. `placement` defaults to
+    the one `config` gets in this process.
+    """
+    run = _Training(config, ModelFactory(config, placement or placement_for(config)), model, splits, Path(run_dir),
+                    stop_requested)
+    phases = kind_of(config).phases(config)
+    progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
+    if resume:
+        _resume_position(run, phases, progress)
+    earlier_seconds = sum(run.timer.seconds)  # training done before an interruption still counts
+    start = time.perf_counter()
+    records, epochs_done = [], 0
+    for phase in phases:
+        if phase.name in progress["phases_done"]:
+            _load_finished_phase(model, run.state_dir / f"after-{phase.name}.weights.h5")
+            records.append(progress["records"][phase.name])
+        else:
+            records.append(_fit_phase(run, phase, epochs_done, resume))
+            _record_finished_phase(run, phase, records[-1], progress)
+        epochs_done += phase.epochs
+    train_seconds = earlier_seconds + time.perf_counter() - start
+    final = _save_final_model(run)
+    return TrainingResult(final, epochs_done, run.checkpoint.best_epoch, train_seconds, run.timer.seconds, records)
+
+
+class _Training:
+    """What every step of one `train_model` call shares: the run, its model and data, and the callbacks that span
+    its phases."""
+
+    def __init__(self, config: RunConfig, factory: ModelFactory, model: keras.Model, splits: Splits, run_dir: Path,
+                 stop_requested: Callable[[], bool]):
+        self.config, self.factory, self.model, self.splits, self.run_dir = config, factory, model, splits, run_dir
+        self.stop_requested = stop_requested
+        self.num_classes = len(splits.class_names)
+        self.state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
+        self.checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
+        self.augmentation = None
+        self.features: dict[str, tuple] = {}  # the latest cached features, by the extractor that made them
+        if config.data.flip or config.data.translate:
+            self.augmentation = Augmentation(splits.x_train, config.train.seed, config.data.flip, config.data.translate)
+
+
+def _resume_position(run: _Training, phases: list[Phase], progress: dict) -> None:
+    """Find the epoch the saved state resumes at; cut history.csv back to it and take its timings and best epoch."""
+    resume_epoch = 0
+    for phase in phases:
+        if phase.name not in progress["phases_done"]:
+            resume_epoch = _backed_up_epoch(run.state_dir / phase.name, resume_epoch, phase.epochs) or resume_epoch
+            break
+        resume_epoch += phase.epochs
+    run.timer.seconds = _restore_history(run.run_dir / rundir.HISTORY, resume_epoch, run.checkpoint)
+    print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
+
+
+def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -> dict[str, object]:
+    """Train one phase, from its saved state when resuming; returns its record for progress.json and metrics.json."""
+    phase.prepare(run.model)
+    start_epoch = (_backed_up_epoch(run.state_dir / phase.name, epochs_before, phase.epochs) if resume else None) \
+        or epochs_before
+    fit_model, x_train, x_val, augmentation = run.model, run.splits.x_train, run.splits.x_val, run.augmentation
+    feature_seconds = None
+    if phase.cached_features:
+        extractor, fit_model = run.factory.cached_feature_models(run.model, phase)
+        x_train, x_val, augmentation, feature_seconds = _cached_features(run, extractor)
+    splits, num_classes = run.splits, run.num_classes
+    batches = ShuffledBatches(x_train, splits.y_train, num_classes, run.config.train.batch_size, run.config.train.seed,
+                              epoch=start_epoch, augmentation=augmentation)
+    phase_steps = phase.epochs * len(batches)
+    run.factory.compile(fit_model, phase.learning_rate, phase_steps)
+    print(f"phase '{phase.name}': {phase.epochs} epochs at learning rate {phase.learning_rate:g}, "
+          f"{trainable_parameters(fit_model):,} trainable parameters", file=sys.stderr)
+    with run.factory.placement.scope():  # over several devices the input is cut into shards, and fit runs there
+        fit_data, input_callbacks = fit_input(batches)
+        fit_model.fit(
+            fit_data,
+            shuffle=False,  # the batches come in their own seeded order
+            validation_data=validation_input(x_val, one_hot(splits.y_val, num_classes)) if len(splits.y_val) else None,
+            validation_batch_size=run.config.train.evaluation_batch_size,
+            initial_epoch=epochs_before,
+            epochs=epochs_before + phase.epochs,
+            callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),
+            verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
+        )
+    if run.nan_guard.bad_batch is not None:
+        raise CnnlabError(
+            f"training diverged: loss became NaN or infinite in epoch {len(run.timer.seconds)}, batch "
+            f"{run.nan_guard.bad_batch + 1} (try a lower --lr)"
+        )
+    if run.stop_requested():
+        raise KeyboardInterrupt
+    phase_epoch_seconds = run.timer.seconds[epochs_before:]
+    return {
+        "name": phase.name,
+        "epochs": phase.epochs,
+        "learning_rate": phase.learning_rate,
+        "trainable_parameters": trainable_parameters(fit_model),
+        "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
+        "feature_cache_seconds": feature_seconds,
+    }
+
+
+def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[keras.callbacks.Callback]:
+    """In order: lookahead first (the epoch's last pull lands before anything saves), then timing, the learning
+    rate, the NaN guard, history, the best checkpoint, the resume state, and the stop a Ctrl-C asked for once that
+    state is saved."""
+    train = run.config.train
+    callbacks = []
+    if train.lookahead_every:
+        callbacks.append(Lookahead(train.lookahead_every, phase_steps, scope=run.factory.placement.scope))
+    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.run_dir / rundir.HISTORY)]
+    if len(run.splits.y_val):
+        callbacks.append(run.checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
+    # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
+    callbacks.append(keras.callbacks.BackupAndRestore(
+        str(run.state_dir / phase.name), save_freq=train.save_every_steps or "epoch",
+        double_checkpoint=True, delete_checkpoint=False,
+    ))
+    callbacks.append(StopWhenAsked(run.stop_requested))
+    if train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard")))
+    return callbacks
+
+
+def _record_finished_phase(run: _Training, phase: Phase, record: dict, progress: dict) -> None:
+    """Save the full model's weights after `phase` and mark it done, so that a resume skips it."""
+    with rundir.atomic_path(run.state_dir / f"after-{phase.name}.weights.h5") as temporary:
+        run.model.save_weights(temporary)
+    progress["phases_done"].append(phase.name)
+    progress["records"][phase.name] = record
+    rundir.write_json(run.state_dir / PROGRESS, progress)
+
+
+def _save_final_model(run: _Training) -> keras.Model:
+    """Write model.keras from the best epoch (the last one where nothing was validated); return what was saved."""
+    model = run.factory.load(run.checkpoint.path) if run.checkpoint.best_epoch is not None else run.model
+    # What is saved is what gets scored: the test metrics describe exactly the model.keras that loads anywhere.
+    model = portable_copy(model)
+    with rundir.atomic_path(run.run_dir / rundir.MODEL) as temporary:
+        model.save(temporary)
+    return model
+
+
+def read_progress(state_dir: Path, phases: list[Phase]) -> dict:
+    """The resume state's record of finished phases: {"phases_done": [names], "records": {name: record}}.
+
+    Written atomically by training itself, so anything malformed was damaged or edited since: an error naming the
+    file rather than a resume from state that cannot be trusted.
+    """
+    path = state_dir / PROGRESS
+    if not path.is_file():
+        return {"phases_done": [], "records": {}}
+    progress = rundir.read_json(path)
+    names = [phase.name for phase in phases]
+    done = progress.get("phases_done") if isinstance(progress, dict) else None
+    records = progress.get("records") if isinstance(progress, dict) else None
+    if not (isinstance(done, list) and done == names[: len(done)] and isinstance(records, dict)
+            and all(_valid_record(records.get(name)) for name in done)):
+        raise CnnlabError(f"{path} is damaged (its finished phases {done!r:.80} are not a start of {names} each "
+                          "with its record); the run cannot be resumed from it")
+    return progress
+
+
+def _valid_record(record) -> bool:
+    """A finished phase's record as `train_model` writes it, and as metrics.json's "phases" must hold it."""
+    seconds = record.get("seconds_per_epoch") if isinstance(record, dict) else None
+    return (isinstance(record, dict) and isinstance(record.get("name"), str)
+            and type(record.get("trainable_parameters")) is int and record["trainable_parameters"] >= 0
+            and (seconds is None or (type(seconds) in (int, float) and 0 <= seconds < float("inf"))))
+
+
+def _load_finished_phase(model: keras.Model, weights: Path) -> None:
+    try:
+        model.load_weights(weights)
+    except Exception as exc:  # h5py and Keras raise OSError, ValueError, KeyError and more for a damaged file
+        raise CnnlabError(f"cannot read the saved weights {weights}: {first_line(exc)}") from None
+
+
+BACKUP_GENERATIONS = (("latest.weights.h5", "training_metadata.json"),
+                      ("latest.weights.h5.bkp", "training_metadata.json.bkp"))  # Keras BackupAndRestore's names
+
+
+def _backed_up_epoch(backup_dir: Path, phase_start: int, phase_epochs: int) -> int | None:
+    """The epoch Keras's BackupAndRestore will restart at, after making sure what it will read is whole.
+
+    A kill while Keras writes its state can leave a truncated weights file or metadata. The newest whole generation
+    is put where Keras looks; if neither is whole, the phase starts again from its beginning.
+    """
+    import h5py
+
+    for weights, metadata in BACKUP_GENERATIONS:
+        try:
+            epoch = json.loads((backup_dir / metadata).read_text(encoding="utf-8"))["epoch"]
+            with h5py.File(backup_dir / weights, "r"):
+                pass
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if type(epoch) is not int or not phase_start <= epoch <= phase_start + phase_epochs:
+            continue  # not an epoch of this phase: damaged
+        if _written_after(backup_dir / weights, backup_dir / metadata):
+            continue  # killed between Keras's two writes: these weights are one save ahead of the epoch named
+        if weights != BACKUP_GENERATIONS[0][0]:
+            for older, newer in zip((weights, metadata), BACKUP_GENERATIONS[0]):
+                shutil.copyfile(backup_dir / older, backup_dir / newer)
+        return epoch or None
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return None
+
+
+def _written_after(first: Path, second: Path) -> bool:
+    """Whether `first` was last written after `second` (Keras writes the weights, then the metadata naming them)."""
+    return first.stat().st_mtime_ns > second.stat().st_mtime_ns
+
+
+def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheckpoint) -> list[float]:
+    """Cut history.csv back to the epochs before `resume_epoch`; return their durations and re-arm the checkpoint
+    with the best validation accuracy among them."""
+    if not history_csv.is_file():
+        return []
+    rows = [row for row in _read_rows(history_csv) if int(row["epoch"]) < resume_epoch]
+    _write_rows(history_csv, rows, list(rows[0]) if rows else [])
+    for row in rows:
+        accuracy = history_number(row.get("val_accuracy"))
+        if accuracy > checkpoint.best:
+            checkpoint.best, checkpoint.best_epoch = accuracy, int(row["epoch"]) + 1
+    return [0.0 if np.isnan(seconds) else seconds for seconds in (history_number(row.get("seconds")) for row in rows)]
+
+
+def _complete_row(row: dict) -> bool:
+    """False for the half-written last line a kill can leave in history.csv."""
+    try:
+        int(row["epoch"])
+        return all(value not in (None, "") for value in row.values())
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _cached_features(run: _Training, extractor: keras.Model):
+    """The training and validation images through `extractor`, computed once per phase (a phase that cuts the model
+    where the last one did reuses them), with the flips `data.flip` asks for served from the mirror images' features;
+    and the seconds that took, None where they were already there."""
+    if extractor.name in run.features:
+        return *run.features[extractor.name], None
+    run.features.clear()  # another phase's features: not needed again, and they can be large
+    started = time.perf_counter()
+    splits, flip = run.splits, run.config.data.flip
+    count = len(splits.y_train) * (2 if flip else 1) + len(splits.y_val)
+    print(f"computing the frozen layers' features once for {count:,} images" + (" (and mirror images)" if flip else ""),
+          file=sys.stderr)
+    batch = max(run.config.train.batch_size, 128)
+    with run.factory.placement.scope():  # over several devices the images are sharded like fit's
+        train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
+        val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
+        views = None
+        if flip:
+            mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0)
+            views = MirroredViews(train_features, mirrored, run.config.train.seed)
+    run.features[extractor.name] = (train_features, val_features, views)
+    return train_features, val_features, views, round(time.perf_counter() - started, 2)

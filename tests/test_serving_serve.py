@@ -1,0 +1,115 @@
+"""`cnnlab serve`'s app through FastAPI's test client: the same answers as `predict`, refusals as one-line 4xx, several
+runs side by side. (tests/test_cli_serve.py runs the real server in a fresh process, and its page in a browser.)"""
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab.common.errors import CnnlabError
+from cnnlab.serving.predict import read_run_settings
+from cnnlab.serving.serve import create_app, run_names
+from conftest import answers_of_run, copy_of
+
+
+def png_bytes(colour=(200, 30, 30), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(trained_run):
+    return TestClient(create_app([trained_run], max_upload_bytes=2**20))
+
+
+def test_predict_answers_what_predict_images_answers_for_the_same_file(client, trained_run, tmp_path):
+    path = tmp_path / "red.png"
+    path.write_bytes(png_bytes())
+    (expected,) = answers_of_run(trained_run, [path], k=3)
+    response = client.post("/predict", files={"file": ("red.png", path.read_bytes(), "image/png")})
+    assert response.status_code == 200, response.text
+    (image,) = response.json()["images"]
+    assert image["image"] == "red.png"
+    answer = image["runs"][trained_run.name]
+    assert [guess["class"] for guess in answer] == [guess["class"] for guess in expected["top"]]
+    assert [guess["probability"] for guess in answer] == pytest.approx(
+        [guess["probability"] for guess in expected["top"]], abs=1e-5)
+
+
+def test_predict_takes_a_batch_and_a_top_k(client, trained_run):
+    files = [("file", (f"{index}.png", png_bytes(colour), "image/png"))
+             for index, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)])]
+    response = client.post("/predict", files=files, params={"top": 5})
+    assert response.status_code == 200, response.text
+    images = response.json()["images"]
+    assert [image["image"] for image in images] == ["0.png", "1.png", "2.png"]
+    assert all(len(image["runs"][trained_run.name]) == 5 for image in images)
+
+
+@pytest.mark.parametrize("name, content, status, reason", [
+    ("notes.txt", b"hello, not an image", 415, "notes.txt: not a readable image (not one of JPEG, PNG, BMP, GIF, "
+                                               "WEBP, TIFF)"),
+    ("empty.png", b"", 400, "empty.png: empty file"),
+    ("cut.png", png_bytes()[:60], 400, "cut.png: damaged or truncated image"),
+    ("huge.png", b"0" * (2**20 + 1), 413, "request body over the upload limit of 1 MB"),
+])
+def test_a_bad_upload_is_a_one_line_4xx_and_the_next_request_is_answered(client, name, content, status, reason):
+    refused = client.post("/predict", files={"file": (name, content, "image/png")})
+    assert refused.status_code == status
+    assert refused.json()["detail"].startswith(reason) and "\n" not in refused.json()["detail"]
+    assert client.post("/predict", files={"file": ("ok.png", png_bytes(), "image/png")}).status_code == 200
+
+
+def test_one_bad_image_refuses_the_whole_batch(client):
+    files = [("file", ("good.png", png_bytes(), "image/png")), ("file", ("bad.png", png_bytes()[:60], "image/png"))]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 400 and response.json()["detail"].startswith("bad.png: ")
+
+
+@pytest.mark.parametrize("request_kwargs, reason", [
+    ({}, "file: Field required (send images in the multipart field 'file')"),
+    ({"files": {"file": ("a.png", png_bytes(), "image/png")}, "params": {"top": 0}},
+     "top: Input should be greater than or equal to 1"),
+])
+def test_a_missing_file_or_bad_parameter_is_a_one_line_400(client, request_kwargs, reason):
+    response = client.post("/predict", **request_kwargs)
+    assert response.status_code == 400 and response.json() == {"detail": reason}
+
+
+def test_health_names_each_run_and_its_test_accuracy(client, trained_run):
+    metrics = read_run_settings(trained_run).metrics
+    assert client.get("/health").json() == {"ok": True, "runs": [{
+        "name": trained_run.name, "model": "cnn", "label": "CNN from scratch",
+        "test_accuracy": metrics["test_accuracy"], "classes": list(metrics["data"]["classes"])}]}
+
+
+def test_the_page_shows_every_run_and_loads_nothing_from_elsewhere(client, trained_run):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f'data-run="{trained_run.name}"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_several_runs_are_served_side_by_side_under_names_that_tell_them_apart(trained_run, tmp_path):
+    other = copy_of(trained_run, tmp_path / "copy")
+    client = TestClient(create_app([trained_run, other]))
+    names = [run["name"] for run in client.get("/health").json()["runs"]]
+    assert names == [f"{trained_run.parent.name}/{trained_run.name}", f"copy/{trained_run.name}"]
+    (image,) = client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")}).json()["images"]
+    assert list(image["runs"]) == names
+    assert image["runs"][names[0]] == image["runs"][names[1]]  # the same model twice answers the same
+
+
+def test_run_names_refuse_the_same_run_twice(trained_run):
+    with pytest.raises(CnnlabError, match="given twice"):
+        run_names([trained_run, trained_run.parent / ".." / trained_run.parent.name / trained_run.name])
+
+
+def test_an_unfinished_run_is_refused_before_any_model_loads(trained_run, tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr("cnnlab.experiment.load_run_model", loaded.append)
+    with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
+        create_app([trained_run, tmp_path])  # the finished run first: its model must not load either
+    assert loaded == []
