@@ -64,7 +64,7 @@ def main() -> None:
     for format in args.formats:
         require_modules(FORMATS[format].modules, f"{format} export")
     import_keras()
-    from cnnlab.experiment import load_run_model
+    from cnnlab.runs.run import load_run_model
 
     model = load_run_model(args.run_dir)
     shape = model.input_shape[1:]

@@ -26,7 +26,7 @@ def images_per_second(steps: int, rounds: int) -> dict[bool, float]:
     y = keras.utils.to_categorical(rng.integers(0, 10, len(x)), 10)
     models = {}
     for setting in (False, True):
-        models[setting] = plain_keras_model(10)
+        models[setting] = plain_keras_model(10, (32, 32, 3))  # CIFAR-10's images
         models[setting].compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=setting)
     seconds = {False: 0.0, True: 0.0}
     for round_index in range(rounds + 1):

@@ -22,9 +22,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnlab.config import DataConfig, Vgg16Config
+from cnnlab.config import DataConfig
+from cnnlab.models.vgg16 import Vgg16Config
 from cnnlab.data import load_dataset, make_splits
-from cnnlab.models.vgg16 import NUM_BLOCKS, build_vgg16_base, caffe_preprocessing
+from cnnlab.models.vgg16 import NUM_BLOCKS
+from cnnlab.models.vgg16.network import build_vgg16_base, caffe_preprocessing
 
 
 def block_features(size: int, weights: str, images: np.ndarray, seed: int) -> tuple[list[np.ndarray], float]:

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import keras
 
-from cnnlab.runs import rundir
 from cnnlab.backends import machine
 from cnnlab.config import DataConfig, load_config
 from cnnlab.data import load_dataset, make_splits
-from cnnlab.models import build_model
+from cnnlab.models.factory import build_model
+from cnnlab.runs.run import Run
 from cnnlab.training.trainer import train_model
 
 
 def timed_phases(overrides: dict, splits, work: Path, name: str) -> list[dict]:
     config = load_config("seed", {"model": "vgg16", "vgg16.weights": "none", **overrides})
     keras.utils.set_random_seed(0)
-    model = build_model(config, len(splits.class_names))
-    return train_model(config, model, splits, rundir.create_run_dir(work / name)).phases
+    model = build_model(config, len(splits.class_names), splits.x_train.shape[1:])
+    return train_model(config, model, splits, Run.create(work / name)).phases
 
 
 def main() -> None:

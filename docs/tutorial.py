@@ -72,7 +72,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import cnnlab
-from cnnlab.report.builder import load_finished_run, verdict_paragraph
+from cnnlab.report.builder import load_finished_run
+from cnnlab.report.verdict import verdict_paragraph
 
 SMALL = os.environ.get("CNNLAB_TUTORIAL_SMALL", "") not in ("", "0")
 DATA = os.environ.get("CNNLAB_DATA") or None

@@ -49,15 +49,22 @@ TEST_LIMIT = ["--test-limit", "1000"]
 # What every tiny run trains and is scored on: the synthetic classes are colours, learnt in an epoch or two
 TINY_DATA = ["--epochs", "1", "--train-limit", "1000", "--val-size", "200", *TEST_LIMIT]
 
-# Tiny runs of every model kind, as `python -m cnnlab train` makes them (the `kind_runs` fixture); later flags win.
+# Each model kind (cnnlab.models.KINDS) made tiny: a preset and the settings that shrink it. A new kind adds its line
+# here (test_models checks that every kind has one), and every test that runs each kind trains it.
+TINY_KINDS = {
+    "cnn": ["--preset", "seed", *TINY_MODEL],
+    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
+    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
+}
+# Tiny runs, as `python -m cnnlab train` makes them (the `kind_runs` fixture): each kind in float32, and variants;
+# later flags win.
 KIND_RUNS = {
-    "cnn": ["--preset", "seed", *TINY_MODEL, *FLOAT32, "--epochs", "2", "--val-size", "500"],
-    "cnn-bfloat16": ["--preset", "seed", *TINY_MODEL, "--set", "train.precision=bfloat16"],
-    "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16, *FLOAT32],
+    **{kind: [*settings, *FLOAT32] for kind, settings in TINY_KINDS.items()},
+    "cnn": [*TINY_KINDS["cnn"], *FLOAT32, "--epochs", "2", "--val-size", "500"],
+    "cnn-bfloat16": [*TINY_KINDS["cnn"], "--set", "train.precision=bfloat16"],
     # The seed preset's VGG16 as it is (five blocks, no normalisation before the head), narrow head: the full tier's
     "vgg16-seed": ["--preset", "seed", "--model", "vgg16", "--weights", "none", "--set", "vgg16.head_units=[16]",
                    "--set", "vgg16.finetune_epochs=1", *FLOAT32],
-    "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128", *FLOAT32],
     # The middle preset's VGG16 (head on cached block-4 features, normalised), at 32 px to keep the test short.
     "vgg16-transfer": ["--preset", "transfer", "--model", "vgg16", "--weights", "none", "--vgg16-size", "32",
                        "--set", "vgg16.head_units=[16]", "--set", "vgg16.head_epochs=1", *FLOAT32],
@@ -272,10 +279,11 @@ def run_copy(trained_run, tmp_path) -> Path:
 def answers_of_run(run_dir: Path, images: list[Path], k: int = 1) -> list[dict]:
     """What `cnnlab predict RUN_DIR IMAGES` answers, computed in this process: the run's model as loaded, its classes,
     resize mode and test-time augmentation."""
-    from cnnlab.experiment import load_run_model
-    from cnnlab.serving.predict import predict_images, read_run_settings
+    from cnnlab.runs.run import load_run_model
+    from cnnlab.runs.run import Run
+    from cnnlab.serving.predict import predict_images
 
-    settings = read_run_settings(run_dir)
+    settings = Run.open_finished(run_dir).settings()
     return predict_images(load_run_model(run_dir), images, settings.class_names, k, settings.augmentation,
                           settings.resize)
 

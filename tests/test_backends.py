@@ -15,7 +15,8 @@ import pytest
 
 from cnnlab import backends
 from cnnlab.backends import machine
-from cnnlab.backends import Devices, choose_device_count, choose_jit_compile, choose_precision, placement_for
+from cnnlab.backends import (Devices, Engine, choose_device_count, choose_precision, current_engine, engine_for,
+                             placement_for)
 from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
 from conftest import TINY_MODEL
@@ -44,43 +45,105 @@ def test_a_precision_asked_for_is_kept_on_any_device(asked):
         assert choose_precision(asked, device_kind, capability, True) == (asked, "asked for")
 
 
+def installed_engine(backend: str) -> Engine:
+    """The engine of `backend`, whose module imports the backend: the test is skipped where it is not installed."""
+    pytest.importorskip(backend)
+    return engine_for(backend)
+
+
+class OneDevice(Engine):
+    """An engine with nothing but `Engine`'s defaults."""
+
+    name = "plain"
+
+    def detect_devices(self) -> Devices:
+        return Devices("cpu", ("cpu:0", "cpu:1"))
+
+
+def test_an_engine_by_default_trains_on_one_device_in_one_process_as_keras_decides():
+    engine = OneDevice()
+    assert engine.processes() == (0, 1)
+    assert engine.distributed_devices() == 1
+    assert engine.split_host_cpu(4) is None
+    assert engine.global_device_names(1) == ("cpu:0",)
+    assert engine.jit_compile("cpu") == engine.jit_compile("gpu") == "auto"
+    assert engine.steps_per_execution_limit(1) is None
+    batches = object()
+    assert engine.fit_input(batches) == (batches, [])  # `fit` reads the PyDataset itself, with no callback
+    engine.refuse_devices(0, 1)
+    with pytest.raises(CnnlabError, match=r"^--devices 2: Keras's plain backend trains on one device; use "
+                                          r"KERAS_BACKEND=jax or tensorflow for several$"):
+        engine.refuse_devices(2, 2)
+    with pytest.raises(CnnlabError, match=r"^several processes: Keras's plain backend trains in one process; use "
+                                          r"KERAS_BACKEND=jax$"):
+        engine.initialize("127.0.0.1:1234", 2, 1)
+    with pytest.raises(NotImplementedError):
+        engine.data_parallel(("cpu:0", "cpu:1"))
+
+
+def test_the_engine_in_use_is_the_one_of_keras_backend():
+    import keras
+
+    engine = current_engine()
+    assert engine is engine_for(keras.backend.backend()) and engine.name == keras.backend.backend()
+    assert backends.detect_devices() == engine.detect_devices()
+
+
 def test_jit_compile_is_left_to_keras_except_tensorflow_on_cpu():
-    assert choose_jit_compile("tensorflow", "cpu") is False
+    assert installed_engine("tensorflow").jit_compile("cpu") is False
     for backend, device_kind in (("tensorflow", "gpu"), ("jax", "cpu"), ("jax", "gpu"), ("torch", "cpu")):
-        assert choose_jit_compile(backend, device_kind) == "auto"
+        assert installed_engine(backend).jit_compile(device_kind) == "auto"
+
+
+def test_steps_per_execution_are_limited_on_torch_and_on_tensorflow_over_several_devices():
+    tensorflow, jax, torch = (installed_engine(backend) for backend in ("tensorflow", "jax", "torch"))
+    assert (tensorflow.steps_per_execution_limit(1), tensorflow.steps_per_execution_limit(2)) == (None, 1)
+    assert (jax.steps_per_execution_limit(1), jax.steps_per_execution_limit(2)) == (None, None)
+    assert torch.steps_per_execution_limit(1) == 1
+
+
+def test_only_jax_runs_several_processes_and_the_others_say_so_in_one_line():
+    with pytest.raises(CnnlabError, match=r"^several processes: Keras 3 cannot fit under TensorFlow's "
+                                          r"MultiWorkerMirroredStrategy \(keras-team/keras#20585\); use "
+                                          r"KERAS_BACKEND=jax$"):
+        installed_engine("tensorflow").initialize("127.0.0.1:1234", 2, 1)
+    with pytest.raises(CnnlabError, match=r"^several processes: Keras's torch backend trains in one process; use "
+                                          r"KERAS_BACKEND=jax$"):
+        installed_engine("torch").initialize("127.0.0.1:1234", 2, 1)
 
 
 TWO_GPUS = Devices("gpu", ("/device:GPU:0", "/device:GPU:1"), (8, 0))
 
 
 def test_device_count_is_the_one_asked_for_or_all():
-    assert choose_device_count(1, TWO_GPUS, "tensorflow") == 1
-    assert choose_device_count(2, TWO_GPUS, "jax") == 2
-    assert choose_device_count(0, TWO_GPUS, "tensorflow") == 2
-    assert choose_device_count(0, Devices("cpu", ("cpu:0",)), "torch") == 1  # all of one is one, on any backend
+    assert choose_device_count(1, TWO_GPUS, installed_engine("tensorflow")) == 1
+    assert choose_device_count(2, TWO_GPUS, installed_engine("jax")) == 2
+    assert choose_device_count(0, TWO_GPUS, installed_engine("tensorflow")) == 2
+    # all of one is one, on any backend
+    assert choose_device_count(0, Devices("cpu", ("cpu:0",)), installed_engine("torch")) == 1
 
 
 def test_more_devices_than_there_are_is_refused_in_one_line():
     with pytest.raises(CnnlabError, match=r"^--devices 3: this machine has 2 GPU devices for Keras's jax backend$"):
-        choose_device_count(3, TWO_GPUS, "jax")
+        choose_device_count(3, TWO_GPUS, installed_engine("jax"))
     with pytest.raises(CnnlabError, match=r"has 1 CPU device for .* \(CNNLAB_CPU_DEVICES=N splits the CPU"):
-        choose_device_count(2, Devices("cpu", ("/device:CPU:0",)), "tensorflow")
+        choose_device_count(2, Devices("cpu", ("/device:CPU:0",)), installed_engine("tensorflow"))
 
 
 def test_torch_refuses_several_devices():
     with pytest.raises(CnnlabError, match=r"^--devices 0: Keras's torch backend trains on one device; use "
                                           r"KERAS_BACKEND=jax or tensorflow for several$"):
-        choose_device_count(0, TWO_GPUS, "torch")
+        choose_device_count(0, TWO_GPUS, installed_engine("torch"))
 
 
 def test_auto_precision_on_the_cpu_follows_its_bfloat16_flags(monkeypatch):
     for native, expected in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(system_info, "native_bfloat16", lambda native=native: native)
+        monkeypatch.setattr(machine, "native_bfloat16", lambda native=native: native)
         assert placement_for(load_config("seed")).precision == expected
 
 
 def test_placement_records_what_it_chose(monkeypatch):
-    monkeypatch.setattr(system_info, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(machine, "native_bfloat16", lambda: True)
     placement = placement_for(load_config("seed"))
     assert placement.devices == 1 and placement.process_count == 1 and placement.is_chief
     assert placement.device_kind == "cpu" and len(placement.device_names) == 1
@@ -188,8 +251,7 @@ def test_whole_shards_split_each_batch_evenly_between_devices_and_processes():
 
 @pytest.mark.skipif(__import__("keras").backend.backend() != "tensorflow", reason="stands in TensorFlow's devices")
 def test_a_batch_size_that_does_not_split_between_the_devices_is_refused(monkeypatch):
-    from cnnlab.backends import tensorflow as engine
-
+    engine = engine_for("tensorflow")
     monkeypatch.setattr(engine, "detect_devices", lambda: Devices("cpu", ("/device:CPU:0", "/device:CPU:1")))
     monkeypatch.setattr(engine, "data_parallel", lambda names: None)
     with pytest.raises(CnnlabError, match=r"^--devices 2 needs a batch size that divides by 2, got 33$"):

@@ -16,15 +16,16 @@ def test_native_bfloat16_needs_a_bfloat16_instruction_set():
 
 
 def test_accelerators_are_the_backends_non_cpu_devices(monkeypatch, capsys):
-    from cnnlab import backends
+    from cnnlab.backends import Devices, current_engine
 
     assert machine.accelerators() == []  # this machine: CPU only, on whichever backend runs the tests
-    monkeypatch.setattr(backends, "detect_devices", lambda: backends.Devices("gpu", ("GPU:0", "GPU:1"), (8, 0)))
+    engine = current_engine()
+    monkeypatch.setattr(engine, "detect_devices", lambda: Devices("gpu", ("GPU:0", "GPU:1"), (8, 0)))
     assert machine.accelerators() == ["GPU:0", "GPU:1"]
 
     def broken_driver():
         raise RuntimeError("driver mismatch")
 
-    monkeypatch.setattr(backends, "detect_devices", broken_driver)
+    monkeypatch.setattr(engine, "detect_devices", broken_driver)
     assert machine.accelerators() == []
     assert "could not list accelerators (driver mismatch)" in capsys.readouterr().err

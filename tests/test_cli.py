@@ -343,7 +343,7 @@ def test_predict_uses_the_runs_test_time_augmentation(trained_run, tmp_path, cap
     import shutil
 
     from cnnlab.evaluation.scoring import predict_probabilities
-    from cnnlab.experiment import load_run_model
+    from cnnlab.runs.run import load_run_model
     from cnnlab.serving.predict import load_image
 
     run_dir = tmp_path / "with-tta"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_of, run_cnnlab, run_metrics
+from conftest import TINY_KINDS, copy_of, run_cnnlab, run_metrics
 
-KINDS = ("cnn", "vgg16", "fastnet")
+KINDS = tuple(TINY_KINDS)
 # The full tier adds the seed preset's five-block VGG16, the transfer preset's (block 4, cached features, a normalised
 # head) and the CNN in bfloat16 (what "auto" gives on CPUs that have it).
 EVERY_KIND = [*KINDS, *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("vgg16-seed", "vgg16-transfer",
@@ -121,7 +121,7 @@ def corruption_sample_of(run_dir, count, seed):
 def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_images(evaluated, kind):
     from cnnlab.evaluation.corruptions import corrupt
     from cnnlab.evaluation.scoring import predict_probabilities
-    from cnnlab.experiment import load_run_model
+    from cnnlab.runs.run import load_run_model
 
     run_dir, _, done = evaluated(kind)
     metrics = run_metrics(run_dir)

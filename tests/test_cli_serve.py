@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from conftest import CLASS_NAMES, answers_of_run, launch_chromium, run_cnnlab, served
+from conftest import CLASS_NAMES, TINY_KINDS, answers_of_run, launch_chromium, run_cnnlab, served
 
 
 def class_colour_png(path, class_name: str):
@@ -27,7 +27,7 @@ def predicted_class(run_dir, image) -> str:
 
 
 def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, tmp_path):
-    run_dirs = [kind_runs[kind] for kind in ("cnn", "vgg16", "fastnet")]
+    run_dirs = [kind_runs[kind] for kind in TINY_KINDS]
     image = class_colour_png(tmp_path / "ship.png", "ship")
     with served(*run_dirs) as url:
         health = httpx.get(f"{url}/health").json()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
 from cnnlab.common.errors import CnnlabError
-from cnnlab.training.recipe import learning_rate_schedule
+from cnnlab.models.recipe import learning_rate_schedule
 
 
 def test_seed_preset_is_the_tutorial_recipe():

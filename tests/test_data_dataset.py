@@ -1,14 +1,14 @@
-"""load_dataset: one entry point that picks the source from what `data.source` names."""
+"""load_dataset: one entry point that asks the table of sources, in order, which one `data.source` names."""
 
-import sys
-import types
+import re
 
 import numpy as np
 import pytest
 
 from cnnlab.config import DataConfig
-from cnnlab.data import Dataset, SourceRecord, load_dataset
+from cnnlab.data import Dataset, SourceRecord, image_folder, load_dataset
 from cnnlab.data.cifar10 import _sha256_of
+from cnnlab.data.sources import SOURCES
 from cnnlab.common.errors import CnnlabError
 
 
@@ -27,8 +27,7 @@ def folder_source(monkeypatch):
         empty = np.zeros((0, 64, 64, 3), np.uint8)
         return Dataset(empty, np.zeros(0, np.uint8), empty, np.zeros(0, np.uint8), record)
 
-    stand_in = types.SimpleNamespace(load_image_folder=load_image_folder)
-    monkeypatch.setitem(sys.modules, "cnnlab.data.image_folder", stand_in)
+    monkeypatch.setattr(image_folder, "load_image_folder", load_image_folder)
     return calls
 
 
@@ -37,7 +36,7 @@ def test_an_archive_is_cifar10_recorded_with_its_sha256(synthetic_archive, folde
     record = data.record
     assert (record.kind, record.image_size, record.path) == ("cifar10", 32, str(synthetic_archive.resolve()))
     assert record.content_hash == _sha256_of(synthetic_archive) and record.test_files == ()
-    assert data.x_train.shape == (50_000, 32, 32, 3) and not folder_source
+    assert data.x_train.shape == (50_000, 32, 32, 3) and data.image_shape == (32, 32, 3) and not folder_source
 
 
 def test_the_extracted_cifar10_layout_and_its_parent_are_cifar10(synthetic_folder, folder_source):
@@ -51,6 +50,48 @@ def test_any_other_folder_is_an_image_folder_given_the_settings_and_seed(tmp_pat
     settings = DataConfig(source=str(tmp_path), image_size=48, test_size=0.25)
     assert load_dataset(settings, seed=7).record.kind == "image_folder"
     assert folder_source == [(tmp_path, settings, 7)]
+
+
+def test_the_sources_are_asked_in_order_and_the_first_that_recognises_a_path_loads_it(
+        synthetic_archive, synthetic_folder, tmp_path, folder_source):
+    assert [source.name for source in SOURCES] == ["cifar10", "image_folder"]
+    photos = tmp_path / "photos"
+    (photos / "cat").mkdir(parents=True)
+    recognised = {path: [source.recognises(path) for source in SOURCES]
+                  for path in (None, synthetic_archive, synthetic_folder, photos)}
+    # The extracted CIFAR-10 layout is a folder, which image folders recognise too: CIFAR-10, asked first, takes it
+    assert recognised == {None: [True, False], synthetic_archive: [True, False], synthetic_folder: [True, True],
+                          photos: [False, True]}
+    for path, kind in ((synthetic_archive, "cifar10"), (synthetic_folder, "cifar10"), (photos, "image_folder")):
+        assert load_dataset(DataConfig(source=str(path)), seed=0, warn=quiet).record.kind == kind
+    assert folder_source == [(photos, DataConfig(source=str(photos)), 0)]
+    with pytest.raises(CnnlabError, match=f"^data path not found: {re.escape(str(tmp_path / 'gone'))}$"):
+        load_dataset(DataConfig(source=str(tmp_path / "gone")), seed=0)
+
+
+def test_each_source_keeps_its_own_rule_and_not_the_others(synthetic_folder, tmp_path, folder_source):
+    """CIFAR-10 refuses another image size, from a folder as from an archive; an image folder takes any size, but
+    refuses --sha256 before its images are read."""
+    cifar10_refusal = ("data.image_size is 64, but CIFAR-10 images are 32 px and are used as they are; for larger "
+                       "VGG16 inputs set --vgg16-size instead (VGG16 upscales inside the model)")
+    with pytest.raises(CnnlabError, match=f"^{re.escape(cifar10_refusal)}$"):
+        load_dataset(DataConfig(source=str(synthetic_folder), image_size=64), seed=0)
+    photos = tmp_path / "photos"
+    (photos / "cat").mkdir(parents=True)
+    sized = DataConfig(source=str(photos), image_size=64)
+    assert load_dataset(sized, seed=0).record.kind == "image_folder" and folder_source == [(photos, sized, 0)]
+    folder_refusal = f"--sha256 checks a CIFAR-10 archive, but {photos} is a folder of images"
+    with pytest.raises(CnnlabError, match=f"^{re.escape(folder_refusal)}$"):
+        load_dataset(DataConfig(source=str(photos), sha256="0" * 64), seed=0)
+    assert len(folder_source) == 1
+
+
+def test_the_image_shape_is_the_images_height_width_and_channels():
+    """Taken from the images, height first as NHWC holds it (both sources make square images; order still counts)."""
+    record = SourceRecord("image_folder", "/photos", None, "listing", 40, ("a", "b"))
+    images = np.zeros((2, 24, 40, 3), np.uint8)
+    shape = Dataset(images, np.zeros(2, np.uint8), images[:1], np.zeros(1, np.uint8), record).image_shape
+    assert shape == (24, 40, 3) and all(type(n) is int for n in shape)
 
 
 @pytest.mark.parametrize("size", [None, 32])
@@ -100,7 +141,7 @@ def test_a_test_limit_samples_every_class_of_an_image_folder_and_cuts_its_file_l
             (1, 16, 16, 3), np.uint8)
         return Dataset(images, labels, images, labels, record)
 
-    monkeypatch.setitem(sys.modules, "cnnlab.data.image_folder", types.SimpleNamespace(load_image_folder=load_image_folder))
+    monkeypatch.setattr(image_folder, "load_image_folder", load_image_folder)
     limited = load_dataset(DataConfig(source=str(tmp_path), test_limit=6), seed=0, warn=quiet)
     assert limited.y_test.tolist() == [0, 0, 1, 1, 2, 2]
     # the files listed are the images kept: image i of the folder is labelled i // 4 and holds the value 50 * label + i

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.config import DataConfig
-from cnnlab.data import image_folder, images
+from cnnlab.data import images
 from cnnlab.data.image_folder import CHUNK_IMAGES, load_image_folder
 from cnnlab.common.errors import CnnlabError
 
@@ -56,6 +56,7 @@ def test_class_subfolders_become_classes_and_a_test_split_is_carved(photos):
     dataset, warnings = load(photos)
     assert dataset.class_names == ("cat", "dog", "frog") and warnings == [] and dataset.skipped == ()
     assert dataset.x_train.shape == (15, 16, 16, 3) and dataset.x_test.shape == (3, 16, 16, 3)
+    assert dataset.image_shape == (16, 16, 3)
     assert dataset.x_train.dtype == np.uint8 and sorted(dataset.y_test.tolist()) == [0, 1, 2]
     for images_, labels in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
         colours = np.array(list(COLOURS.values()))[labels]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cnnlab.data.dataset import Dataset, SourceRecord
-from cnnlab.data.splits import make_splits, stratified_sample
+from cnnlab.data.sampling import stratified_sample
+from cnnlab.data.splits import make_splits
 from cnnlab.common.errors import CnnlabError
 
 

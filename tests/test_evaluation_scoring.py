@@ -11,8 +11,9 @@ from conftest import JSON_VALUES
 
 from cnnlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, corrupt
 from cnnlab.common.errors import CnnlabError
-from cnnlab.evaluation.scoring import (corruption_sample, format_corruptions, metrics_from_probabilities, read_history,
-                             read_metrics, score_corruptions)
+from cnnlab.evaluation.scoring import (corruption_sample, format_corruptions, metrics_from_probabilities, read_metrics,
+                             score_corruptions)
+from cnnlab.runs.history import read_history
 
 
 def test_metrics_from_probabilities():

@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import TINY_KINDS
 from cnnlab.backends import placement_for
 from cnnlab.config import MODEL_NAMES, load_config
-from cnnlab.models import COMPARED_KINDS, KINDS, build_model, kind_of
-from cnnlab.models.factory import ModelFactory
+from cnnlab.models import COMPARED_KINDS, KINDS, kind_of
+from cnnlab.models.factory import ModelFactory, build_model
 
 
 def layer_types(model):
@@ -15,7 +16,7 @@ def layer_types(model):
 
 
 def test_seed_cnn_is_the_tutorial_model():
-    model = build_model(load_config("seed"), num_classes=10)
+    model = build_model(load_config("seed"), num_classes=10, image_shape=(32, 32, 3))
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [conv.filters for conv in convs] == [32, 32, 64, 64]
@@ -27,7 +28,7 @@ def test_seed_cnn_is_the_tutorial_model():
 def test_widths_depth_and_batch_norm_come_from_config():
     config = load_config("seed", {"cnn.conv_blocks": [[8], [8, 8], [16]], "cnn.batch_norm": True,
                                   "cnn.dense_units": [20, 30], "cnn.conv_dropout": 0.0})
-    model = build_model(config, num_classes=4)
+    model = build_model(config, num_classes=4, image_shape=(32, 32, 3))
     types = layer_types(model)
     assert types.count("Conv2D") == 4 and types.count("BatchNormalization") == 4 and types.count("MaxPooling2D") == 3
     assert "Dropout" in types  # the dense dropout
@@ -36,7 +37,7 @@ def test_widths_depth_and_batch_norm_come_from_config():
 
 
 def test_outputs_are_probabilities_of_raw_pixel_input():
-    model = build_model(load_config("seed", {"cnn.conv_blocks": [[4]], "cnn.dense_units": [8]}), 10)
+    model = build_model(load_config("seed", {"cnn.conv_blocks": [[4]], "cnn.dense_units": [8]}), 10, (32, 32, 3))
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     probabilities = np.asarray(model.predict(images, verbose=0))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -45,7 +46,7 @@ def test_outputs_are_probabilities_of_raw_pixel_input():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = build_model(load_config("seed", {"cnn.conv_blocks": [[4], [8]], "cnn.batch_norm": True}), 10)
+    model = build_model(load_config("seed", {"cnn.conv_blocks": [[4], [8]], "cnn.batch_norm": True}), 10, (32, 32, 3))
     images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     path = tmp_path / "m.keras"
     model.save(path)
@@ -59,6 +60,13 @@ def test_the_registry_knows_every_model_a_config_can_name():
         config = load_config("seed", {"model": name, "vgg16.weights": "none"})
         assert kind_of(config) is kind and kind.label(config)
         assert [phase.epochs for phase in kind.phases(config)][0] == config.train.epochs
+
+
+def test_every_kind_has_its_tiny_run_and_its_settings_section():
+    """A new kind's end-to-end tests come from conftest.TINY_KINDS, its settings from its own declaration."""
+    assert set(TINY_KINDS) == set(KINDS)
+    for name, kind in KINDS.items():
+        assert isinstance(getattr(load_config("seed"), name), kind.settings)  # config's section is the kind's own
     vgg = load_config("seed", {"model": "vgg16", "vgg16.weights": "none"})
     assert [phase.name for phase in kind_of(vgg).phases(vgg)] == ["head", "finetune"]
     assert kind_of(vgg).weights(vgg) == "none" and "random weights" in kind_of(vgg).caveat(vgg)

@@ -3,15 +3,16 @@ import numpy as np
 import pytest
 
 from cnnlab.config import load_config
-from cnnlab.models import build_model, prepare_with_data
-from cnnlab.models.fastnet import WHITEN_LAYER, ScaledBias, fit_input_layers
+from cnnlab.models import prepare_with_data
+from cnnlab.models.factory import build_model
+from cnnlab.models.fastnet.network import WHITEN_LAYER, ScaledBias, fit_input_layers
 
 TINY_FAST = {"model": "fastnet", "fastnet.widths": [8, 16, 16], "train.precision": "float32"}
 
 
 def tiny_fastnet(**overrides):
     config = load_config("fast", {**TINY_FAST, **overrides})
-    return config, build_model(config, 10)
+    return config, build_model(config, 10, (32, 32, 3))
 
 
 def test_outputs_are_float32_probabilities_of_raw_pixels_in_either_precision():

@@ -7,7 +7,8 @@ from conftest import run_cnnlab
 
 from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
-from cnnlab.models import build_model, prepare_with_data
+from cnnlab.models import prepare_with_data
+from cnnlab.models.factory import build_model
 from cnnlab.models.memory import check_fits, estimate_training_memory
 
 SIZES = (16, 24, 48, 64)

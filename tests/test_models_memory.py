@@ -7,11 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnnlab.backends import placement_for
-from cnnlab.config import MAX_LAYER_WIDTH, MAX_LAYERS, OPTIMIZERS, available_presets, load_config
+from cnnlab.common.settings import MAX_LAYER_WIDTH, MAX_LAYERS
+from cnnlab.config import OPTIMIZERS, available_presets, load_config
 from cnnlab.common.errors import CnnlabError
-from cnnlab.models import build_model, memory
+from cnnlab.models import memory
+from cnnlab.models.factory import build_model
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit
-from cnnlab.training.recipe import compile_for_phase
+from cnnlab.models.recipe import compile_for_phase
 
 CIFAR10 = {"num_classes": 10, "image_shape": (32, 32, 3)}
 GIB = 2**30

@@ -12,10 +12,11 @@ import pytest
 from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig, load_config
 from cnnlab.common.errors import CnnlabError
-from cnnlab.models import build_model, prepare_with_data
-from cnnlab.models.fastnet import ScaledBias
+from cnnlab.models import kind_of, prepare_with_data
+from cnnlab.models.factory import build_model
+from cnnlab.models.fastnet.network import ScaledBias
 from cnnlab.models.saving import MAX_MODEL_BYTES, load_model, portable_copy
-from cnnlab.training.recipe import compile_for_phase
+from cnnlab.models.recipe import compile_for_phase
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
 
@@ -30,7 +31,7 @@ def small(model_kind: str) -> RunConfig:
 
 def trained_like(config: RunConfig) -> keras.Model:
     """A built model whose every weight (shifts, BatchNorm statistics) is off its initial value, as after training."""
-    model = build_model(config, 10)
+    model = build_model(config, 10, (32, 32, 3))
     prepare_with_data(model, config, IMAGES)
     rng = np.random.default_rng(1)
     for variable in model.weights:
@@ -64,7 +65,7 @@ def test_portable_copy_computes_the_same_and_loads_without_cnnlab(kind, tmp_path
     compile_for_phase(model, config, 0.1, 100, placement_for(config))  # as trained: an optimizer whose schedule may be cnnlab's own
     expected = model.predict(IMAGES, verbose=0)
 
-    copy = portable_copy(model)
+    copy = portable_copy(model, kind_of(config))
     assert not any(isinstance(layer, ScaledBias) for layer in copy.layers)
     np.testing.assert_allclose(copy.predict(IMAGES, verbose=0), expected, atol=1e-5)
     copy.save(tmp_path / "model.keras")
@@ -76,7 +77,7 @@ def test_portable_copy_in_bfloat16_agrees_to_bfloat16_rounding():
     config = load_config("fast", {"train.precision": "bfloat16", "fastnet.widths": [8, 16, 16]})
     model = trained_like(config)
     expected = model.predict(IMAGES, verbose=0)
-    copied = portable_copy(model).predict(IMAGES, verbose=0)
+    copied = portable_copy(model, kind_of(config)).predict(IMAGES, verbose=0)
     np.testing.assert_allclose(copied, expected, atol=0.02)
     assert (copied.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.9
 

@@ -5,9 +5,10 @@ import pytest
 
 from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
-from cnnlab.models import build_model, model_label
-from cnnlab.models import vgg16
-from cnnlab.models.vgg16 import build_vgg16_base, resolve_weights
+from cnnlab.models import model_label
+from cnnlab.models.factory import build_model
+from cnnlab.models.vgg16 import network as vgg16
+from cnnlab.models.vgg16.network import build_vgg16_base, resolve_weights
 
 
 def vgg_config(**overrides):
@@ -42,7 +43,7 @@ def test_preprocessing_inside_the_model_is_vgg16_preprocess_input():
 
 
 def test_model_takes_raw_32px_images_and_upscales_inside():
-    model = build_model(vgg_config(**{"vgg16.image_size": 64}), 10)
+    model = build_model(vgg_config(**{"vgg16.image_size": 64}), 10, (32, 32, 3))
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
     assert model.get_layer("upscale").output.shape[1:3] == (64, 64)
     assert model.get_layer("vgg16").output.shape[1:] == (2, 2, 512)
@@ -51,13 +52,13 @@ def test_model_takes_raw_32px_images_and_upscales_inside():
 
 def test_head_pooling_and_units_come_from_config():
     model = build_model(vgg_config(**{"vgg16.head_pooling": "avg", "vgg16.head_units": [64, 32],
-                                      "vgg16.head_dropout": 0.0}), 10)
+                                      "vgg16.head_dropout": 0.0}), 10, (32, 32, 3))
     names = [layer.name for layer in model.layers]
     assert "head_pool" in names and "head_dense2" in names and not any("dropout" in name for name in names)
 
 
 def test_freezing_leaves_only_the_chosen_blocks_trainable():
-    model = build_model(vgg_config(), 10)
+    model = build_model(vgg_config(), 10, (32, 32, 3))
     vgg16.freeze_base(model, 0)
     assert not any(layer.trainable for layer in model.get_layer("vgg16").layers)
     vgg16.freeze_base(model, 2)
@@ -67,7 +68,7 @@ def test_freezing_leaves_only_the_chosen_blocks_trainable():
 
 
 def test_save_load_round_trip_in_safe_mode(tmp_path):
-    model = build_model(vgg_config(**{"vgg16.image_size": 48}), 10)
+    model = build_model(vgg_config(**{"vgg16.image_size": 48}), 10, (32, 32, 3))
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     model.save(tmp_path / "vgg.keras")
     loaded = keras.saving.load_model(tmp_path / "vgg.keras", safe_mode=True)
@@ -138,7 +139,7 @@ def test_labels_never_call_a_random_start_fine_tuned():
 
 @pytest.mark.parametrize("first_block, feature_shape", [(4, (4, 4, 256)), (5, (2, 2, 512)), (6, (1, 1, 512))])
 def test_split_before_a_block_chains_back_to_the_whole_model(first_block, feature_shape):
-    model = build_model(vgg_config(), 10)
+    model = build_model(vgg_config(), 10, (32, 32, 3))
     extractor, rest = vgg16.split_before_block(model, first_block)
     images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     assert extractor.output_shape[1:] == feature_shape
@@ -166,9 +167,9 @@ def test_each_phase_caches_the_output_of_the_blocks_it_keeps_frozen():
 
 
 def test_top_block_keeps_the_blocks_below_it_with_their_weights(tmp_path):
-    whole = build_model(vgg_config(**{"vgg16.image_size": 64}), 10)
+    whole = build_model(vgg_config(**{"vgg16.image_size": 64}), 10, (32, 32, 3))
     cut = build_model(vgg_config(**{"vgg16.image_size": 64, "vgg16.top_block": 4, "vgg16.unfreeze_blocks": 1,
-                                    "vgg16.head_batch_norm": True}), 10)
+                                    "vgg16.head_batch_norm": True}), 10, (32, 32, 3))
     assert cut.get_layer("vgg16").output.shape[1:] == (4, 4, 512)  # block 4's pooling at 64 px
     assert not any(layer.name.startswith("block5") for layer in cut.get_layer("vgg16").layers)
     assert "head_norm" in [layer.name for layer in cut.layers]

@@ -14,7 +14,8 @@ from cnnlab.cli import main
 from cnnlab.data import make_splits
 from cnnlab.data.cifar10 import ARCHIVE_FOLDER, OFFICIAL_SHA256, load_cifar10
 from cnnlab.evaluation.scoring import predict_probabilities
-from cnnlab.models import build_model
+from cnnlab.models.factory import build_model
+from cnnlab.runs.run import Run
 from cnnlab.training.trainer import train_model
 from conftest import CLASS_NAMES, REAL_DATA
 
@@ -116,7 +117,7 @@ def test_cifar10_written_as_png_folders_loads_and_trains_exactly_as_the_archive(
         splits = make_splits(data, config.data.val_size, config.train.seed)
         keras.utils.set_random_seed(config.train.seed)
         model = build_model(config, len(data.class_names), splits.x_train.shape[1:])
-        trained = train_model(config, model, splits, tmp_path / name).model
+        trained = train_model(config, model, splits, Run(tmp_path / name)).model
         predicted = predict_probabilities(trained, splits.x_test).argmax(axis=1)
         accuracies.append(float(np.mean(predicted == splits.y_test)))
     print(f"seed model, 1 epoch on 2,700 images, 1,000 test images: archive {accuracies[0]:.4f}, "

@@ -22,7 +22,10 @@ from cnnlab.cli import build_parser, main
 from cnnlab.config import RunConfig, load_config, parse_overrides
 from cnnlab.common.errors import CnnlabError
 from cnnlab.evaluation.scoring import metrics_from_probabilities
-from cnnlab.report.builder import FinishedRun, build_report, load_finished_run, reproduce_command, verdict_paragraph
+from cnnlab.report.builder import FinishedRun, build_report, load_finished_run
+from cnnlab.report.sections import SECTIONS
+from cnnlab.report.tables import reproduce_command
+from cnnlab.report.verdict import verdict_paragraph
 from conftest import CLASS_NAMES, launch_chromium
 
 
@@ -191,12 +194,12 @@ def test_compare_refuses_a_preset_for_another_model_and_writes_nothing(tmp_path,
 
 
 def test_report_without_the_data_source_leaves_out_the_test_images(compared, tmp_path, capsys, monkeypatch):
-    from cnnlab import experiment
+    from cnnlab.runs import run
 
     def gone(*args, **kwargs):
         raise CnnlabError("data path not found: /moved")
 
-    monkeypatch.setattr(experiment, "load_dataset", gone)
+    monkeypatch.setattr(run, "load_dataset", gone)
     out = tmp_path / "no-grid"
     assert main(["report", str(compared / "cnn"), str(compared / "vgg16"), "--out", str(out)]) == 0
     assert "no pictures of test images" in capsys.readouterr().err
@@ -435,6 +438,19 @@ def test_report_groups_seeds_and_tests_every_pair_with_holm(tmp_path):
 
 def _p(p_value):
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def test_both_documents_draw_the_same_sections_in_order(tmp_path):
+    # One list of sections draws both documents: the same headings in the same order, every titled section there.
+    runs = [with_corruption_scores(write_finished_run(tmp_path / name, images=200), 0.5) for name in ("a", "bb", "ccc")]
+    build_report(runs, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    headings = [html.unescape(heading) for heading in re.findall(r"<h2>(.*?)</h2>", page)]
+    assert headings == [heading.replace("\\", "") for heading in re.findall(r"^## (.*)$", markdown, re.MULTILINE)]
+    titles = [section.title for section in SECTIONS if section.title]
+    assert [heading for heading in headings if heading in titles] == titles
+    assert "Confusion matrix: CNN from scratch (ccc)" in headings
 
 
 def test_two_runs_get_no_pairwise_table_and_no_groups_of_different_setups(tmp_path):

@@ -15,25 +15,6 @@ from cnnlab.common.text import terminal_text
 from cnnlab.common.errors import CnnlabError
 
 
-def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "metrics.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with rundir.atomic_path(target) as temporary:
-            temporary.write_text("half")
-            raise RuntimeError("killed mid-write")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
-
-
-def test_atomic_path_replaces_on_success_and_keeps_the_suffix(tmp_path):
-    target = tmp_path / "model.keras"
-    with rundir.atomic_path(target) as temporary:
-        assert temporary.suffix == ".keras" and temporary.parent == tmp_path
-        temporary.write_text("new")
-    assert target.read_text() == "new"
-
-
 def test_create_run_dir_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path):
     (tmp_path / "old.txt").write_text("precious")
     with pytest.raises(CnnlabError, match="already exists and is not empty"):
@@ -156,31 +137,6 @@ def test_a_failure_keeps_one_line_in_the_status_and_the_whole_text_beside_it(tmp
     assert status["reason"].startswith("first line\\x1b[2J (full text in ")
     full = (tmp_path / rundir.ERROR_LOG).read_text()
     assert "third line" in full and "Traceback" in full
-
-
-def test_atomic_writes_sync_the_folder_after_the_rename(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")),
-                                                 real_fsync(fd)))
-    rundir.write_json(tmp_path / "metrics.json", {"a": 1})
-    assert synced[-1] == str(tmp_path)  # the folder, after the file itself
-
-
-def test_a_full_disk_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    target = tmp_path / "metrics.json"
-    target.write_text("old")
-
-    def disk_full(*args):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "replace", disk_full)
-    with pytest.raises(CnnlabError, match="cannot write .*metrics.json: No space left on device"):
-        rundir.write_json(target, {"new": 1})
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_unwritable_output_folder(tmp_path):

@@ -24,7 +24,7 @@ def files_under(*folders) -> dict:
 
 def recomputed_parity(run_dir, format, artifact, count):
     """What the parity check should find, computed here: the artifact in its runtime vs the Keras model as loaded."""
-    from cnnlab.experiment import load_run_model
+    from cnnlab.runs.run import load_run_model
     from cnnlab.serving.export import load_artifact, parity_sample
 
     images = parity_sample(run_dir, count)
@@ -121,7 +121,7 @@ def test_the_float32_copy_of_a_bfloat16_model_computes_the_same_in_float32():
 
     from cnnlab.backends import placement_for
     from cnnlab.config import load_config
-    from cnnlab.models import build_model
+    from cnnlab.models.factory import build_model
     from cnnlab.models.saving import compute_dtypes, float32_copy
 
     # VGG16 (weights none, tiny head): a nested model, whose inner layers must change precision too.
@@ -141,7 +141,7 @@ def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
     from cnnlab.backends import placement_for
     from cnnlab.config import load_config
     from cnnlab.serving.export import load_artifact, write_artifact
-    from cnnlab.models import build_model
+    from cnnlab.models.factory import build_model
 
     config = load_config("fast", {"fastnet.widths": [8, 16, 16], "train.precision": "float32"})
     assert config.fastnet.activation == "gelu"

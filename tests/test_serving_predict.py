@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.experiment import load_run_model
+from cnnlab.runs.run import load_run_model
 from cnnlab.serving.predict import predict_images, top_k
 from conftest import CLASS_NAMES, run_cnnlab
 

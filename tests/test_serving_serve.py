@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnlab.common.errors import CnnlabError
-from cnnlab.serving.predict import read_run_settings
+from cnnlab.runs.run import Run
 from cnnlab.serving.serve import create_app, run_names
 from conftest import answers_of_run, copy_of
 
@@ -79,7 +79,7 @@ def test_a_missing_file_or_bad_parameter_is_a_one_line_400(client, request_kwarg
 
 
 def test_health_names_each_run_and_its_test_accuracy(client, trained_run):
-    metrics = read_run_settings(trained_run).metrics
+    metrics = Run.open_finished(trained_run).settings().metrics
     assert client.get("/health").json() == {"ok": True, "runs": [{
         "name": trained_run.name, "model": "cnn", "label": "CNN from scratch",
         "test_accuracy": metrics["test_accuracy"], "classes": list(metrics["data"]["classes"])}]}
@@ -109,7 +109,7 @@ def test_run_names_refuse_the_same_run_twice(trained_run):
 
 def test_an_unfinished_run_is_refused_before_any_model_loads(trained_run, tmp_path, monkeypatch):
     loaded = []
-    monkeypatch.setattr("cnnlab.experiment.load_run_model", loaded.append)
+    monkeypatch.setattr(Run, "load_model", loaded.append)
     with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
         create_app([trained_run, tmp_path])  # the finished run first: its model must not load either
     assert loaded == []

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from cnnlab.runs import rundir
 from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
-from cnnlab.models import Phase, build_model
-from cnnlab.models.vgg16 import HEAD_PREFIX
+from cnnlab.models import Phase
+from cnnlab.models.factory import build_model
+from cnnlab.models.vgg16.network import HEAD_PREFIX
+from cnnlab.runs.run import Run
 from cnnlab.training.trainer import PROGRESS, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import JSON_VALUES, learnable_splits
 
@@ -29,7 +31,7 @@ def tiny_config(**overrides):
 def train(config, splits, run_dir):
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config, len(splits.class_names), splits.x_train.shape[1:])
-    return train_model(config, model, splits, run_dir)
+    return train_model(config, model, splits, Run(run_dir))
 
 
 def test_training_writes_history_checkpoint_and_a_loadable_model(tmp_path):
@@ -146,9 +148,9 @@ def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
                                   "vgg16.finetune_learning_rate": 1e-5, "vgg16.unfreeze_blocks": 1})
     run_dir = rundir.create_run_dir(tmp_path / "run")
     keras.utils.set_random_seed(0)
-    model = build_model(config, 10)
+    model = build_model(config, 10, (32, 32, 3))
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.get_layer("vgg16").layers}
-    result = train_model(config, model, splits, run_dir)
+    result = train_model(config, model, splits, Run(run_dir))
     head, finetune = result.phases
     assert (head["name"], head["epochs"], finetune["name"], finetune["epochs"]) == ("head", 1, "finetune", 2)
     assert finetune["learning_rate"] == 1e-5 and finetune["trainable_parameters"] > head["trainable_parameters"]
@@ -258,7 +260,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
     import dataclasses
 
     from cnnlab.backends import placement_for
-    from cnnlab.models import vgg16
+    from cnnlab.models.vgg16 import network as vgg16
 
     inside, made = [], []
 
@@ -286,7 +288,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
     placement = dataclasses.replace(placement_for(config), _scope=scope)
     splits = learnable_splits(train=64, val=32)
     model = build_model(config, len(splits.class_names), splits.x_train.shape[1:], placement)
-    train_model(config, model, splits, rundir.create_run_dir(tmp_path / "run"), placement=placement)
+    train_model(config, model, splits, Run.create(tmp_path / "run"), placement=placement)
     assert [name for name, _ in made] == ["build_vgg16", "split_before_block", "compile", "split_before_block", "compile",
                                          "load_model"]
     assert all(in_scope for _, in_scope in made), made
@@ -325,9 +327,9 @@ def test_fast_recipe_trains_the_fast_net_without_a_validation_set(tmp_path):
                                   "train.learning_rate": 0.5})
     splits = learnable_splits(train=600, val=0)
     keras.utils.set_random_seed(0)
-    model = build_model(config, 10)
+    model = build_model(config, 10, (32, 32, 3))
     prepare_with_data(model, config, splits.x_train)
-    result = train_model(config, model, splits, rundir.create_run_dir(tmp_path / "run"))
+    result = train_model(config, model, splits, Run.create(tmp_path / "run"))
     assert result.best_epoch is None and result.epochs == 3
     accuracy = (result.model.predict(splits.x_test, verbose=0).argmax(axis=1) == splits.y_test).mean()
     assert accuracy > 0.5, accuracy

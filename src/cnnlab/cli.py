@@ -38,6 +38,7 @@ from pathlib import Path
 
 from cnnlab import __version__
 from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.models import KINDS  # the registry alone: no Keras
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -64,7 +65,7 @@ DATA_OVERRIDES = {
     "--strict": ("data.strict", bool, "image folders: an unreadable file is an error instead of skipped"),
 }
 TRAIN_OVERRIDES = {
-    "--model": ("model", str, "model to train: cnn, vgg16 or fastnet"),
+    "--model": ("model", str, f"model to train: {', '.join(KINDS)}"),
     "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
                                       "vgg16.head_epochs)"),
     "--batch-size": ("train.batch_size", int, "batch size"),
@@ -76,8 +77,7 @@ TRAIN_OVERRIDES = {
     "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
     "--test-limit": ("data.test_limit", int, "score on N test images, class-stratified and the same every time "
                                              "(quick runs)"),
-    "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
-    "--vgg16-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
+    **{flag: spec for kind in KINDS.values() for flag, spec in kind.flags.items()},
 }
 DEVICES_OVERRIDES = {flag: TRAIN_OVERRIDES[flag] for flag in ("--devices",)}
 DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": ("train.seed", int, "seed of the splits (default: 0)")}
@@ -321,6 +321,7 @@ def _given_overrides(args, flags: dict[str, tuple]) -> dict[str, object]:
 
 def _train(args) -> int:
     from cnnlab.experiment import resume_run, train_run
+    from cnnlab.runs.run import Run
 
     cluster = _cluster(args)
     if args.resume:
@@ -333,7 +334,7 @@ def _train(args) -> int:
         run_dir = train_run(config, args.out)
     if _worker_done(cluster):
         return 0
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = Run(run_dir).metrics()
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} -> {run_dir}")
     return 0
 
@@ -389,6 +390,7 @@ def _evaluate(args) -> int:
     from cnnlab.common.text import terminal_text
     from cnnlab.evaluation.scoring import check_corruption_settings, format_corruptions
     from cnnlab.experiment import evaluate_run
+    from cnnlab.runs.run import Run
 
     if not args.corruptions and (args.corruption_images is not None or args.corruption_seed is not None):
         raise CnnlabError("--corruption-images and --corruption-seed choose how --corruptions scores; add "
@@ -404,28 +406,28 @@ def _evaluate(args) -> int:
         print(f"  {name:<{width}}  {accuracy:.3f}")
     if args.corruptions:
         print(format_corruptions(metrics["corruptions"]))
-    print(f"figures: {terminal_text(args.run_dir / 'figures')}")
+    print(f"figures: {terminal_text(Run(args.run_dir).figures_dir)}")
     return 0
 
 
 def _predict(args) -> int:
     from cnnlab.data.images import load_image
     from cnnlab.common.text import terminal_text
-    from cnnlab.experiment import load_run_model
+    from cnnlab.runs.run import Run
     from cnnlab.serving.export import load_onnx, read_onnx_settings
-    from cnnlab.serving.predict import predict_images, read_run_settings
+    from cnnlab.serving.predict import predict_images
 
     if args.top <= 0:
         raise CnnlabError(f"--top must be positive, got {args.top}")
     exported = args.run_dir.suffix == ".onnx"  # an exported model: ONNX Runtime answers, and Keras never starts
-    settings = read_onnx_settings(args.run_dir) if exported else read_run_settings(args.run_dir)
+    settings = read_onnx_settings(args.run_dir) if exported else Run.open_finished(args.run_dir).settings()
     for path in args.images:  # refuse bad images before paying for the model load
-        load_image(path, (32, 32))
+        load_image(path, settings.image_size)
     if exported:
         model = load_onnx(args.run_dir, settings.class_names)
     else:
         _import_keras_quietly()
-        model = load_run_model(args.run_dir)
+        model = Run(args.run_dir).load_model()
     results = predict_images(model, args.images, settings.class_names,
                              min(args.top, len(settings.class_names)), settings.augmentation, settings.resize)
     if args.json:

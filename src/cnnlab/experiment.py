@@ -17,19 +17,18 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from cnnlab.evaluation import figures
 from cnnlab.runs import rundir
 from cnnlab.backends import machine
-from cnnlab.config import RunConfig, config_from_dict
+from cnnlab.config import RunConfig
 from cnnlab.data import Dataset, load_dataset, make_splits
 from cnnlab.runs import provenance
 from cnnlab.common.text import terminal_text
 from cnnlab.common.errors import CnnlabError, first_line, one_line
 from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
-                             predict_probabilities, read_history, read_metrics, score_corruptions)
+                                       predict_probabilities, score_corruptions)
 from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
+from cnnlab.runs.run import Run
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
@@ -41,33 +40,32 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
     With several processes (many machines) every process trains, and only process 0 writes the run directory: the
     others write into scratch copies (`Placement.working_dir`) and return the path process 0 wrote.
     """
-    config, data, splits, placement, model = _data_and_model(config)
+    data, splits, placement, model = _data_and_model(config)
     # The model is built before the run directory exists, so a bad weights file or setting leaves nothing behind.
     target = Path(out or rundir.default_run_dir(config.preset, config.model))
     with placement.working_dir(target) as where:
-        run_dir = rundir.create_run_dir(where)
-        with rundir.locked(run_dir):
-            _train_into(run_dir, config, placement, model, data, splits)
+        run = Run.create(where)
+        with run.locked():
+            _train_into(run, config, placement, model, data, splits)
     return target
 
 
 def resume_run(run_dir: Path) -> Path:
     """Continue an interrupted run (killed, crashed or stopped with Ctrl-C) from its last saved state."""
-    run_dir = Path(run_dir)
-    if not (run_dir / rundir.CONFIG).is_file() or not (run_dir / rundir.STATUS).is_file():
-        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
-    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))  # written once, atomically: safe unlocked
+    config = Run.open(run_dir).config
     placement = _placement(config)
     # A process other than 0 resumes from a copy of the run directory: the same state, written nowhere shared.
-    with placement.working_dir(run_dir, resume=True) as where, rundir.locked(where):
-        # Locked before reading the status: a process still writing here could yet change it.
-        if rundir.read_status(where)["state"] == "finished":
-            raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
-        # Pretrained weights are not needed: they come back from the saved state, so no download happens.
-        config, data, splits, placement, model = _data_and_model(config, architecture_only=True, trained_in=where,
-                                                                 placement=placement)
-        _train_into(where, config, placement, model, data, splits, resume=True)
-    return run_dir
+    with placement.working_dir(run_dir, resume=True) as where:
+        run = Run(where)
+        with run.locked():
+            # Locked before reading the status: a process still writing here could yet change it.
+            if run.state() == "finished":
+                raise CnnlabError(f"{run_dir} has already finished; nothing to resume")
+            # Pretrained weights are not needed: they come back from the saved state, so no download happens.
+            data, splits, placement, model = _data_and_model(config, architecture_only=True, trained_in=run,
+                                                             placement=placement)
+            _train_into(run, config, placement, model, data, splits, resume=True)
+    return Path(run_dir)
 
 
 def _placement(config: RunConfig):
@@ -77,46 +75,42 @@ def _placement(config: RunConfig):
     return placement_for(config)
 
 
-def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Path | None = None,
+def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_in: Run | None = None,
                     placement=None):
-    """Load and split the data (for a run `trained_in` a run directory: the data it was trained on, or an error),
-    then find where the run computes and build the seeded model there; returns the config with its data source and
-    image size resolved, the data, its splits, the run's `Placement` and the model."""
+    """Load and split the data (for a run `trained_in`: the data it was trained on, or an error),
+    then find where the run computes and build the seeded model there; returns the data, its splits, the run's
+    `Placement` and the model."""
     data = load_dataset(config.data, config.train.seed)
     if trained_in is not None:
-        provenance.check_unchanged(trained_in, data)
+        trained_in.check_data(data)
     splits = make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
-    resolved = dataclasses.replace(config.data, source=data.record.path, image_size=data.record.image_size)
-    config = dataclasses.replace(config, data=resolved)
     import keras  # imported only once the input has been checked: it takes seconds
 
-    from cnnlab.models import build_model, prepare_with_data
+    from cnnlab.models import prepare_with_data
+    from cnnlab.models.factory import build_model
     from cnnlab.models.memory import check_fits
 
     check_fits(config, len(data.class_names), splits.x_train.shape[1:])  # before building: that allocates
     placement = placement or _placement(config)  # once per run: every model of the run is made there
     print(placement.describe(), file=sys.stderr)
     keras.utils.set_random_seed(config.train.seed)
-    built_from = config
-    if architecture_only:
-        built_from = dataclasses.replace(config, vgg16=dataclasses.replace(config.vgg16, weights="none"))
+    built_from = kind_of(config).without_downloads(config) if architecture_only else config
     model = build_model(built_from, len(data.class_names), splits.x_train.shape[1:], placement)
     # Also when resuming: a phase with no whole saved state yet starts again from this fresh model.
     prepare_with_data(model, config, splits.x_train)
-    return config, data, splits, placement, model
+    return data, splits, placement, model
 
 
-def _train_into(run_dir: Path, config: RunConfig, placement, model, data: Dataset, splits,
-                resume: bool = False) -> None:
+def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool = False) -> None:
     from cnnlab.training.trainer import train_model
 
-    rundir.write_json(run_dir / rundir.CONFIG, config.to_dict())
-    provenance.record_source(run_dir, data)
-    rundir.set_status(run_dir, "running")
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    run.write_config(config, data)
+    run.record_data(data)
+    run.set_status("running")
+    print(f"run directory: {run.path}", file=sys.stderr)
     try:
         with _interrupts_finish_the_epoch() as stop_requested:
-            result = train_model(config, model, splits, run_dir, resume=resume, stop_requested=stop_requested,
+            result = train_model(config, model, splits, run, resume=resume, stop_requested=stop_requested,
                                  placement=placement)
         kind = kind_of(config)
         metrics = {
@@ -130,16 +124,16 @@ def _train_into(run_dir: Path, config: RunConfig, placement, model, data: Datase
             "val_images": int(len(splits.y_val)),
             "data": provenance.metrics_record(data),
         }
-        _evaluate_and_record(run_dir, result.model, data, metrics, config)
+        _evaluate_and_record(run, result.model, data, metrics, config)
     except KeyboardInterrupt:
-        rundir.set_status(run_dir, "failed", f"interrupted; continue with: cnnlab train --resume {run_dir}")
-        print(f"stopped; the last saved state is kept. Continue with: cnnlab train --resume {run_dir}",
+        run.set_status("failed", f"interrupted; continue with: cnnlab train --resume {run.path}")
+        print(f"stopped; the last saved state is kept. Continue with: cnnlab train --resume {run.path}",
               file=sys.stderr)
         raise
     except Exception as exc:
-        rundir.record_failure(run_dir, exc)
+        run.record_failure(exc)
         raise
-    rundir.set_status(run_dir, "finished")
+    run.set_status("finished")
 
 
 @contextlib.contextmanager
@@ -173,20 +167,15 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     earlier corruption scores are kept while the test images are the same, and dropped (with a note) otherwise.
     """
     check_corruption_settings(corruption_images, corruption_seed)
-    run_dir = rundir.require_finished(run_dir)
-    config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
-    data_config = config.data
-    if data_source or sha256:  # a hash given on its own checks the run's own source, replacing the run's hash
-        data_config = dataclasses.replace(data_config, source=data_source or data_config.source, sha256=sha256)
-    data = load_dataset(data_config, config.train.seed)
-    if not data_source:  # other data, named on purpose (a copy, another test set), is scored as it is
-        provenance.check_unchanged(run_dir, data)
-    model = load_run_model(run_dir)
+    run = Run.open_finished(run_dir)
+    config = run.config
+    data = run.load_data(data_source, sha256)
+    model = run.load_model()
     if model.output_shape[-1] != len(data.class_names):
         raise CnnlabError(f"the data at {data.record.path} has {len(data.class_names)} classes, but this run's model "
                           f"answers for {model.output_shape[-1]}")
-    with rundir.locked(run_dir):
-        metrics = _training_summary(run_dir / rundir.METRICS)
+    with run.locked():
+        metrics = _training_summary(run)
         record = provenance.metrics_record(data)
         if corruptions:
             metrics["corruptions"] = _score_corruptions(model, data, config, corruption_images, corruption_seed)
@@ -195,7 +184,7 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
             print("note: the scores under corruptions were for other test images and are dropped (score them again "
                   "with --corruptions)", file=sys.stderr)
         metrics["data"] = record
-        return _evaluate_and_record(run_dir, model, data, metrics, config)
+        return _evaluate_and_record(run, model, data, metrics, config)
 
 
 def _score_corruptions(model, data: Dataset, config: RunConfig, count: int | None, seed: int) -> dict:
@@ -217,52 +206,39 @@ def _same_test_images(scored_on, record: dict) -> bool:
     return same and (record["content_hash"] is not None or scored_on.get("path") == record["path"])
 
 
-def _training_summary(metrics_file: Path) -> dict:
+def _training_summary(run: Run) -> dict:
     """What evaluate keeps of a run's metrics.json: everything, unless it is missing or damaged. Re-scoring is how
     such a file is mended, so damage is a warning here (the scores are written anew, the training summary is lost)."""
-    if not metrics_file.is_file():
+    if not run.has_metrics():
         return {}
     try:
-        return read_metrics(metrics_file)
+        return run.metrics()
     except CnnlabError as exc:
         print(f"warning: {one_line(exc)}; writing it anew from the test set", file=sys.stderr)
         return {}
 
 
-def load_run_model(run_dir: Path):
-    from cnnlab.models.saving import load_model
-
-    return load_model(Path(run_dir) / rundir.MODEL)
-
-
-def _evaluate_and_record(run_dir: Path, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
+def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     start = time.perf_counter()
     probabilities = predict_probabilities(model, data.x_test, batch_size=config.train.evaluation_batch_size,
                                           augmentation=config.train.test_time_augmentation)
     metrics["test_seconds"] = round(time.perf_counter() - start, 2)
     metrics["test_time_augmentation"] = config.train.test_time_augmentation
-    with rundir.atomic_path(run_dir / rundir.TEST_PREDICTIONS) as temporary:
-        # For reports: every model's answers side by side without running the models again.
-        np.savez(temporary, probabilities=probabilities.astype(np.float16), labels=data.y_test.astype(np.uint8))
+    run.write_predictions(probabilities, data.y_test)
     metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
     metrics["versions"] = machine.library_versions()
     metrics["hardware"] = machine.hardware()
-    rundir.write_json(run_dir / rundir.METRICS, metrics)  # before the figures: a plotting problem cannot lose them
+    run.write_metrics(metrics)  # before the figures: a plotting problem cannot lose them
     try:
-        figures_dir = run_dir / rundir.FIGURES
-        figures_dir.mkdir(exist_ok=True)
-        history_file = run_dir / rundir.HISTORY
-        if history_file.is_file():
-            figures.plot_learning_curves(
-                {run_dir.name: read_history(history_file)}, figures_dir / LEARNING_CURVES_PNG, run_dir.name
-            )
-        figures.plot_confusion_matrix(
-            metrics["confusion_matrix"], data.class_names, figures_dir / CONFUSION_MATRIX_PNG,
-            f"{run_dir.name}: test set",
-        )
+        run.figures_dir.mkdir(exist_ok=True)
+        history = run.history()
+        if history:
+            figures.plot_learning_curves({run.name: history}, run.figures_dir / LEARNING_CURVES_PNG, run.name)
+        figures.plot_confusion_matrix(metrics["confusion_matrix"], data.class_names,
+                                      run.figures_dir / CONFUSION_MATRIX_PNG, f"{run.name}: test set")
     except Exception as exc:  # any plotting error: the model and its numbers are kept, the figures are extras
         print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
-              f"(redraw them with: cnnlab evaluate {terminal_text(run_dir)})", file=sys.stderr)
+              f"(redraw them with: cnnlab evaluate {terminal_text(run.path)})", file=sys.stderr)
     return metrics
 
 
@@ -270,18 +246,18 @@ def resume_compare(out: Path) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
     out = Path(out)
-    run_dirs = [out / name for name in COMPARED_KINDS]
-    if not (run_dirs[0] / rundir.CONFIG).is_file():
+    runs = [Run(out / name) for name in COMPARED_KINDS]
+    if not runs[0].has_config():
         raise CnnlabError(f"{out} is not an interrupted comparison (no {COMPARED_KINDS[0]}/{rundir.CONFIG})")
-    config = config_from_dict(rundir.read_json(run_dirs[0] / rundir.CONFIG))
-    for name, run_dir in zip(COMPARED_KINDS, run_dirs):
-        if not (run_dir / rundir.STATUS).is_file():
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise CnnlabError(f"{run_dir} holds files but no run status; move it away and resume again")
-            train_run(dataclasses.replace(config, model=name), run_dir)
-        elif rundir.read_status(run_dir)["state"] != "finished":
-            resume_run(run_dir)
-    return _report_from_chief(config, run_dirs, out)
+    config = runs[0].config
+    for name, run in zip(COMPARED_KINDS, runs):
+        if not run.has_status():
+            if run.path.exists() and any(run.path.iterdir()):
+                raise CnnlabError(f"{run.path} holds files but no run status; move it away and resume again")
+            train_run(dataclasses.replace(config, model=name), run.path)
+        elif run.state() != "finished":
+            resume_run(run.path)
+    return _report_from_chief(config, [run.path for run in runs], out)
 
 
 def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Path:
@@ -314,15 +290,13 @@ def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     data source, and those pictures are left out (with a warning) if that source is gone or changed."""
     from cnnlab.report.builder import REPORT_HTML, REPORT_MD, build_report
 
-    first_run = rundir.require_finished(run_dirs[0])
-    first = config_from_dict(rundir.read_json(first_run / rundir.CONFIG))
+    first_run = Run.open_finished(run_dirs[0])
     names = "-".join(Path(run_dir).name for run_dir in run_dirs)[:60]
     out = Path(out) if out else rundir.default_run_dir("report", names, Path("reports"))
     if (out / REPORT_HTML).exists() or (out / REPORT_MD).exists():
         raise CnnlabError(f"{out} already holds a report; choose another --out folder")
     try:
-        data = load_dataset(first.data, first.train.seed)
-        provenance.check_unchanged(first_run, data)
+        data = first_run.load_data()
         test_set = (data.x_test, data.y_test)
     except CnnlabError as exc:
         print(f"warning: no pictures of test images: cannot load them ({exc})", file=sys.stderr)

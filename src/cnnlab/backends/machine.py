@@ -7,6 +7,8 @@ import platform
 import sys
 from importlib import metadata
 
+from cnnlab.backends.engine import detect_devices
+
 
 def library_versions() -> dict[str, str]:
     import keras
@@ -64,9 +66,7 @@ def cpu_model() -> str:
 
 
 def accelerators() -> list[str]:
-    """The accelerators the active Keras backend sees (none: a CPU-only run); `cnnlab.backends` asks the backend."""
-    from cnnlab.backends import detect_devices
-
+    """The accelerators the active Keras backend sees (none: a CPU-only run), as its engine lists them."""
     try:
         devices = detect_devices()
     except Exception as exc:  # a broken driver must not lose a finished run's metrics

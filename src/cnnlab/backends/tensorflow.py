@@ -1,52 +1,85 @@
-"""The TensorFlow-only part of cnnlab: its devices, data parallelism through `tf.distribute.MirroredStrategy`, and a
-tf.data pipeline that feeds training batches ahead of the model.
+"""The TensorFlow engine: its devices, data parallelism through `tf.distribute.MirroredStrategy`, and a tf.data
+pipeline that feeds training batches ahead of the model.
 
 Everything else in cnnlab runs on any Keras backend; on JAX or PyTorch, `fit` reads the same batches through Keras's
-PyDataset instead (see `backends.fit_input`).
+PyDataset instead (`Engine.fit_input`).
 """
 
 from __future__ import annotations
 
 import functools
 
+import keras
 import tensorflow as tf
 
-from cnnlab.backends import Devices
+from cnnlab.backends.engine import Devices, Engine
 from cnnlab.common.errors import CnnlabError
 
 PREFETCH_BATCHES = 8
 
 
-def split_host_cpu(count: int) -> None:
-    """Make the CPU `count` logical devices, as several GPUs would be; must come before TensorFlow's first operation."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    if count == len(tf.config.get_logical_device_configuration(cpu) or [None]):
-        return
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-    except RuntimeError:  # TensorFlow had already started its devices
-        raise CnnlabError(f"cannot split the CPU into {count} devices: TensorFlow already started") from None
+class TensorFlowEngine(Engine):
+    name = "tensorflow"
 
+    def split_host_cpu(self, count: int) -> None:
+        """Make the CPU `count` logical devices, as several GPUs would be; must come before TensorFlow's first
+        operation."""
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if count == len(tf.config.get_logical_device_configuration(cpu) or [None]):
+            return
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:  # TensorFlow had already started its devices
+            raise CnnlabError(f"cannot split the CPU into {count} devices: TensorFlow already started") from None
 
-def detect_devices() -> Devices:
-    gpus = tf.config.list_logical_devices("GPU")
-    if not gpus:
-        return Devices("cpu", tuple(device.name for device in tf.config.list_logical_devices("CPU")))
-    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
-                    for gpu in tf.config.list_physical_devices("GPU")]
-    known = [capability for capability in capabilities if capability]
-    return Devices("gpu", tuple(device.name for device in gpus), min(known) if len(known) == len(capabilities) else None)
+    def detect_devices(self) -> Devices:
+        gpus = tf.config.list_logical_devices("GPU")
+        if not gpus:
+            return Devices("cpu", tuple(device.name for device in tf.config.list_logical_devices("CPU")))
+        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                        for gpu in tf.config.list_physical_devices("GPU")]
+        known = [capability for capability in capabilities if capability]
+        return Devices("gpu", tuple(device.name for device in gpus),
+                       min(known) if len(known) == len(capabilities) else None)
+
+    def initialize(self, coordinator: str, processes: int, process_id: int) -> None:
+        # Tried with two workers on 127.0.0.1 (TensorFlow 2.21, Keras 3.15.1): MultiWorkerMirroredStrategy starts,
+        # with 2 replicas in sync, but Keras's `fit` fails under it: "ValueError: Attempt to convert a value
+        # (PerReplica:{...}) with an unsupported type (<class '...PerReplica'>) to a Tensor" (keras-team/keras#20585).
+        raise CnnlabError("several processes: Keras 3 cannot fit under TensorFlow's MultiWorkerMirroredStrategy "
+                          "(keras-team/keras#20585); use KERAS_BACKEND=jax")
+
+    def refuse_devices(self, requested: int, used: int) -> None:
+        """None refused: MirroredStrategy trains on any number of devices."""
+
+    def data_parallel(self, device_names: tuple[str, ...]):
+        """The scope of a MirroredStrategy over `device_names`, in which Keras builds, compiles and fits models."""
+        return _mirrored(device_names).scope
+
+    def distributed_devices(self) -> int:
+        """The devices the strategy in force splits each batch over; 1 outside any."""
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
+    def fit_input(self, batches) -> tuple[object, list]:
+        """A tf.data pipeline that serves `batches`, each prepared while the model trains on the one before, and the
+        callback that moves `batches` on to the next epoch: Keras's own PyDataset adapter halved training speed at
+        batch 32 on a 2-core CPU (see benchmarks/RESULTS.md)."""
+        next_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: batches.on_epoch_end())
+        return prefetched_batches(batches), [next_epoch]
+
+    def jit_compile(self, device_kind: str) -> bool | str:
+        # TensorFlow's own CPU kernels beat XLA's there (benchmarks/RESULTS.md)
+        return False if device_kind == "cpu" else "auto"
+
+    def steps_per_execution_limit(self, devices: int) -> int | None:
+        # Keras 3.15's multi-step loop under MirroredStrategy fails ("You must feed a value for placeholder tensor
+        # ... while/cond"): one step per call over several devices
+        return 1 if devices > 1 else None
 
 
 @functools.cache  # one strategy per set of devices: every model of the run must share it
-def data_parallel(device_names: tuple[str, ...]):
-    """The scope (a context factory) in which Keras builds, compiles and fits models across `device_names`."""
-    return tf.distribute.MirroredStrategy(devices=list(device_names)).scope
-
-
-def distributed_devices() -> int:
-    """The devices the strategy in force splits each batch over; 1 outside any."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
+def _mirrored(device_names: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    return tf.distribute.MirroredStrategy(devices=list(device_names))
 
 
 def prefetched_batches(batches) -> tf.data.Dataset:
@@ -73,3 +106,6 @@ def prefetched_batches(batches) -> tf.data.Dataset:
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+ENGINE = TensorFlowEngine()

@@ -1,9 +1,11 @@
 """One resolved configuration for a run: preset file, then command-line overrides, then validation.
 
-A preset is a TOML file: `model = "cnn" | "vgg16" | "fastnet"` plus the sections of `RunConfig` ([data], [train],
-[cnn], [vgg16], [fastnet]); one preset configures both the CNN and VGG16, so that `compare` trains them under the same
-recipe. Presets shipped with cnnlab live in `cnnlab/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
-overridden from the command line, and the result is checked once here, so later stages can trust it.
+A preset is a TOML file: `model = "<kind>"` plus the sections of `RunConfig`: [data], [train] and one section per
+model kind, named after it (each kind declares its section in `models/<kind>/`; see `models.kind`). One preset
+configures every kind, so that `compare` trains them under the same recipe. Presets shipped with cnnlab live in
+`cnnlab/config/presets/`; `--preset` also takes a path to a TOML file of one's own. Every value a preset sets can be
+overridden from the command line, and the result is checked once here, against the bounds, entry counts and choices
+each setting declares with its default (`common.settings.setting`), so later stages can trust it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,24 @@ import reprlib
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.common.settings import (FRACTION, LEARNING_RATE, MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, UNIT_INTERVAL, Range,
+                                    declared, setting)
+from cnnlab.models.registry import KINDS
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "warmup_linear")
+RESIZE_MODES = ("crop", "pad", "stretch")
+TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
+MAX_TRANSLATE = 8
+MAX_DEVICES = 4096  # devices of one machine (or one process) that train together; far past any real machine
+MAX_PRESET_BYTES = 1 << 20  # presets are a few hundred bytes: a bigger file is not one, and is never read whole
 
 
 @dataclass(frozen=True)
@@ -29,83 +43,52 @@ class DataConfig:
     source: str | None = None
     sha256: str | None = None  # a hash the local archive must match exactly (strict mode)
     # Validation images carved from the training set, stratified by class: below 1 a fraction, from 1 a count
-    val_size: float = 0.1
+    val_size: float = setting(0.1, bounds=Range(0, MAX_IMAGES))
     # For an image folder without test/: the test images carved from it (stratified, seeded), as val_size
-    test_size: float = 0.2
-    # Images are resized to image_size x image_size; None: the source's own size (CIFAR-10: 32), 64 for folders
-    image_size: int | None = None
-    resize: str = "crop"  # for images of another shape: "crop" the centre square, "pad" to a square, or "stretch"
+    test_size: float = setting(0.2, bounds=Range(0.0, MAX_IMAGES, low_open=True))
+    # Images are resized to image_size x image_size; None: the source's own size (CIFAR-10: 32), 64 for folders.
+    # A kind that needs more upscales inside its model.
+    image_size: int | None = setting(None, bounds=Range(16, 1024))
+    # For images of another shape: "crop" the centre square, "pad" to a square, or "stretch"
+    resize: str = setting("crop", choices=RESIZE_MODES)
     strict: bool = False  # an unreadable file in an image folder is an error, instead of skipped with a warning
-    train_limit: int | None = None  # train on the first N training images (after the validation split)
+    # Train on the first N training images (after the validation split)
+    train_limit: int | None = setting(None, bounds=Range(1, MAX_IMAGES))
     # Score on N test images, a class-stratified sample that is the same every time (quick runs; every command alike)
-    test_limit: int | None = None
+    test_limit: int | None = setting(None, bounds=Range(1, MAX_IMAGES))
     flip: bool = False  # mirror training images left-right, every other epoch each
-    translate: int = 0  # shift training images by up to N pixels (reflected border)
-
-
-@dataclass(frozen=True)
-class CnnConfig:
-    conv_blocks: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))  # filters of each conv, block by block
-    batch_norm: bool = False
-    conv_dropout: float = 0.25  # after each block's pooling; 0 disables
-    dense_units: tuple[int, ...] = (512,)
-    dense_dropout: float = 0.5  # after each dense layer; 0 disables
-
-
-@dataclass(frozen=True)
-class Vgg16Config:
-    weights: str = "imagenet"  # "imagenet" (Keras download and cache), "none" (random init) or a local .h5 path
-    image_size: int = 32  # images are upscaled to this inside the model; ImageNet features like larger inputs
-    # The head sits on this conv block's output (1-5); the blocks above it are left out. A trunk's top block is its
-    # most task-specific: for a trunk tuned on another task a lower block can transfer better (measure it).
-    top_block: int = 5
-    head_pooling: str = "flatten"  # "flatten" or "avg" over the top block's feature map
-    # BatchNormalization on the head's input: frozen features differ in scale by orders of magnitude between trunks
-    head_batch_norm: bool = False
-    head_units: tuple[int, ...] = (256,)
-    head_dropout: float = 0.5
-    # The blocks frozen in both phases run once per image (and mirror image), not once per epoch; not with translate
-    feature_cache: bool = True
-    head_epochs: int | None = None  # phase 1, the head alone; None: train.epochs, as the CNN (the tutorial's recipe)
-    unfreeze_blocks: int = 1  # phase 2 trains the last N conv blocks up to top_block; 0 skips phase 2
-    finetune_epochs: int = 5
-    finetune_learning_rate: float = 1e-5
-
-
-@dataclass(frozen=True)
-class FastnetConfig:
-    widths: tuple[int, ...] = (64, 256, 256)  # filters of the three conv groups
-    whiten_patch: int = 2  # size of the image patches the first layer whitens
-    batchnorm_momentum: float = 0.6  # weight of each new batch in BatchNorm's running averages
-    bias_lr_scale: float = 64.0  # BatchNorm shifts learn this many times faster than other weights
-    weight_decay: float = 0.0  # each step adds weight_decay * kernel to the conv and dense kernels' gradients
-    logit_scale: float = 1 / 9
-    activation: str = "gelu"  # "gelu" or "relu": ReLU is much cheaper on CPUs without fast transcendental math
+    translate: int = setting(0, bounds=Range(0, MAX_TRANSLATE))  # shift training images by up to N pixels (reflected)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    learning_rate: float = 0.001  # for VGG16: phase 1, the head alone
-    batch_size: int = 32
-    epochs: int = 50  # for VGG16: phase 1
-    seed: int = 0
+    learning_rate: float = setting(0.001, bounds=LEARNING_RATE)  # of the first phase, for a kind trained in phases
+    batch_size: int = setting(32, bounds=Range(1, 65_536))
+    epochs: int = setting(50, bounds=Range(1, MAX_EPOCHS))  # of the first phase, for a kind trained in phases
+    seed: int = setting(0, bounds=Range(0, 2**32 - 1))
     tensorboard: bool = False
-    save_every_steps: int = 0  # resume state is saved every epoch, and also every N steps when N > 0
-    optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
-    momentum: float = 0.9  # sgd only
+    # Resume state is saved every epoch, and also every N steps when N > 0
+    save_every_steps: int = setting(0, bounds=Range(0, MAX_STEPS))
+    optimizer: str = setting("adam", choices=OPTIMIZERS)  # "sgd" has momentum
+    momentum: float = setting(0.9, bounds=FRACTION)  # sgd only
     nesterov: bool = False  # sgd only
-    label_smoothing: float = 0.0
-    lr_schedule: str = "constant"  # or "warmup_linear": up from lr*warmup_start, then linearly down to lr*final
-    warmup_fraction: float = 0.2
-    warmup_start: float = 0.2
-    final_lr_fraction: float = 0.07
-    lookahead_every: int = 0  # every N steps, pull the weights towards their running average; 0 disables
+    label_smoothing: float = setting(0.0, bounds=FRACTION)
+    # Or "warmup_linear": up from lr*warmup_start, then linearly down to lr*final
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES)
+    warmup_fraction: float = setting(0.2, bounds=FRACTION)
+    warmup_start: float = setting(0.2, bounds=UNIT_INTERVAL)
+    final_lr_fraction: float = setting(0.07, bounds=UNIT_INTERVAL)
+    # Every N steps, pull the weights towards their running average; 0 disables
+    lookahead_every: int = setting(0, bounds=Range(0, MAX_STEPS))
     # "auto": chosen per device (backends.choose_precision): bfloat16 on CPUs that compute it natively and on GPUs of
     # compute capability 8.0 and up, float16 (loss-scaled) on GPUs from 7.0, else float32
-    precision: str = "auto"
-    devices: int = 1  # data-parallel training over this many of the machine's devices; 0: all of them
-    steps_per_execution: int = 1  # training steps per call into the backend; more cuts Python overhead
-    test_time_augmentation: int = 0  # 0: none, 1: average with the mirror image, 2: mirror and 1-pixel shifts
+    precision: str = setting("auto", choices=PRECISIONS)
+    # Data-parallel training over this many of the machine's devices; 0: all of them
+    devices: int = setting(1, bounds=Range(0, MAX_DEVICES))
+    # Training steps per call into the backend; more cuts Python overhead
+    steps_per_execution: int = setting(1, bounds=Range(1, 10_000))
+    # 0: none, 1: average with the mirror image, 2: mirror and 1-pixel shifts
+    test_time_augmentation: int = setting(0, bounds=Range(min(TTA_LEVELS), max(TTA_LEVELS)))
 
     @property
     def evaluation_batch_size(self) -> int:
@@ -115,131 +98,34 @@ class TrainConfig:
         return self.batch_size * -(-256 // self.batch_size)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    preset: str = "seed"
-    description: str = ""
-    model: str = "cnn"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    cnn: CnnConfig = field(default_factory=CnnConfig)
-    vgg16: Vgg16Config = field(default_factory=Vgg16Config)
-    fastnet: FastnetConfig = field(default_factory=FastnetConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def _to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "cnn": CnnConfig, "vgg16": Vgg16Config, "fastnet": FastnetConfig}
+# The sections every run has, then one per model kind, named after it (its settings, declared by the kind).
+SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig,
+                             **{name: kind.settings for name, kind in KINDS.items()}}
 TOP_LEVEL = {"description": str, "model": str}
-MODEL_NAMES = ("cnn", "vgg16", "fastnet")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "warmup_linear")
-RESIZE_MODES = ("crop", "pad", "stretch")
-HEAD_POOLINGS = ("flatten", "avg")
-FASTNET_ACTIVATIONS = ("gelu", "relu")
-TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
-MAX_CONV_BLOCKS = 5
-MAX_TRANSLATE = 8
-MAX_PRESET_BYTES = 1 << 20  # presets are a few hundred bytes: a bigger file is not one, and is never read whole
+MODEL_NAMES = tuple(KINDS)
 
+# A run's whole configuration: the preset's name, a description, the model to train, then every section (a preset
+# configures every kind, so that `compare` trains them under the same recipe).
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [("preset", str, dataclasses.field(default="seed")), ("description", str, dataclasses.field(default="")),
+     ("model", str, dataclasses.field(default=MODEL_NAMES[0])),
+     *((name, section, dataclasses.field(default_factory=section)) for name, section in SECTIONS.items())],
+    frozen=True, namespace={"to_dict": _to_dict, "__module__": __name__},
+)
 
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting allows; an open end excludes the bound itself."""
-
-    low: float
-    high: float
-    low_open: bool = False
-    high_open: bool = False
-
-    def holds(self, value: float) -> bool:
-        # Comparisons that NaN fails: NaN is refused along with everything out of range.
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return above and below
-
-    def __str__(self) -> str:
-        if isinstance(self.low, int) and isinstance(self.high, int) and not (self.low_open or self.high_open):
-            return f"between {self.low:,} and {self.high:,}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-
-# Every numeric setting has upper bounds as well as lower ones: a value far past any real run (a 300-digit batch size,
-# a learning rate of 1e400) would otherwise reach NumPy or Keras and overflow there, or allocate without end.
-MAX_IMAGES = 1_000_000  # far above CIFAR-10's 50,000 training images; the data loader checks the real count
-MAX_EPOCHS = 10_000
-MAX_STEPS = 10**9
-# Finite, so the memory estimate stays a number; that estimate refuses far narrower layers on any real machine.
-MAX_LAYER_WIDTH = 2**31 - 1
-MAX_LAYERS = 16  # convs in one block, dense layers in one head
-MAX_DEVICES = 4096  # devices of one machine (or one process) that train together; far past any real machine
-FRACTION = Range(0.0, 1.0, high_open=True)
-UNIT_INTERVAL = Range(0.0, 1.0)
-# Far past any useful rate, yet finite: a rate that makes training diverge on purpose (to see the NaN guard work)
-# is still accepted.
-LEARNING_RATE = Range(0.0, 1e10, low_open=True)
-RANGES = {  # for a list setting: the range of each entry
-    "data.val_size": Range(0, MAX_IMAGES),
-    "data.test_size": Range(0.0, MAX_IMAGES, low_open=True),
-    "data.image_size": Range(16, 1024),  # the CNN and the fast net work from 16 px up; VGG16 from 32
-    "data.train_limit": Range(1, MAX_IMAGES),
-    "data.test_limit": Range(1, MAX_IMAGES),
-    "data.translate": Range(0, MAX_TRANSLATE),
-    "train.learning_rate": LEARNING_RATE,
-    "train.batch_size": Range(1, 65_536),
-    "train.epochs": Range(1, MAX_EPOCHS),
-    "train.seed": Range(0, 2**32 - 1),
-    "train.save_every_steps": Range(0, MAX_STEPS),
-    "train.momentum": FRACTION,
-    "train.label_smoothing": FRACTION,
-    "train.warmup_fraction": FRACTION,
-    "train.warmup_start": UNIT_INTERVAL,
-    "train.final_lr_fraction": UNIT_INTERVAL,
-    "train.lookahead_every": Range(0, MAX_STEPS),
-    "train.steps_per_execution": Range(1, 10_000),
-    "train.devices": Range(0, MAX_DEVICES),
-    "train.test_time_augmentation": Range(min(TTA_LEVELS), max(TTA_LEVELS)),
-    "cnn.conv_blocks": Range(1, MAX_LAYER_WIDTH),
-    "cnn.conv_dropout": FRACTION,
-    "cnn.dense_units": Range(1, MAX_LAYER_WIDTH),
-    "cnn.dense_dropout": FRACTION,
-    "vgg16.image_size": Range(32, 1024),  # VGG16 needs 32x32 or more
-    "vgg16.head_units": Range(1, MAX_LAYER_WIDTH),
-    "vgg16.head_dropout": FRACTION,
-    "vgg16.head_epochs": Range(1, MAX_EPOCHS),
-    "vgg16.top_block": Range(1, 5),
-    "vgg16.unfreeze_blocks": Range(0, 5),
-    "vgg16.finetune_epochs": Range(0, MAX_EPOCHS),
-    "vgg16.finetune_learning_rate": LEARNING_RATE,
-    "fastnet.widths": Range(1, MAX_LAYER_WIDTH),
-    "fastnet.whiten_patch": Range(1, 4),
-    "fastnet.batchnorm_momentum": Range(0.0, 1.0, low_open=True),
-    "fastnet.bias_lr_scale": Range(0.0, 10_000.0, low_open=True),
-    "fastnet.weight_decay": UNIT_INTERVAL,
-    "fastnet.logit_scale": Range(0.0, 100.0, low_open=True),
-}
-LENGTHS = {  # entries a list setting may hold
-    "cnn.conv_blocks": Range(1, MAX_CONV_BLOCKS),  # each block halves the image: 32 px allows five halvings
-    "cnn.dense_units": Range(0, MAX_LAYERS),
-    "vgg16.head_units": Range(0, MAX_LAYERS),
-    # 32 px images: the whitening patch trims a little, then each of the groups halves the image.
-    "fastnet.widths": Range(1, 4),
-}
-CHOICES = {
-    "model": MODEL_NAMES,
-    "train.optimizer": OPTIMIZERS,
-    "train.lr_schedule": LR_SCHEDULES,
-    "train.precision": PRECISIONS,
-    "vgg16.head_pooling": HEAD_POOLINGS,
-    "data.resize": RESIZE_MODES,
-    "fastnet.activation": FASTNET_ACTIVATIONS,
-}
+RANGES = {name: rule for section, cls in SECTIONS.items() for name, rule in declared(cls, section, "bounds").items()}
+LENGTHS = {name: rule for section, cls in SECTIONS.items() for name, rule in declared(cls, section, "entries").items()}
+CHOICES = {"model": MODEL_NAMES,
+           **{name: rule for section, cls in SECTIONS.items() for name, rule in declared(cls, section, "choices").items()}}
 
 
 def available_presets() -> list[str]:
-    folder = resources.files("cnnlab.config") / "presets"
+    folder = resources.files(__name__) / "presets"
     return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
@@ -276,7 +162,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             document = _parse_toml(f"value = {text}", f"--set {_name(key.strip())}")
         except tomllib.TOMLDecodeError:
             document = {"value": text}  # a bare word is taken as a string
-        # Text that holds more than one value (`3\nmodel = "vgg16"`) is not one value: it is kept whole, as text.
+        # Text that holds more than one value (`3\nmodel = "other"`) is not one value: it is kept whole, as text.
         overrides[key.strip()] = document["value"] if len(document) == 1 else text
     return overrides
 
@@ -293,7 +179,7 @@ def _read_preset(preset: str) -> dict[str, Any]:
         except (OSError, UnicodeDecodeError) as exc:
             raise CnnlabError(f"cannot read preset file {_name(preset)}: {first_line(exc)}") from None
     else:
-        resource = resources.files("cnnlab.config") / "presets" / f"{preset}.toml"
+        resource = resources.files(__name__) / "presets" / f"{preset}.toml"
         if not resource.is_file():
             raise CnnlabError(f"unknown preset {_brief(preset)} (available: {', '.join(available_presets())})")
         text = resource.read_text(encoding="utf-8")
@@ -380,13 +266,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def _check_ranges(config: RunConfig) -> None:
-    problems = [*_choice_problems(config), *_length_problems(config), *_range_problems(config)]
+    problems = [*_choice_problems(config), *_length_problems(config), *_kind_problems(config), *_range_problems(config)]
     sha256 = config.data.sha256
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         problems.append("data.sha256 must be 64 hexadecimal digits")
-    if not problems and config.vgg16.unfreeze_blocks > config.vgg16.top_block:  # both in range: say how they clash
-        problems.append(f"vgg16.unfreeze_blocks ({config.vgg16.unfreeze_blocks}) cannot exceed vgg16.top_block "
-                        f"({config.vgg16.top_block}), the blocks the model keeps")
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))
 
@@ -401,14 +284,16 @@ def _choice_problems(config: RunConfig) -> list[str]:
 
 
 def _length_problems(config: RunConfig) -> list[str]:
-    problems = [
+    return [
         f"{name} must have {allowed} entries, got {len(_setting(config, name)):,}"
         for name, allowed in LENGTHS.items()
         if not allowed.holds(len(_setting(config, name)))
     ]
-    if not all(1 <= len(block) <= MAX_LAYERS for block in config.cnn.conv_blocks):
-        problems.append(f"each of cnn.conv_blocks must hold between 1 and {MAX_LAYERS} filter counts")
-    return problems
+
+
+def _kind_problems(config: RunConfig) -> list[str]:
+    """What each model kind checks of its own section beyond the declared rules."""
+    return [problem for name, kind in KINDS.items() for problem in kind.check_settings(getattr(config, name))]
 
 
 def _range_problems(config: RunConfig) -> list[str]:

@@ -1,9 +1,12 @@
-"""CIFAR-10 from the official archive, a local copy of it, or an extracted folder: verified, validated, cached.
+"""The CIFAR-10 source: the official archive, a local copy of it, or an extracted folder; verified, validated, cached.
 
-Sources, in the order `load_cifar10` considers them:
+As a row of `sources.SOURCES` it recognises no path (the official download), anything that is not a folder (an
+archive), and a folder in the extracted CIFAR-10 layout; its rule: images are IMAGE_SIZE px, used as they are.
+
+Where `load_cifar10` takes the bytes from:
 - a local `.tar.gz` in the official layout, or an extracted `cifar-10-batches-py` folder (or its parent);
-- otherwise the official archive, downloaded and cached by Keras (`keras.utils.get_file`, `~/.keras/datasets`) and
-  checked against the official SHA-256.
+- without a path, the official archive, downloaded and cached by Keras (`keras.utils.get_file`, `~/.keras/datasets`)
+  and checked against the official SHA-256.
 
 A local archive whose hash is not the official one is used with a one-line warning (re-packed copies are common and
 harmless); `sha256=` makes the check strict. Decoded arrays are cached as an uncompressed `.npz` keyed by the
@@ -20,7 +23,7 @@ import sys
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -29,7 +32,10 @@ from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 from cnnlab.common.errors import CnnlabError, first_line
-from cnnlab.runs.rundir import atomic_path
+from cnnlab.common.files import atomic_path
+
+if TYPE_CHECKING:
+    from cnnlab.config import DataConfig
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -44,6 +50,24 @@ MAX_CLASS_NAME_CHARS = 64  # the official names have at most 10; the cache store
 CLASS_NAMES_DTYPE = np.dtype(f"<U{MAX_CLASS_NAME_CHARS}")
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 IMAGE_SIZE = 32
+
+
+def recognises(path: Path | None) -> bool:
+    """Whether `path` is CIFAR-10's: None (the official download), anything that is not a folder (an archive), or a
+    folder in the extracted layout."""
+    return path is None or not path.is_dir() or is_cifar10_folder(path)
+
+
+def load_source(path: Path | None, data: DataConfig, seed: int, cache_dir: Path | None = None,
+                warn: Callable[[str], None] | None = None) -> Dataset:
+    """CIFAR-10 from `path` as `data` asks for it (`seed` plays no part: its test set is fixed). Its images are
+    IMAGE_SIZE px and used as they are, so any other `data.image_size` is refused."""
+    if data.image_size not in (None, IMAGE_SIZE):
+        raise CnnlabError(
+            f"data.image_size is {data.image_size}, but CIFAR-10 images are {IMAGE_SIZE} px and are used "
+            "as they are; for larger VGG16 inputs set --vgg16-size instead (VGG16 upscales inside the model)"
+        )
+    return load_cifar10(path, data.sha256, cache_dir, warn)
 
 
 def load_cifar10(

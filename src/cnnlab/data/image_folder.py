@@ -1,8 +1,11 @@
-"""Your own images: a folder of class subfolders (the layout of `keras.utils.image_dataset_from_directory`) as a
-`Dataset`, decoded once into a memory-mapped cache.
+"""The image-folder source: your own images, a folder of class subfolders (the layout of
+`keras.utils.image_dataset_from_directory`) as a `Dataset`, decoded once into a memory-mapped cache.
 
     photos/cat/*.jpg, photos/dog/*.png, ...            a test set is carved from them (stratified, seeded)
     photos/train/<class>/..., photos/test/<class>/...  the test/ images are the test set, as they are
+
+As a row of `sources.SOURCES` it recognises any folder (CIFAR-10, asked before it, takes those in its own layout);
+its rule: no --sha256, which checks an archive, and a folder is none.
 
 What counts as an image, and what is left out:
 - Files are taken by suffix (IMAGE_SUFFIXES, any case), then decoded by `images.decode_image`, which trusts only the
@@ -41,7 +44,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data import images
 from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.dataset import Dataset, SourceRecord
-from cnnlab.data.splits import count_of, stratified_sample
+from cnnlab.data.sampling import count_of, stratified_sample
 from cnnlab.common.text import terminal_text
 from cnnlab.common.errors import CnnlabError
 
@@ -90,6 +93,19 @@ class Decoded:
     kept: np.ndarray  # listing index of each image
     unreadable: tuple[tuple[int, str], ...]  # (listing index, why)
     sizes: Counter  # (width, height) before resizing -> how many images
+
+
+def recognises(path: Path | None) -> bool:
+    """Any folder: one in CIFAR-10's layout never reaches this source, which is asked after CIFAR-10."""
+    return path is not None and path.is_dir()
+
+
+def load_source(path: Path, data: DataConfig, seed: int, cache_dir: Path | None = None,
+                warn: Callable[[str], None] | None = None) -> Dataset:
+    """The images under `path` as `load_image_folder` reads them, once `data` is known to ask nothing of an archive."""
+    if data.sha256 is not None:
+        raise CnnlabError(f"--sha256 checks a CIFAR-10 archive, but {path} is a folder of images")
+    return load_image_folder(path, data, seed, cache_dir, warn)
 
 
 def load_image_folder(path: Path, data: DataConfig, seed: int, cache_dir: Path | None = None,

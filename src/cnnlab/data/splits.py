@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnlab.data.dataset import Dataset
 from cnnlab.common.errors import CnnlabError
+from cnnlab.data.dataset import Dataset
+from cnnlab.data.sampling import count_of, stratified_sample
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,3 @@ def make_splits(data: Dataset, val_size: float, seed: int, train_limit: int | No
         y_test=data.y_test,
         class_names=data.class_names,
     )
-
-
-def count_of(size: float, total: int) -> int:
-    """A size given as a fraction (below 1) or a count (from 1), as a count of `total` items."""
-    return round(size * total) if size < 1 else int(size)
-
-
-def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Indices of `size` items whose class proportions match `labels` as closely as whole numbers allow."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = size * counts / counts.sum()
-    quotas = np.floor(exact).astype(int)
-    # Largest remainders get the leftover places; ties go to the lower class id, so the result is deterministic.
-    leftovers = size - quotas.sum()
-    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftovers]] += 1
-    chosen = [rng.permutation(np.flatnonzero(labels == cls))[:quota] for cls, quota in zip(classes, quotas)]
-    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)

@@ -2,7 +2,7 @@
 
 Names on the figures (classes, runs, models) are shown as they are: every figure is drawn with math text and LaTeX
 off, so "$x^2$" is five characters rather than a formula (and "$\\nosuch$" no parse error), and each name passes
-through `display.short_text` (invisible characters shown as escapes, long names cut).
+through `common.text.short_text` (invisible characters shown as escapes, long names cut).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cnnlab.common.text import short_text  # noqa: E402
-from cnnlab.runs.rundir import atomic_path  # noqa: E402
+from cnnlab.common.files import atomic_path  # noqa: E402
 
 # Applied while a figure is built and saved: tick labels and legend entries are made then, and read these settings.
 _PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}

@@ -3,7 +3,6 @@ request, accuracy under the 15 common corruptions of CIFAR-10-C at 5 severities 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import re
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.runs import rundir
+from cnnlab.common.files import read_json
 from cnnlab.config import TTA_LEVELS
-from cnnlab.data.splits import stratified_sample
-from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.data.sampling import stratified_sample
+from cnnlab.common.errors import CnnlabError
 
 EPSILON = 1e-7  # Keras clips probabilities the same way in categorical_crossentropy
 
@@ -73,7 +72,7 @@ def read_metrics(path: Path) -> dict:
     """A run's metrics.json, checked to hold what later commands use, of the kind they use it as: the test scores
     (which `evaluate` always writes) and, where present, the training summary. Anything else is damage, reported in
     one line naming the file and the value."""
-    metrics = rundir.read_json(path)
+    metrics = read_json(path)
     problem = _scores_problem(metrics) or _training_problem(metrics) or _corruptions_problem(metrics)
     if problem:
         raise CnnlabError(f"{path} is damaged ({problem})")
@@ -167,24 +166,6 @@ def _corruptions_problem(metrics: dict) -> str | None:
     if not _is_number(record.get("seconds")):
         return "corruptions.seconds is not a number of seconds"
     return None
-
-
-def history_number(value: str | None) -> float:
-    """A history.csv cell as a number; blank cells and Keras's "NA" (no validation set) are NaN."""
-    return float("nan") if value in ("", None, "NA") else float(value)
-
-
-def read_history(history_csv: Path) -> dict[str, list[float]]:
-    """history.csv as columns: {"epoch": [...], "loss": [...], "val_accuracy": [...], ...}."""
-    columns: dict[str, list[float]] = {}
-    try:
-        with open(history_csv, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                for key, value in row.items():
-                    columns.setdefault(key, []).append(history_number(value))
-    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise CnnlabError(f"cannot read {history_csv}: {first_line(exc)}") from None
-    return columns
 
 
 # Robustness to common corruptions. cnnlab.evaluation.corruptions is imported when used: it imports SciPy.

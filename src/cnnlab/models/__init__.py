@@ -1,26 +1,17 @@
-"""Models, found by name: `build_model(config, ...)` builds one, `kind_of(config)` answers what else cnnlab asks.
+"""Models, found by name: `kind_of(config)` answers what cnnlab asks of a run's kind of model, and
+`models.factory.build_model(config, ...)` builds one.
 
-Importing this package imports no Keras (a report asks only `kind_of`); building a model does.
+Importing this package imports no Keras and nothing of cnnlab's config (which builds its sections from `KINDS`);
+building a model does (`factory`, each kind's `network.py`).
 """
 
 from __future__ import annotations
 
-from cnnlab.models.registry import COMPARED_KINDS, KINDS, ModelKind, Phase, kind_of
+from cnnlab.models.kind import ModelKind, Phase
+from cnnlab.models.registry import COMPARED_KINDS, KINDS, kind_of
 
-__all__ = ["COMPARED_KINDS", "KINDS", "ModelKind", "Phase", "build_model", "check_image_size", "kind_of",
+__all__ = ["COMPARED_KINDS", "KINDS", "ModelKind", "Phase", "check_image_size", "kind_of",
            "model_label", "prepare_with_data"]
-
-
-def build_model(config, num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3), placement=None):
-    """A model that takes raw 0-255 RGB images of `image_shape` and returns float32 class probabilities.
-
-    Built by `ModelFactory` in the precision and scope of `placement` (a `cnnlab.backends.Placement`; by default the
-    one `config` gets in this process); the model keeps that precision when saved.
-    """
-    from cnnlab.backends import placement_for
-    from cnnlab.models.factory import ModelFactory
-
-    return ModelFactory(config, placement or placement_for(config)).build(num_classes, image_shape)
 
 
 def check_image_size(config, image_shape: tuple[int, int, int]) -> None:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import keras
 
+from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig
 from cnnlab.models import check_image_size
-from cnnlab.models.registry import Phase, kind_of
+from cnnlab.models.kind import Phase
+from cnnlab.models.registry import kind_of
 from cnnlab.models.saving import load_model
-from cnnlab.training.recipe import compile_for_phase
+from cnnlab.models.recipe import compile_for_phase
 
 # Keras's mixed policies keep weights in float32 and compute in the lower precision; under mixed_float16 Keras's
 # compile wraps the optimizer in a LossScaleOptimizer, as float16 gradients underflow without loss scaling.
@@ -61,3 +63,12 @@ class ModelFactory:
         """A model this run saved (its best checkpoint), read safely; it keeps the precision it was saved in."""
         with self.placement.scope():
             return load_model(path)
+
+
+def build_model(config, num_classes: int, image_shape: tuple[int, int, int], placement=None):
+    """A model that takes raw 0-255 RGB images of `image_shape` and returns float32 class probabilities.
+
+    Built by `ModelFactory` in the precision and scope of `placement` (a `cnnlab.backends.Placement`; by default the
+    one `config` gets in this process); the model keeps that precision when saved.
+    """
+    return ModelFactory(config, placement or placement_for(config)).build(num_classes, image_shape)

@@ -14,63 +14,22 @@ import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from cnnlab.training import recipe
+from cnnlab.models import recipe
 from cnnlab.common.errors import CnnlabError, first_line
-from cnnlab.models import KINDS, fastnet
+from cnnlab.models.kind import ModelKind
+from cnnlab.models.portable import keras_copy
+from cnnlab.models.registry import KINDS
 
 # VGG16 at 224 px with a wide head is about 0.6 GB of float32 weights; anything much larger is not a cnnlab model.
 MAX_MODEL_BYTES = 2 * 2**30
 MAX_COMPRESSION_RATIO = 100  # Keras stores members uncompressed; a member that inflates far more is a zip bomb
-CUSTOM_OBJECTS = {"cnnlab>WarmupLinear": recipe.WarmupLinear,
-                  **{name: cls for kind in KINDS.values() for name, cls in kind.custom_objects().items()}}
 
 
-def portable_copy(model: keras.Model) -> keras.Model:
-    """The same function as `model` from Keras's own layers, with its trained weights and no optimizer.
-
-    A `ScaledBias` only changes how fast a shift learns; once trained it is an addition, which the layer before it
-    does instead (a BatchNormalization gains its centre, the whitening conv's bias takes the shift).
-    """
-    # convert_to_numpy, not np.asarray: on PyTorch a trainable weight's tensor refuses NumPy until detached
-    shifts = {_folded_into(model, layer).name: keras.ops.convert_to_numpy(layer.shift())
-              for layer in model.layers if isinstance(layer, fastnet.ScaledBias)}
-
-    def clone(layer):
-        if isinstance(layer, fastnet.ScaledBias):
-            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.name in shifts:
-            config["center"] = True
-        return layer.__class__.from_config(config)
-
-    cloned = keras.models.clone_model(model, clone_function=clone)
-    copy = keras.Model(cloned.inputs, cloned.outputs, name=model.name)  # the clone is compiled like the original
-    for layer in model.layers:
-        if layer.weights and not isinstance(layer, fastnet.ScaledBias):
-            copy.get_layer(layer.name).set_weights(_with_shift(layer, shifts.get(layer.name)))
-    return copy
-
-
-def _folded_into(model: keras.Model, shift: fastnet.ScaledBias) -> keras.layers.Layer:
-    """The layer whose output `shift` shifts (named after it), checked to be one that can add the shift itself."""
-    target = model.get_layer(shift.name.removesuffix(fastnet.SHIFT_SUFFIX))
-    plain_batch_norm = isinstance(target, keras.layers.BatchNormalization) and not (target.center or target.scale)
-    conv_with_bias = isinstance(target, keras.layers.Conv2D) and target.use_bias
-    if not (plain_batch_norm or conv_with_bias):  # a programming error: a new net that this fold does not know
-        raise ValueError(f"cannot fold {shift.name} into {target.name}, a {type(target).__name__}")
-    return target
-
-
-def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.ndarray]:
-    weights = layer.get_weights()
-    if shift is None:
-        return weights
-    if isinstance(layer, keras.layers.BatchNormalization):  # weights with a centre: [beta, moving mean, variance]
-        return [shift, *weights]
-    kernel, bias = weights  # a conv with a bias
-    return [kernel, bias + shift]
+def portable_copy(model: keras.Model, kind: ModelKind) -> keras.Model:
+    """The same function as `model` from Keras's own layers, with its trained weights and no optimizer: a kind with
+    training-only layers folds them away (its `portable_copy`)."""
+    return (kind.portable_copy or keras_copy)(model)
 
 
 def float32_copy(model: keras.Model, onnx_safe: bool = False) -> keras.Model:
@@ -113,12 +72,18 @@ def compute_dtypes(model: keras.Model) -> set[str]:
     return dtypes
 
 
+def custom_objects() -> dict[str, type]:
+    """What keras.saving needs to load any model cnnlab saved: its schedule and every kind's custom layers."""
+    return {"cnnlab>WarmupLinear": recipe.WarmupLinear,
+            **{name: cls for kind in KINDS.values() for name, cls in kind.custom_objects().items()}}
+
+
 def load_model(path: Path) -> keras.Model:
     """A run's saved model, refused with one line if it is damaged, too large, or carries code."""
     path = Path(path)
     _check_sizes(path)
     try:
-        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, safe_mode=True)
+        return keras.saving.load_model(path, custom_objects=custom_objects(), safe_mode=True)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors and more for a damaged file
         raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
 

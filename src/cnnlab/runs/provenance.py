@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.common.files import atomic_path, read_json, write_json
 from cnnlab.runs import rundir
 from cnnlab.data.dataset import Dataset
 from cnnlab.common.text import terminal_text
@@ -19,7 +20,7 @@ from cnnlab.common.errors import CnnlabError
 
 def record_source(run_dir: Path, dataset: Dataset) -> None:
     """Write what `run_dir` trains on, and the files left out of it (the source warned of their count as it loaded)."""
-    rundir.write_json(run_dir / rundir.SOURCE, dataset.record.to_dict())
+    write_json(run_dir / rundir.SOURCE, dataset.record.to_dict())
     if dataset.record.test_files:
         _write_lines(run_dir / rundir.TEST_FILES, dataset.record.test_files)
     if dataset.skipped:
@@ -56,7 +57,7 @@ def _recorded(run_dir: Path) -> dict | None:
     file = Path(run_dir) / rundir.SOURCE
     if not file.is_file():
         return None
-    recorded = rundir.read_json(file)
+    recorded = read_json(file)
     if not (isinstance(recorded, dict) and isinstance(recorded.get("content_hash"), (str, type(None)))
             and _is_text_list(recorded.get("test_files")) and _is_text_list(recorded.get("classes"))):
         raise CnnlabError(f"{file} is damaged (no content hash, classes and test file list)")
@@ -73,5 +74,5 @@ def _short(content_hash: str | None) -> str:
 
 def _write_lines(path: Path, lines) -> None:
     """One name a line; a name holding a newline or other invisible character is written escaped (as `\\n`)."""
-    with rundir.atomic_path(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_text("".join(f"{terminal_text(line)}\n" for line in lines), encoding="utf-8")

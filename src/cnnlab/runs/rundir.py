@@ -13,6 +13,7 @@ Layout:
     metrics.json     test metrics, timings, library versions, hardware
     test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
+    tensorboard/     TensorBoard logs (only with --tensorboard)
     error.txt        the full text of the error that stopped the run (the terminal and status.json get one line)
     .lock            flock-ed by the process writing here now (its PID inside, for messages); the kernel releases
                      it when that process ends, however it ends, so a killed writer never leaves the folder locked
@@ -21,9 +22,7 @@ Layout:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import json
 import os
 import time
 import traceback
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.common.files import atomic_path, read_json, remove_leftover_temporaries, write_json
 
 CONFIG = "config.json"
 SOURCE = "source.json"
@@ -43,56 +43,9 @@ MODEL = "model.keras"
 TEST_PREDICTIONS = "test_predictions.npz"
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
+TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 ERROR_LOG = "error.txt"
-TEMPORARY_PREFIX = ".tmp-"
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final` (same suffix, so writers that check it are happy); on success rename
-    it over `final` in one step, on failure remove it. A reader sees the old file or the new one, never half."""
-    final = Path(final)
-    # The whole name kept: writers check suffixes.
-    temporary = final.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}-{final.name}")
-    try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())  # the data is on disk before the name points at it, even after a power cut
-        os.replace(temporary, final)
-        _fsync_folder(final.parent)  # and the rename itself is on disk, not only in the folder's cached copy
-    except OSError as exc:  # a full disk or a folder that turned read-only: the old file stays as it was
-        raise CnnlabError(f"cannot write {final}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # some network and FUSE filesystems
-            raise  # cannot sync a folder at all; the rename has happened, and there is nothing more to do there
-    finally:
-        os.close(descriptor)
-
-
-def write_json(path: Path, payload: Any) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CnnlabError(f"{path} not found") from None
-    except OSError as exc:
-        raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CnnlabError(f"{path} is not valid JSON") from None
 
 
 def default_run_dir(preset: str, model: str, root: Path = Path("runs")) -> Path:
@@ -165,14 +118,6 @@ def _take(descriptor: int, run_dir: Path) -> None:
         os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
     except OSError as exc:
         raise CnnlabError(f"cannot write in {run_dir}: {exc.strerror or exc}") from None
-
-
-def remove_leftover_temporaries(run_dir: Path) -> None:
-    """Delete the `.tmp-*` files of writes that a kill interrupted, anywhere in the run directory."""
-    for path in Path(run_dir).rglob(f"{TEMPORARY_PREFIX}*"):
-        if path.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
 
 
 def set_status(run_dir: Path, state: str, reason: str | None = None) -> None:

@@ -30,9 +30,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from cnnlab.runs import rundir
+from cnnlab.common.files import TEMPORARY_PREFIX, read_json, write_json
 from cnnlab.config import RESIZE_MODES, TTA_LEVELS
 from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.runs.run import Run, RunSettings
 
 
 class Format(NamedTuple):
@@ -67,15 +68,14 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
     """Export the finished run's model as `format` to `out` (default RUN/export/<file name>) after checking its
     parity on `parity_images` test images; returns the parity record, written beside the artifact. An artifact that
     fails the check is not kept, and the error carries its record's numbers."""
-    from cnnlab.serving.predict import read_run_settings
-
     out = check_export(run_dir, format, out, parity_images)
-    settings = read_run_settings(run_dir)
+    run = Run.open_finished(run_dir)
+    settings = run.settings()
     images = parity_sample(run_dir, parity_images)
-    model = _load_probability_model(run_dir)
+    model = _load_probability_model(run)
     # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
-    with rundir.locked(run_dir), _folders_made_for(out.parent), \
-            tempfile.TemporaryDirectory(prefix=rundir.TEMPORARY_PREFIX, dir=out.parent) as staging:
+    with run.locked(), _folders_made_for(out.parent), \
+            tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out.parent) as staging:
         staged = Path(staging) / FORMATS[format].file_name
         log(f"exporting {format} with Keras (a minute or more for a large model)")
         write_artifact(model, format, staged, _description(format, model, settings, run_dir))
@@ -92,7 +92,7 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
         _move_into_place(staged, out, format)
         # After the move: a record in place always describes the artifact in place, and it is keyed by that
         # artifact's path, so another export (another format, another --out) never overwrites it.
-        rundir.write_json(parity_path(out), record)
+        write_json(parity_path(out), record)
     return record
 
 
@@ -112,12 +112,10 @@ def _folders_made_for(folder: Path):
 
 def check_export(run_dir: Path, format: str, out: Path | None, parity_images: int) -> Path:
     """Refuse, in one line and before anything is loaded, an export that cannot be made; returns the output path."""
-    from cnnlab.serving.predict import read_run_settings
-
     require_modules(FORMATS[format].modules, f"{format} export")
     if parity_images < 1:
         raise CnnlabError(f"--parity-images must be at least 1, got {parity_images}")
-    read_run_settings(run_dir)  # a finished run, or an error
+    Run.open_finished(run_dir).settings()  # a finished run with its metrics, or an error
     out = Path(out) if out else Path(run_dir) / EXPORT_DIR / FORMATS[format].file_name
     check_output(out, format)
     return out
@@ -150,26 +148,19 @@ def check_output(out: Path, format: str) -> None:
 
 def parity_sample(run_dir: Path, count: int) -> np.ndarray:
     """`count` test images of the run's own data (stratified by class, seed 0; all if there are fewer), as float32."""
-    from cnnlab.config import config_from_dict
-    from cnnlab.data import load_dataset
-    from cnnlab.runs import provenance
-    from cnnlab.data.splits import stratified_sample
+    from cnnlab.data.sampling import stratified_sample
 
-    config = config_from_dict(rundir.read_json(Path(run_dir) / rundir.CONFIG))
-    data = load_dataset(config.data, config.train.seed)
-    provenance.check_unchanged(run_dir, data)
+    data = Run.open_finished(run_dir).load_data()
     index = stratified_sample(data.y_test, count, seed=0) if count < len(data.y_test) else slice(None)
     return data.x_test[index].astype(np.float32)
 
 
-def _load_probability_model(run_dir: Path):
+def _load_probability_model(run: Run):
     """The run's Keras model, checked to end in a softmax: every cnnlab kind returns probabilities, and an artifact
     must too."""
     import keras
 
-    from cnnlab.experiment import load_run_model
-
-    model = load_run_model(run_dir)
+    model = run.load_model()
     last = model.layers[-1]
     if getattr(last, "activation", None) is not keras.activations.softmax:
         raise CnnlabError(f"the model's last layer ({last.name}) is not a softmax; cnnlab exports probabilities")
@@ -200,7 +191,7 @@ def write_artifact(model, format: str, path: Path, description: dict) -> None:
             copy.export(path, FORMATS[format].keras_name, verbose=False, input_signature=signature)
         except Exception as exc:  # a converter's failure: one line, nothing kept
             raise CnnlabError(f"Keras could not export the model as {format}: {first_line(exc)}") from None
-    rundir.write_json(classes_path(path), description)
+    write_json(classes_path(path), description)
 
 
 def _move_into_place(staged: Path, out: Path, format: str) -> None:
@@ -294,19 +285,18 @@ class OnnxModel:
         return in_batches(self.predict_on_batch, images, batch_size)
 
 
-def read_onnx_settings(path: Path):
-    """The settings (`predict.RunSettings`) in an exported ONNX file's classes file, read without loading it."""
-    from cnnlab.serving.predict import RunSettings
+def read_onnx_settings(path: Path) -> RunSettings:
+    """The settings (`runs.run.RunSettings`) in an exported ONNX file's classes file, read without loading it."""
 
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"exported model not found: {path}")
-    described = rundir.read_json(classes_path(path))
+    described = read_json(classes_path(path))
     problem = _description_problem(described)
     if problem:
         raise CnnlabError(f"{classes_path(path)} is damaged ({problem})")
     return RunSettings(tuple(described["classes"]), described["test_time_augmentation"], described["resize"],
-                       metrics={})
+                       tuple(described["image_size"]), metrics={})
 
 
 def load_onnx(path: Path, class_names: tuple[str, ...]) -> OnnxModel:
@@ -330,4 +320,7 @@ def _description_problem(described) -> str | None:
     augmentation = described.get("test_time_augmentation")
     if type(augmentation) is not int or augmentation not in TTA_LEVELS:
         return f"test_time_augmentation is not one of {TTA_LEVELS}"
+    size = described.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and side >= 1 for side in size)):
+        return "image_size is not [height, width] in pixels"
     return None

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab.runs import rundir
 from cnnlab.data.images import load_image
 from cnnlab.evaluation.scoring import predict_probabilities
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a finished run's model needs beside it to answer as its test accuracy says."""
-
-    class_names: tuple[str, ...]
-    augmentation: int  # the run's test-time augmentation level
-    resize: str  # how its training images were brought to size
-    metrics: dict
-
-
-def read_run_settings(run_dir: Path) -> RunSettings:
-    """The settings of a finished run (checked to be one), read without starting Keras."""
-    from cnnlab.config import config_from_dict
-    from cnnlab.evaluation.scoring import read_metrics
-
-    run_dir = rundir.require_finished(run_dir)
-    metrics = read_metrics(run_dir / rundir.METRICS)
-    return RunSettings(
-        class_names=tuple(metrics["data"]["classes"]),
-        augmentation=metrics.get("test_time_augmentation", 0),  # runs from before test-time augmentation had none
-        resize=config_from_dict(rundir.read_json(run_dir / rundir.CONFIG)).data.resize,
-        metrics=metrics,
-    )
 
 
 def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list[dict[str, object]]:

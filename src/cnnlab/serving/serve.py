@@ -29,7 +29,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes
 from cnnlab.common.errors import CnnlabError, one_line
-from cnnlab.serving.predict import RunSettings, classify, read_run_settings
+from cnnlab.runs.run import Run, RunSettings
+from cnnlab.serving.predict import classify
 
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 2**20  # a large phone photo; the model sees it at 32 to 224 px anyway
 DEFAULT_TOP = 3
@@ -73,14 +74,12 @@ def run_names(run_dirs: list[Path]) -> list[str]:
 def check_runs(run_dirs: list[Path]) -> list[RunSettings]:
     """Every run's settings, each checked to be a finished run, and their names checked: before any model loads."""
     run_names(run_dirs)
-    return [read_run_settings(run_dir) for run_dir in run_dirs]
+    return [Run.open_finished(run_dir).settings() for run_dir in run_dirs]
 
 
 def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
-    from cnnlab.experiment import load_run_model
-
     settings = check_runs(run_dirs)
-    runs = [ServedRun(name, load_run_model(run_dir), run_settings, threading.Lock())
+    runs = [ServedRun(name, Run(run_dir).load_model(), run_settings, threading.Lock())
             for name, run_dir, run_settings in zip(run_names(run_dirs), run_dirs, settings)]
     for run in runs:  # Keras builds its predict function on the first call: at start, not in a user's request
         run.top_classes([np.zeros((*run.input_size, 3), dtype=np.uint8)], 1)

@@ -43,7 +43,7 @@ class Contender:
     eval_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
-def plain_keras_model(num_classes: int, image_shape: tuple[int, int, int] = (32, 32, 3)):
+def plain_keras_model(num_classes: int, image_shape: tuple[int, int, int]):
     """The tutorial's CNN written the way the tutorial writes it (cnnlab's seed preset builds the same layers)."""
     import keras
     from keras import layers
@@ -75,8 +75,8 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
     from cnnlab.data.batches import ShuffledBatches, one_hot
     from cnnlab.evaluation.scoring import predict_probabilities
     from cnnlab.backends import placement_for
-    from cnnlab.models import build_model
-    from cnnlab.training.recipe import compile_for_phase
+    from cnnlab.models.factory import build_model
+    from cnnlab.models.recipe import compile_for_phase
 
     config = config or load_config("seed")
     batch_size = 32  # the baseline's, and the recipe's

@@ -1,16 +1,15 @@
 """Training: the model's phases, Keras `fit` with callbacks, the best epoch kept, every save atomic.
 
-Each model kind names its phases (models/registry.py): the CNN and the fast net train in one; VGG16 in two, head
-then fine-tuning (models/vgg16.py), each optionally on features of its frozen layers computed once. `train_model` is
-a loop over the phases: where to resume, then for each phase its inputs (the part above the cached features, or the
-whole model), its callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation
-accuracy becomes the run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's placement.
-`history.csv` gets one row per epoch across phases.
+Each model kind names its phases (its `KIND.phases`): the CNN and the fast net train in one; VGG16 in two, head then
+fine-tuning, each optionally on features of its frozen layers computed once. `train_model` is a loop over the
+phases: where to resume, then for each phase its inputs (the part above the cached features, or the whole model),
+its callbacks, `fit`, and the record of the finished phase; at the end the best epoch by validation accuracy becomes
+the run's `model.keras`. Every model is built and compiled by `models.factory.ModelFactory`, in the run's
+placement; every file goes where the run's `Run` says. `history.csv` gets one row per epoch across phases.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import sys
@@ -22,18 +21,19 @@ from typing import Callable
 import keras
 import numpy as np
 
-from cnnlab.runs import rundir
+from cnnlab.common.files import atomic_path, read_json, write_json
+from cnnlab.runs.run import Run
+from cnnlab.runs.history import history_number, read_rows, write_rows
 from cnnlab.backends import Placement, fit_input, placement_for, validation_input
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation, MirroredViews
 from cnnlab.data.batches import ShuffledBatches, one_hot
 from cnnlab.common.errors import CnnlabError, first_line
-from cnnlab.evaluation.scoring import history_number
 from cnnlab.models import Phase, kind_of
 from cnnlab.models.factory import ModelFactory
 from cnnlab.models.saving import portable_copy
-from cnnlab.training.recipe import Lookahead
+from cnnlab.models.recipe import Lookahead
 
 BEST_CHECKPOINT = "best.keras"
 RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
@@ -143,7 +143,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return  # a diverged model is never "best", whatever its validation accuracy
         if accuracy is not None and accuracy > self.best:
             self.best, self.best_epoch = accuracy, epoch + 1
-            with rundir.atomic_path(self.path) as temporary:
+            with atomic_path(self.path) as temporary:
                 self.full_model.save(temporary)
 
 
@@ -160,29 +160,10 @@ class HistoryFile(keras.callbacks.Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, epoch, logs=None):
-        rows = _read_rows(self.path)
+        rows = read_rows(self.path)
         rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted((logs or {}).items())}})
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        _write_rows(self.path, rows, columns)
-
-
-def _read_rows(history_csv: Path) -> list[dict[str, str]]:
-    if not history_csv.is_file():
-        return []
-    try:
-        with open(history_csv, newline="", encoding="utf-8") as handle:
-            return [row for row in csv.DictReader(handle) if _complete_row(row)]
-    except (OSError, csv.Error, UnicodeDecodeError) as exc:  # e.g. the zero-filled blocks a power cut can leave
-        raise CnnlabError(f"{history_csv} is damaged ({first_line(exc)})") from None
-
-
-def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None:
-    with rundir.atomic_path(history_csv) as temporary:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            if rows:
-                writer = csv.DictWriter(handle, fieldnames=columns, restval="NA")
-                writer.writeheader()
-                writer.writerows(rows)
+        write_rows(self.path, rows, columns)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,7 +171,7 @@ def _write_rows(history_csv: Path, rows: list[dict], columns: list[str]) -> None
 
 
 def train_model(
-    config: RunConfig, model: keras.Model, splits: Splits, run_dir: Path, resume: bool = False,
+    config: RunConfig, model: keras.Model, splits: Splits, directory: Run, resume: bool = False,
     stop_requested: Callable[[], bool] = lambda: False, placement: Placement | None = None,
 ) -> TrainingResult:
     """Train `model` (built by the caller, seeded, in `placement`) through its kind's phases; save the best to
@@ -203,7 +184,7 @@ def train_model(
     ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt. `placement` defaults to
     the one `config` gets in this process.
     """
-    run = _Training(config, ModelFactory(config, placement or placement_for(config)), model, splits, Path(run_dir),
+    run = _Training(config, ModelFactory(config, placement or placement_for(config)), model, splits, directory,
                     stop_requested)
     phases = kind_of(config).phases(config)
     progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
@@ -229,15 +210,15 @@ class _Training:
     """What every step of one `train_model` call shares: the run, its model and data, and the callbacks that span
     its phases."""
 
-    def __init__(self, config: RunConfig, factory: ModelFactory, model: keras.Model, splits: Splits, run_dir: Path,
+    def __init__(self, config: RunConfig, factory: ModelFactory, model: keras.Model, splits: Splits, directory: Run,
                  stop_requested: Callable[[], bool]):
-        self.config, self.factory, self.model, self.splits, self.run_dir = config, factory, model, splits, run_dir
+        self.config, self.factory, self.model, self.splits, self.directory = config, factory, model, splits, directory
         self.stop_requested = stop_requested
         self.num_classes = len(splits.class_names)
-        self.state_dir = run_dir / rundir.CHECKPOINTS / RESUME_DIR
+        self.state_dir = directory.checkpoints_dir / RESUME_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
-        self.checkpoint = BestCheckpoint(model, run_dir / rundir.CHECKPOINTS / BEST_CHECKPOINT)
+        self.checkpoint = BestCheckpoint(model, directory.checkpoints_dir / BEST_CHECKPOINT)
         self.augmentation = None
         self.features: dict[str, tuple] = {}  # the latest cached features, by the extractor that made them
         if config.data.flip or config.data.translate:
@@ -252,7 +233,7 @@ def _resume_position(run: _Training, phases: list[Phase], progress: dict) -> Non
             resume_epoch = _backed_up_epoch(run.state_dir / phase.name, resume_epoch, phase.epochs) or resume_epoch
             break
         resume_epoch += phase.epochs
-    run.timer.seconds = _restore_history(run.run_dir / rundir.HISTORY, resume_epoch, run.checkpoint)
+    run.timer.seconds = _restore_history(run.directory.history_path, resume_epoch, run.checkpoint)
     print(f"resuming at epoch {resume_epoch + 1}", file=sys.stderr)
 
 
@@ -311,7 +292,7 @@ def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[ker
     callbacks = []
     if train.lookahead_every:
         callbacks.append(Lookahead(train.lookahead_every, phase_steps, scope=run.factory.placement.scope))
-    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.run_dir / rundir.HISTORY)]
+    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.directory.history_path)]
     if len(run.splits.y_val):
         callbacks.append(run.checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
     # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
@@ -321,25 +302,25 @@ def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[ker
     ))
     callbacks.append(StopWhenAsked(run.stop_requested))
     if train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.run_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.directory.tensorboard_dir)))
     return callbacks
 
 
 def _record_finished_phase(run: _Training, phase: Phase, record: dict, progress: dict) -> None:
     """Save the full model's weights after `phase` and mark it done, so that a resume skips it."""
-    with rundir.atomic_path(run.state_dir / f"after-{phase.name}.weights.h5") as temporary:
+    with atomic_path(run.state_dir / f"after-{phase.name}.weights.h5") as temporary:
         run.model.save_weights(temporary)
     progress["phases_done"].append(phase.name)
     progress["records"][phase.name] = record
-    rundir.write_json(run.state_dir / PROGRESS, progress)
+    write_json(run.state_dir / PROGRESS, progress)
 
 
 def _save_final_model(run: _Training) -> keras.Model:
     """Write model.keras from the best epoch (the last one where nothing was validated); return what was saved."""
     model = run.factory.load(run.checkpoint.path) if run.checkpoint.best_epoch is not None else run.model
     # What is saved is what gets scored: the test metrics describe exactly the model.keras that loads anywhere.
-    model = portable_copy(model)
-    with rundir.atomic_path(run.run_dir / rundir.MODEL) as temporary:
+    model = portable_copy(model, kind_of(run.config))
+    with atomic_path(run.directory.model_path) as temporary:
         model.save(temporary)
     return model
 
@@ -353,7 +334,7 @@ def read_progress(state_dir: Path, phases: list[Phase]) -> dict:
     path = state_dir / PROGRESS
     if not path.is_file():
         return {"phases_done": [], "records": {}}
-    progress = rundir.read_json(path)
+    progress = read_json(path)
     names = [phase.name for phase in phases]
     done = progress.get("phases_done") if isinstance(progress, dict) else None
     records = progress.get("records") if isinstance(progress, dict) else None
@@ -420,8 +401,8 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
     with the best validation accuracy among them."""
     if not history_csv.is_file():
         return []
-    rows = [row for row in _read_rows(history_csv) if int(row["epoch"]) < resume_epoch]
-    _write_rows(history_csv, rows, list(rows[0]) if rows else [])
+    rows = [row for row in read_rows(history_csv) if int(row["epoch"]) < resume_epoch]
+    write_rows(history_csv, rows, list(rows[0]) if rows else [])
     for row in rows:
         accuracy = history_number(row.get("val_accuracy"))
         if accuracy > checkpoint.best:
@@ -429,13 +410,6 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
     return [0.0 if np.isnan(seconds) else seconds for seconds in (history_number(row.get("seconds")) for row in rows)]
 
 
-def _complete_row(row: dict) -> bool:
-    """False for the half-written last line a kill can leave in history.csv."""
-    try:
-        int(row["epoch"])
-        return all(value not in (None, "") for value in row.values())
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def _cached_features(run: _Training, extractor: keras.Model):

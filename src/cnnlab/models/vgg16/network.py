@@ -14,30 +14,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnlab.config import RunConfig, Vgg16Config
 from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.config import RunConfig
 from cnnlab.models.footprint import Tally
-from cnnlab.models.registry import Phase
+from cnnlab.models.kind import Phase
+from cnnlab.models.vgg16 import BLOCK_WIDTHS, NUM_BLOCKS, Vgg16Config
 
 BASE_NAME = "vgg16"
 PREPROCESS_NAME = "vgg16_preprocess"
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "probabilities"
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, "caffe" mode
-# The filters of each conv in each of VGG16's blocks, as keras.applications.VGG16 builds them.
-BLOCK_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-NUM_BLOCKS = len(BLOCK_WIDTHS)
-
-
-def vgg16_label(config: Vgg16Config) -> str:
-    """How tables and figures name a VGG16 run: a random start is never called fine-tuned, nor a frozen base."""
-    blocks = "" if config.top_block == NUM_BLOCKS else f" to block {config.top_block}"
-    if config.weights == "none":
-        return f"VGG16{blocks} from scratch"
-    source = "ImageNet" if config.weights == "imagenet" else Path(config.weights).name
-    if config.unfreeze_blocks and config.finetune_epochs:
-        return f"VGG16{blocks} fine-tuned ({source})"
-    return f"VGG16{blocks} on frozen {source} features"
 
 
 def resolve_weights(weights: str) -> str | None:

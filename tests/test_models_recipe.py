@@ -6,8 +6,8 @@ import pytest
 
 from cnnlab.backends import placement_for
 from cnnlab.config import load_config
-from cnnlab.models import build_model
-from cnnlab.training.recipe import Lookahead, WarmupLinear, compile_for_phase
+from cnnlab.models.factory import build_model
+from cnnlab.models.recipe import Lookahead, WarmupLinear, compile_for_phase
 
 
 def tiny_config(**overrides):
@@ -28,7 +28,7 @@ def test_compile_for_phase_builds_the_configured_recipe():
     config = tiny_config(**{"train.optimizer": "sgd", "train.momentum": 0.85, "train.nesterov": True,
                             "train.label_smoothing": 0.2, "train.lr_schedule": "warmup_linear",
                             "train.steps_per_execution": 4})
-    model = build_model(config, 10)
+    model = build_model(config, 10, (32, 32, 3))
     compile_for_phase(model, config, 1.5, 50, dataclasses.replace(placement_for(config), jit_compile=False,
                                                                    steps_per_execution_limit=None))
     assert isinstance(model.optimizer, keras.optimizers.SGD)
@@ -40,7 +40,7 @@ def test_compile_for_phase_builds_the_configured_recipe():
 
 def test_compile_for_phase_takes_steps_per_call_from_the_placement():
     config = tiny_config(**{"train.steps_per_execution": 4})
-    model = build_model(config, 10)
+    model = build_model(config, 10, (32, 32, 3))
     # PyTorch's placement runs one step per call; Keras's torch trainer refuses more.
     compile_for_phase(model, config, 0.01, 50, dataclasses.replace(placement_for(config), jit_compile=False,
                                                                     steps_per_execution_limit=1))

@@ -21,9 +21,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from cnnlab.config import FastnetConfig
+from cnnlab.models.fastnet import FastnetConfig
 from cnnlab.common.errors import CnnlabError
 from cnnlab.models.footprint import Tally, poolings_allowed
+from cnnlab.models.portable import keras_copy
 
 WHITEN_LAYER = "whiten"
 SHIFT_SUFFIX = "_shift"  # a ScaledBias is named after the layer whose output it shifts
@@ -182,3 +183,47 @@ def _tally_norm_and_activation(tally: Tally) -> None:
     tally.batch_norm(scale_and_shift=False)
     tally.channel_shift()  # ScaledBias
     tally.elementwise()
+
+
+def portable_copy(model: keras.Model) -> keras.Model:
+    """`model` with every `ScaledBias` folded away, for model.keras.
+
+    A `ScaledBias` only changes how fast a shift learns; once trained it is an addition, which the layer before it
+    does instead (a BatchNormalization gains its centre, the whitening conv's bias takes the shift).
+    """
+    # convert_to_numpy, not np.asarray: on PyTorch a trainable weight's tensor refuses NumPy until detached
+    shifts = {_folded_into(model, layer).name: keras.ops.convert_to_numpy(layer.shift())
+              for layer in model.layers if isinstance(layer, ScaledBias)}
+
+    def clone(layer):
+        if isinstance(layer, ScaledBias):
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.name in shifts:
+            config["center"] = True
+        return layer.__class__.from_config(config)
+
+    def weights_of(layer):
+        return None if isinstance(layer, ScaledBias) else _with_shift(layer, shifts.get(layer.name))
+
+    return keras_copy(model, clone, weights_of)
+
+
+def _folded_into(model: keras.Model, shift: ScaledBias) -> keras.layers.Layer:
+    """The layer whose output `shift` shifts (named after it), checked to be one that can add the shift itself."""
+    target = model.get_layer(shift.name.removesuffix(SHIFT_SUFFIX))
+    plain_batch_norm = isinstance(target, keras.layers.BatchNormalization) and not (target.center or target.scale)
+    conv_with_bias = isinstance(target, keras.layers.Conv2D) and target.use_bias
+    if not (plain_batch_norm or conv_with_bias):  # a programming error: a new net that this fold does not know
+        raise ValueError(f"cannot fold {shift.name} into {target.name}, a {type(target).__name__}")
+    return target
+
+
+def _with_shift(layer: keras.layers.Layer, shift: np.ndarray | None) -> list[np.ndarray]:
+    weights = layer.get_weights()
+    if shift is None:
+        return weights
+    if isinstance(layer, keras.layers.BatchNormalization):  # weights with a centre: [beta, moving mean, variance]
+        return [shift, *weights]
+    kernel, bias = weights  # a conv with a bias
+    return [kernel, bias + shift]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from cnnlab.config import CnnConfig
+from cnnlab.models.cnn import CnnConfig
 from cnnlab.common.errors import CnnlabError
 from cnnlab.models.footprint import Tally, poolings_allowed
 
