@@ -1,1 +1,1 @@
-"""Training: the recipe (optimizer, schedule, loss), the loop with its saves and resume, and the speed benchmark."""
+"""Training: the loop over a kind's phases with its saves and resume (`trainer`), and the speed benchmark (`bench`)."""
