@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed batches of 256 (default: 5)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnlab.runs import rundir
     from cnnlab.backends import machine
     from cnnlab.backends import import_keras
+    from cnnlab.runs import rundir
     from cnnlab.serving.export import require_modules
 
     rundir.require_finished(args.run_dir)

@@ -51,10 +51,10 @@ class Variant:
 def prepare(label, preset, overrides, how, data_source, images):
     """The variant's model, compiled, and its two timed jobs."""
     from cnnlab.backends import fit_input
-    from cnnlab.training.bench import preset_setup
     from cnnlab.config import load_config
     from cnnlab.data.batches import one_hot
     from cnnlab.evaluation.scoring import predict_probabilities
+    from cnnlab.training.bench import preset_setup
 
     config = load_config(preset, {**overrides, "data.source": data_source})
     train = config.train

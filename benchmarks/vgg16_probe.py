@@ -23,8 +23,8 @@ import keras
 import numpy as np
 
 from cnnlab.config import DataConfig
-from cnnlab.models.vgg16 import Vgg16Config
 from cnnlab.data import load_dataset, make_splits
+from cnnlab.models.vgg16 import Vgg16Config
 from cnnlab.models.vgg16 import NUM_BLOCKS
 from cnnlab.models.vgg16.network import build_vgg16_base, caffe_preprocessing
 

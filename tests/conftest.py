@@ -71,7 +71,6 @@ KIND_RUNS = {
 }
 
 
-
 def _load_benchmark(name: str):
     path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)

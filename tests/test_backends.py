@@ -17,8 +17,8 @@ from cnnlab import backends
 from cnnlab.backends import machine
 from cnnlab.backends import (Devices, Engine, choose_device_count, choose_precision, current_engine, engine_for,
                              placement_for)
-from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import load_config
 from conftest import TINY_MODEL
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from cnnlab.backends import fit_input
 from cnnlab.data.augment import Augmentation
 from cnnlab.data.batches import ShuffledBatches
-from cnnlab.backends import fit_input
 from conftest import learnable_splits
 
 tf = pytest.importorskip("tensorflow")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.runs import rundir
 from cnnlab.cli import main
 from cnnlab.common.text import markdown_text
+from cnnlab.runs import rundir
 from conftest import TINY_MODEL, batch_payload, run_cnnlab, write_folder
 
 

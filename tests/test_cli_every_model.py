@@ -1,6 +1,6 @@
 """Every command that reads a run, on every model kind, each in a fresh `python -m cnnlab` process (`evaluate` with
 `--corruptions`, which re-scores the test set as a plain `evaluate` does, then the corrupted images). With
-conftest.kind_runs (train) and tests/test_export.py (export, and predict on the export) this is the end-to-end check
+conftest.kind_runs (train) and tests/test_serving_export.py (export, and predict on the export) this is the end-to-end check
 of every user command on every kind, on tiny runs scored on 1,000 synthetic test images.
 
 A test process has imported all of cnnlab already, which once hid that a fast net's `model.keras` could not be

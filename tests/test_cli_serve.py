@@ -47,9 +47,9 @@ def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs,
 def a_test_image_the_run_gets_right(run_dir, path) -> str:
     """One of the run's own test images (its data, its test split) that the run classifies as its true label, written
     to `path` as a PNG: the surest of those it got right when it was tested. Returns the true label's class name."""
-    from cnnlab.runs import rundir
     from cnnlab.config import config_from_dict
     from cnnlab.data import load_dataset
+    from cnnlab.runs import rundir
 
     config = config_from_dict(rundir.read_json(run_dir / rundir.CONFIG))
     data = load_dataset(config.data, config.train.seed)

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonMark renderer to check against
 from PIL import Image
 
-from cnnlab.runs import rundir
 from cnnlab.cli import main
 from cnnlab.common.text import markdown_text, short_text, terminal_text
+from cnnlab.runs import rundir
 from conftest import meta_payload, write_archive
 
 # Any text, and text made mostly of the characters Markdown gives a meaning to, where escaping mistakes show.

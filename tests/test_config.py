@@ -9,8 +9,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
 from cnnlab.models.recipe import learning_rate_schedule
 
 

@@ -3,9 +3,9 @@ import tarfile
 
 import pytest
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.data import archive
 from cnnlab.data.archive import read_tar_members
-from cnnlab.common.errors import CnnlabError
 
 
 def tar_with(path, *members, format=tarfile.DEFAULT_FORMAT):

@@ -4,9 +4,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.data import cifar10
 from cnnlab.data.cifar10 import load_cifar10
-from cnnlab.common.errors import CnnlabError
 from conftest import (CLASS_NAMES, ArrayForm, array_state, batch_payload, meta_payload, run_in_limited_child,
                       write_archive, write_folder)
 

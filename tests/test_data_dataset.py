@@ -5,11 +5,11 @@ import re
 import numpy as np
 import pytest
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.config import DataConfig
 from cnnlab.data import Dataset, SourceRecord, image_folder, load_dataset
 from cnnlab.data.cifar10 import _sha256_of
 from cnnlab.data.sources import SOURCES
-from cnnlab.common.errors import CnnlabError
 
 
 def quiet(message):

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.data.archive import read_tar_members
 from cnnlab.data.cifar10 import BATCH_FILES, load_cifar10
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
-from cnnlab.common.errors import CnnlabError
 from conftest import batch_payload, meta_payload, python2_batch_payload, write_folder
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.config import DataConfig
 from cnnlab.data import images
 from cnnlab.data.image_folder import CHUNK_IMAGES, load_image_folder
-from cnnlab.common.errors import CnnlabError
 
 # One test and one validation image per class from 3 classes; images are 16 px
 SETTINGS = DataConfig(image_size=16, val_size=3, test_size=3)

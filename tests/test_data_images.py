@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.data import images
 from cnnlab.data.images import ALLOWED_FORMATS, load_image
-from cnnlab.common.errors import CnnlabError
 
 # Modes each allowed format saves (Pillow may store them as another mode; the loader must take whatever comes back).
 SAVED_MODES = {

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.sampling import stratified_sample
 from cnnlab.data.splits import make_splits
-from cnnlab.common.errors import CnnlabError
 
 
 def tiny_dataset(train=1000, test=200, classes=10):

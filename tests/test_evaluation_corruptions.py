@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.evaluation import corruptions
 from cnnlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, PARAMETERS, SEVERITIES, corrupt
-from cnnlab.common.errors import CnnlabError
 
 RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost", "fog",
           "elastic_transform")

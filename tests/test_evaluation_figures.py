@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cnnlab.evaluation import figures
-from cnnlab.runs import rundir
 from cnnlab.cli import main
+from cnnlab.evaluation import figures
 from cnnlab.evaluation.figures import plot_confusion_matrix, plot_learning_curves, plot_per_class_accuracy, plot_prediction_grid
+from cnnlab.runs import rundir
 
 HISTORY = {"epoch": [0, 1, 2], "loss": [2, 1.5, 1.2], "val_loss": [2.1, 1.7, 1.6],
            "accuracy": [0.3, 0.5, 0.6], "val_accuracy": [0.3, 0.45, 0.5]}

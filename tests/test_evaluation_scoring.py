@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 
 from conftest import JSON_VALUES
 
-from cnnlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, corrupt
 from cnnlab.common.errors import CnnlabError
-from cnnlab.evaluation.scoring import (corruption_sample, format_corruptions, metrics_from_probabilities, read_metrics,
+from cnnlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, corrupt
+from cnnlab.evaluation.scoring import (corruption_sample, format_corruptions, metrics_from_probabilities,
                              score_corruptions)
 from cnnlab.runs.history import read_history
+from cnnlab.runs.metrics import read_metrics
 
 
 def test_metrics_from_probabilities():

@@ -1,8 +1,8 @@
 """The package's shape: its modules import down the pipeline's layers, never up, and no two import each other.
 
-Every import counts, at the top of a module or inside a function. A model kind's `network.py` is reached by name at run time (`models.kind.network_of`), on purpose:
-the kinds' declarations sit below `config`, which builds its sections from them, while their Keras code sits with
-the rest of `models`.
+Every import counts, at the top of a module or inside a function. A model kind's `network.py` is reached by name at
+run time (`models.kind.network_of`), on purpose: the kinds' declarations sit below `config`, which builds its
+sections from them, while their Keras code sits with the rest of `models`.
 """
 
 import ast
@@ -19,7 +19,7 @@ PACKAGE = Path(cnnlab.__file__).parent
 # Lowest first. An entry names a module and everything under it, unless a longer entry names the module itself.
 LAYERS = [
     ["common"],
-    ["models", "models.kind", "models.registry", "models.cnn", "models.vgg16", "models.fastnet"],  # declarations
+    ["models", "models.kind", "models.registry", *(f"models.{kind}" for kind in KINDS)],  # the kinds' declarations
     ["config"],
     ["data"],
     ["backends"],

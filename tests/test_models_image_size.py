@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from conftest import run_cnnlab
 
-from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import load_config
 from cnnlab.models import prepare_with_data
 from cnnlab.models.factory import build_model
 from cnnlab.models.memory import check_fits, estimate_training_memory

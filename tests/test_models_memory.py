@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnnlab.backends import placement_for
+from cnnlab.common.errors import CnnlabError
 from cnnlab.common.settings import MAX_LAYER_WIDTH, MAX_LAYERS
 from cnnlab.config import OPTIMIZERS, available_presets, load_config
-from cnnlab.common.errors import CnnlabError
 from cnnlab.models import memory
 from cnnlab.models.factory import build_model
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from cnnlab.backends import placement_for
-from cnnlab.config import RunConfig, load_config
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import RunConfig, load_config
 from cnnlab.models import kind_of, prepare_with_data
 from cnnlab.models.factory import build_model
 from cnnlab.models.fastnet.network import ScaledBias
-from cnnlab.models.saving import MAX_MODEL_BYTES, load_model, portable_copy
 from cnnlab.models.recipe import compile_for_phase
+from cnnlab.models.saving import MAX_MODEL_BYTES, load_model, portable_copy
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
 

@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import load_config
 from cnnlab.models import model_label
 from cnnlab.models.factory import build_model
 from cnnlab.models.vgg16 import network as vgg16

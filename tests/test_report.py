@@ -16,16 +16,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonMark renderer to check against
 
-from cnnlab.runs import rundir
-from cnnlab.evaluation import stats
 from cnnlab.cli import build_parser, main
-from cnnlab.config import RunConfig, load_config, parse_overrides
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import RunConfig, load_config, parse_overrides
+from cnnlab.evaluation import stats
 from cnnlab.evaluation.scoring import metrics_from_probabilities
 from cnnlab.report.builder import FinishedRun, build_report, load_finished_run
 from cnnlab.report.sections import SECTIONS
 from cnnlab.report.tables import reproduce_command
 from cnnlab.report.verdict import verdict_paragraph
+from cnnlab.runs import rundir
 from conftest import CLASS_NAMES, launch_chromium
 
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from cnnlab.runs import rundir
-from cnnlab.data import Dataset, SourceRecord
-from cnnlab.runs.provenance import check_unchanged, metrics_record, record_source
 from cnnlab.common.errors import CnnlabError
+from cnnlab.data import Dataset, SourceRecord
+from cnnlab.runs import rundir
+from cnnlab.runs.provenance import check_unchanged, metrics_record, record_source
 
 RECORD = SourceRecord("image_folder", "/photos", "abc123" * 10, "listing", 64, ("cat", "dog"),
                       test_files=("cat/1.jpg", "dog/new\nline.png"))

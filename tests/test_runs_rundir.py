@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from conftest import JSON_VALUES
 
-from cnnlab.runs import rundir
-from cnnlab.common.text import terminal_text
 from cnnlab.common.errors import CnnlabError
+from cnnlab.common.text import terminal_text
+from cnnlab.runs import rundir
 
 
 def test_create_run_dir_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path):

@@ -24,11 +24,12 @@ def files_under(*folders) -> dict:
 
 def recomputed_parity(run_dir, format, artifact, count):
     """What the parity check should find, computed here: the artifact in its runtime vs the Keras model as loaded."""
-    from cnnlab.runs.run import load_run_model
+    from cnnlab.runs.run import Run
     from cnnlab.serving.export import load_artifact, parity_sample
 
-    images = parity_sample(run_dir, count)
-    expected = load_run_model(run_dir).predict(images, batch_size=32, verbose=0).astype(np.float64)
+    run = Run.open_finished(run_dir)
+    images = parity_sample(run, count)
+    expected = run.load_model().predict(images, batch_size=32, verbose=0).astype(np.float64)
     answered = np.concatenate([load_artifact(format, artifact)(images[start:start + 32])
                                for start in range(0, len(images), 32)])
     assert answered.shape == expected.shape
@@ -52,8 +53,8 @@ def test_export_records_the_parity_its_artifact_shows(run_copy, tmp_path):
 
 
 def test_a_parity_failure_keeps_no_artifact_but_records_why(run_copy, tmp_path, monkeypatch, capsys):
-    from cnnlab.serving import export
     from cnnlab.cli import main
+    from cnnlab.serving import export
 
     monkeypatch.setitem(export.TOLERANCE, "float32", -1.0)  # no artifact can pass
     out = tmp_path / "shipped" / "model.onnx"
@@ -140,8 +141,8 @@ def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
     """TensorFlow computes the exact GELU through erfc, which ONNX lacks; the ONNX export computes it through erf."""
     from cnnlab.backends import placement_for
     from cnnlab.config import load_config
-    from cnnlab.serving.export import load_artifact, write_artifact
     from cnnlab.models.factory import build_model
+    from cnnlab.serving.export import load_artifact, write_artifact
 
     config = load_config("fast", {"fastnet.widths": [8, 16, 16], "train.precision": "float32"})
     assert config.fastnet.activation == "gelu"
@@ -208,10 +209,11 @@ def test_savedmodel_and_litert_exports_answer_as_the_run(kind_runs, kind, format
 
 def write_test_images(run_dir, folder, count):
     """The run's first test images as PNG files."""
+    from cnnlab.runs.run import Run
     from cnnlab.serving.export import parity_sample
 
     paths = []
-    for index, image in enumerate(parity_sample(run_dir, count)):
+    for index, image in enumerate(parity_sample(Run.open_finished(run_dir), count)):
         paths.append(folder / f"test{index}.png")
         Image.fromarray(image.astype(np.uint8)).save(paths[-1])
     return paths

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from cnnlab.training.bench_epochs import CNNLAB, PLAIN, WholeContender, WholeRun, format_whole_epochs, time_process
 from cnnlab.common.errors import CnnlabError
+from cnnlab.training.bench_epochs import CNNLAB, PLAIN, WholeContender, WholeRun, format_whole_epochs, time_process
 from conftest import run_cnnlab
 
 FAKE_FIT = textwrap.dedent("""

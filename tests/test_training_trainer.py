@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnnlab.runs import rundir
-from cnnlab.config import load_config
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import load_config
 from cnnlab.models import Phase
 from cnnlab.models.factory import build_model
 from cnnlab.models.vgg16.network import HEAD_PREFIX
+from cnnlab.runs import rundir
 from cnnlab.runs.run import Run
 from cnnlab.training.trainer import PROGRESS, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import JSON_VALUES, learnable_splits

@@ -1,7 +1,8 @@
 """cnnlab: train a CNN from scratch on CIFAR-10, fine-tune VGG16, and compare the two honestly.
 
-The pipeline, in the order data flows:
-    config  -> data -> models -> train -> evaluate -> figures / report -> cli
+The pipeline, in the order data flows (each a package of its own):
+    config -> data -> models -> runs -> training -> evaluation -> report -> serving; experiment.py runs whole jobs,
+    cli.py is the command line
 
 The Python API, in that order (docs/tutorial.py walks through it):
 
@@ -13,7 +14,7 @@ The Python API, in that order (docs/tutorial.py walks through it):
     splits = cnnlab.make_splits(data, config.data.val_size, config.train.seed, config.data.train_limit)
     model = cnnlab.build_model(config, len(data.class_names), splits.x_train.shape[1:])   # to look at: summary()
     run_dir = cnnlab.train_run(config, "runs/my-cnn")       # train, evaluate, write a run directory
-    metrics = cnnlab.read_metrics(run_dir / "metrics.json")
+    metrics = cnnlab.Run(run_dir).metrics()                # the run directory as an object: config, metrics, model
     cnnlab.write_report([run_dir, other_run_dir], "reports/mine")
 
 Each name is imported on first use (a module-level `__getattr__`), so `import cnnlab` imports no Keras: the command
@@ -24,8 +25,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Public name -> (module, name there). `report` and `evaluate` are modules of this package, so the functions
-# `experiment.report` and `experiment.evaluate_run` keep names that no submodule import can overwrite.
+# Public name -> (module, name there). `report` is a package of cnnlab, so the function `experiment.report` is exported
+# as `write_report`, a name that no submodule import can overwrite.
 _LAZY_EXPORTS = {
     "RunConfig": ("cnnlab.config", "RunConfig"),
     "load_config": ("cnnlab.config", "load_config"),
@@ -42,7 +43,7 @@ _LAZY_EXPORTS = {
     "Run": ("cnnlab.runs.run", "Run"),
     "compare": ("cnnlab.experiment", "compare"),
     "write_report": ("cnnlab.experiment", "report"),
-    "read_metrics": ("cnnlab.evaluation.scoring", "read_metrics"),
+    "read_metrics": ("cnnlab.runs.metrics", "read_metrics"),
     "read_history": ("cnnlab.runs.history", "read_history"),
     "CnnlabError": ("cnnlab.common.errors", "CnnlabError"),
 }

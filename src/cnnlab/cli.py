@@ -65,7 +65,7 @@ DATA_OVERRIDES = {
     "--strict": ("data.strict", bool, "image folders: an unreadable file is an error instead of skipped"),
 }
 TRAIN_OVERRIDES = {
-    "--model": ("model", str, f"model to train: {', '.join(KINDS)}"),
+    "--model": ("model", str, f"model to train: {', '.join(list(KINDS)[:-1])} or {list(KINDS)[-1]}"),
     "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
                                       "vgg16.head_epochs)"),
     "--batch-size": ("train.batch_size", int, "batch size"),
@@ -411,8 +411,8 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from cnnlab.data.images import load_image
     from cnnlab.common.text import terminal_text
+    from cnnlab.data.images import load_image
     from cnnlab.runs.run import Run
     from cnnlab.serving.export import load_onnx, read_onnx_settings
     from cnnlab.serving.predict import predict_images
@@ -420,14 +420,15 @@ def _predict(args) -> int:
     if args.top <= 0:
         raise CnnlabError(f"--top must be positive, got {args.top}")
     exported = args.run_dir.suffix == ".onnx"  # an exported model: ONNX Runtime answers, and Keras never starts
-    settings = read_onnx_settings(args.run_dir) if exported else Run.open_finished(args.run_dir).settings()
+    run = None if exported else Run.open_finished(args.run_dir)
+    settings = read_onnx_settings(args.run_dir) if exported else run.settings()
     for path in args.images:  # refuse bad images before paying for the model load
         load_image(path, settings.image_size)
     if exported:
         model = load_onnx(args.run_dir, settings.class_names)
     else:
         _import_keras_quietly()
-        model = Run(args.run_dir).load_model()
+        model = run.load_model()
     results = predict_images(model, args.images, settings.class_names,
                              min(args.top, len(settings.class_names)), settings.augmentation, settings.resize)
     if args.json:
@@ -493,9 +494,9 @@ def _serve(args) -> int:
 
 def _bench(args) -> int:
     from cnnlab.backends import machine
-    from cnnlab.training.bench import format_results, run_bench
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset
+    from cnnlab.training.bench import format_results, run_bench
 
     if args.steps < 1 or args.rounds < 1 or args.whole_rounds < 1:
         raise CnnlabError("--steps, --rounds and --whole-rounds must be at least 1")
@@ -528,9 +529,9 @@ def _bench_whole_epochs(args, data, config) -> None:
     """Whole epochs of the seed recipe, cnnlab (with `config`'s speed settings) vs the plain script."""
     import tempfile
 
-    from cnnlab.training.bench_epochs import SPEED_SETTINGS, format_whole_epochs, run_whole_epochs
     from cnnlab.config import load_config
     from cnnlab.data.splits import make_splits
+    from cnnlab.training.bench_epochs import SPEED_SETTINGS, format_whole_epochs, run_whole_epochs
 
     train_limit = config.data.train_limit
     train_images = len(make_splits(data, load_config("seed").data.val_size, 0, train_limit).y_train)
@@ -556,9 +557,9 @@ def _devices(args) -> int:
 def _data_info(args) -> int:
     import numpy as np
 
+    from cnnlab.common.text import terminal_text
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset, make_splits
-    from cnnlab.common.text import terminal_text
 
     # The default preset's data settings, with the flags given: the splits `cnnlab train` would make.
     config = load_config("seed", {**_given_overrides(args, DATA_INFO_OVERRIDES), **_data_overrides(args)})

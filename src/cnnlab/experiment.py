@@ -17,21 +17,18 @@ import threading
 import time
 from pathlib import Path
 
-from cnnlab.evaluation import figures
-from cnnlab.runs import rundir
 from cnnlab.backends import machine
+from cnnlab.common.errors import CnnlabError, first_line, one_line
+from cnnlab.common.text import terminal_text
 from cnnlab.config import RunConfig
 from cnnlab.data import Dataset, load_dataset, make_splits
+from cnnlab.evaluation import figures
+from cnnlab.runs import rundir
 from cnnlab.runs import provenance
-from cnnlab.common.text import terminal_text
-from cnnlab.common.errors import CnnlabError, first_line, one_line
 from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
                                        predict_probabilities, score_corruptions)
 from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
 from cnnlab.runs.run import Run
-
-LEARNING_CURVES_PNG = "learning_curves.png"
-CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 
 
 def train_run(config: RunConfig, out: Path | None = None) -> Path:
@@ -104,7 +101,7 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
 def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool = False) -> None:
     from cnnlab.training.trainer import train_model
 
-    run.write_config(config, data)
+    config = run.write_config(config, data)
     run.record_data(data)
     run.set_status("running")
     print(f"run directory: {run.path}", file=sys.stderr)
@@ -231,11 +228,10 @@ def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: 
     run.write_metrics(metrics)  # before the figures: a plotting problem cannot lose them
     try:
         run.figures_dir.mkdir(exist_ok=True)
-        history = run.history()
-        if history:
-            figures.plot_learning_curves({run.name: history}, run.figures_dir / LEARNING_CURVES_PNG, run.name)
-        figures.plot_confusion_matrix(metrics["confusion_matrix"], data.class_names,
-                                      run.figures_dir / CONFUSION_MATRIX_PNG, f"{run.name}: test set")
+        if run.history_path.is_file():
+            figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name)
+        figures.plot_confusion_matrix(metrics["confusion_matrix"], data.class_names, run.confusion_matrix_path,
+                                      f"{run.name}: test set")
     except Exception as exc:  # any plotting error: the model and its numbers are kept, the figures are extras
         print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
               f"(redraw them with: cnnlab evaluate {terminal_text(run.path)})", file=sys.stderr)

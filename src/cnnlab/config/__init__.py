@@ -266,10 +266,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def _check_ranges(config: RunConfig) -> None:
-    problems = [*_choice_problems(config), *_length_problems(config), *_kind_problems(config), *_range_problems(config)]
+    problems = [*_choice_problems(config), *_length_problems(config), *_range_problems(config)]
     sha256 = config.data.sha256
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
         problems.append("data.sha256 must be 64 hexadecimal digits")
+    problems = problems or _kind_problems(config)  # with every value as its own rules allow: how the values combine
     if problems:
         raise CnnlabError("config: " + "; ".join(problems))
 
@@ -292,7 +293,7 @@ def _length_problems(config: RunConfig) -> list[str]:
 
 
 def _kind_problems(config: RunConfig) -> list[str]:
-    """What each model kind checks of its own section beyond the declared rules."""
+    """What each model kind checks of its own section beyond the declared rules (each value already keeps those)."""
     return [problem for name, kind in KINDS.items() for problem in kind.check_settings(getattr(config, name))]
 
 

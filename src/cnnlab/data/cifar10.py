@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
-from cnnlab.data.dataset import Dataset, SourceRecord
-from cnnlab.data.cache import cache_dir as cache_root
-from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.common.files import atomic_path
+from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
+from cnnlab.data.cache import cache_dir as cache_root
+from cnnlab.data.dataset import Dataset, SourceRecord
+from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 
 if TYPE_CHECKING:
     from cnnlab.config import DataConfig

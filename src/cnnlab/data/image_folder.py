@@ -40,13 +40,13 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from cnnlab.common.errors import CnnlabError
+from cnnlab.common.text import terminal_text
 from cnnlab.config import DataConfig
 from cnnlab.data import images
 from cnnlab.data.cache import cache_dir as cache_root
 from cnnlab.data.dataset import Dataset, SourceRecord
 from cnnlab.data.sampling import count_of, stratified_sample
-from cnnlab.common.text import terminal_text
-from cnnlab.common.errors import CnnlabError
 
 # Without data.image_size, folders become 64 x 64: 4x CIFAR-10's pixels, enough to tell most photographed objects
 # apart, above VGG16's 32 px minimum, and small enough that the tutorial's CNN still trains on a laptop CPU.

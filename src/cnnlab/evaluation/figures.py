@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cnnlab.common.text import short_text  # noqa: E402
 from cnnlab.common.files import atomic_path  # noqa: E402
+from cnnlab.common.text import short_text  # noqa: E402
 
 # Applied while a figure is built and saved: tick labels and legend entries are made then, and read these settings.
 _PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}

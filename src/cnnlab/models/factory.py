@@ -16,9 +16,9 @@ from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig
 from cnnlab.models import check_image_size
 from cnnlab.models.kind import Phase
+from cnnlab.models.recipe import compile_for_phase
 from cnnlab.models.registry import kind_of
 from cnnlab.models.saving import load_model
-from cnnlab.models.recipe import compile_for_phase
 
 # Keras's mixed policies keep weights in float32 and compute in the lower precision; under mixed_float16 Keras's
 # compile wraps the optimizer in a LossScaleOptimizer, as float16 gradients underflow without loss scaling.

@@ -70,7 +70,8 @@ class ModelKind:
     # The config to rebuild the architecture alone (to resume: the weights come back from the saved state)
     without_downloads: Callable[[RunConfig], RunConfig] = unchanged
     caveat: Callable[[RunConfig], str | None] = nothing  # a sentence a report adds about a run of this kind
-    # (settings section) -> problems the declared bounds cannot express (how values combine, nested lists)
+    # (settings section) -> problems its declared rules cannot express (how values combine, nested lists); asked
+    # only once every value of the config keeps its declared rules
     check_settings: Callable[[Any], list[str]] = no_problems
     # Command-line flags of its settings: flag -> (dotted setting, type, help)
     flags: dict[str, tuple[str, type, str]] = field(default_factory=dict)

@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.config import RunConfig
 from cnnlab.common.errors import CnnlabError
+from cnnlab.config import RunConfig
 from cnnlab.models import check_image_size, kind_of
 from cnnlab.models.footprint import Tally
 from cnnlab.models.saving import MAX_MODEL_BYTES

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import keras
 
-from cnnlab.models import recipe
 from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.models import recipe
 from cnnlab.models.kind import ModelKind
 from cnnlab.models.portable import keras_copy
 from cnnlab.models.registry import KINDS

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.config import RunConfig
-from cnnlab.common.files import atomic_path
 from cnnlab.common.errors import CnnlabError
+from cnnlab.common.files import atomic_path
+from cnnlab.config import RunConfig
 from cnnlab.report.render import html_document, markdown_document
 from cnnlab.report.sections import Compared, build_sections, title
 from cnnlab.runs.run import Run
@@ -32,8 +32,11 @@ class FinishedRun:
     history: dict[str, list[float]]
     probabilities: np.ndarray
     labels: np.ndarray
-    model_path: Path
-    finished: str | None  # when, as its status records it
+    finished: str | None = None  # when, as its status records it
+
+    @property
+    def model_path(self) -> Path:
+        return Run(self.path).model_path
 
     @property
     def label(self) -> str:
@@ -45,8 +48,7 @@ def load_finished_run(path: Path) -> FinishedRun:
     run = Run.open_finished(path)
     metrics, probabilities, labels = run.scores()
     return FinishedRun(path=run.path, config=run.config, metrics=metrics, history=run.history(),
-                       probabilities=probabilities, labels=labels, model_path=run.model_path,
-                       finished=run.finished_at())
+                       probabilities=probabilities, labels=labels, finished=run.finished_at())
 
 
 def build_report(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.common.files import atomic_path, read_json, write_json
-from cnnlab.runs import rundir
-from cnnlab.data.dataset import Dataset
-from cnnlab.common.text import terminal_text
 from cnnlab.common.errors import CnnlabError
+from cnnlab.common.files import atomic_path, read_json, write_json
+from cnnlab.common.text import terminal_text
+from cnnlab.data.dataset import Dataset
+from cnnlab.runs import rundir
 
 
 def record_source(run_dir: Path, dataset: Dataset) -> None:

@@ -21,9 +21,9 @@ from cnnlab.common.errors import CnnlabError, one_line
 from cnnlab.common.files import atomic_path, read_json, write_json
 from cnnlab.config import RunConfig, config_from_dict
 from cnnlab.data import Dataset, load_dataset
-from cnnlab.evaluation.scoring import read_metrics
 from cnnlab.runs import provenance, rundir
 from cnnlab.runs.history import read_history
+from cnnlab.runs.metrics import read_metrics
 from cnnlab.runs.predictions import read_predictions
 
 if TYPE_CHECKING:
@@ -59,13 +59,22 @@ class Run:
         """A run directory in any state (to resume it)."""
         run = cls(path)
         if not run.has_config() or not run.has_status():
-            raise CnnlabError(f"{run.path} is not a cnnlab run directory (no {rundir.CONFIG} or {rundir.STATUS})")
+            raise CnnlabError(f"{run.path} is not a cnnlab run directory (no {rundir.STATUS} or {rundir.CONFIG})")
         return run
 
     @classmethod
     def open_finished(cls, path: Path) -> Run:
         """A finished run with its model; anything else is refused, saying what is wrong."""
-        return cls(rundir.require_finished(path))
+        if not Path(path).is_dir():
+            raise CnnlabError(f"run directory not found: {path}")
+        run = cls.open(path)
+        status = rundir.read_status(run.path)
+        if status["state"] != "finished":
+            reason = f": {status['reason']}" if status["reason"] else ""
+            raise CnnlabError(f"{run.path} is not a finished run (status: {status['state']}{reason})")
+        if not run.model_path.is_file():
+            raise CnnlabError(f"{run.path} has no {rundir.MODEL}")
+        return run
 
     # ---- where things are ---------------------------------------------------------------------------------------
 
@@ -90,8 +99,20 @@ class Run:
         return self.path / rundir.FIGURES
 
     @property
+    def learning_curves_path(self) -> Path:
+        return self.figures_dir / rundir.LEARNING_CURVES_PNG
+
+    @property
+    def confusion_matrix_path(self) -> Path:
+        return self.figures_dir / rundir.CONFUSION_MATRIX_PNG
+
+    @property
     def tensorboard_dir(self) -> Path:
         return self.path / rundir.TENSORBOARD
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / rundir.EXPORT
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Held while writing: a second writer, in this process or another, is refused."""
@@ -104,13 +125,14 @@ class Run:
         """The resolved configuration the run was trained with (written once, atomically: safe to read unlocked)."""
         return config_from_dict(read_json(self.path / rundir.CONFIG))
 
-    def write_config(self, config: RunConfig, data: Dataset) -> None:
+    def write_config(self, config: RunConfig, data: Dataset) -> RunConfig:
         """config.json: `config` with its data source and image size as `data` resolved them (the download's path, the
-        source's own size), so that every later command loads exactly this data."""
+        source's own size), so that every later command loads exactly this data; returns what was written."""
         resolved = dataclasses.replace(config.data, source=data.record.path, image_size=data.record.image_size)
         config = dataclasses.replace(config, data=resolved)
         write_json(self.path / rundir.CONFIG, config.to_dict())
         self.__dict__["config"] = config
+        return config
 
     def has_config(self) -> bool:
         return (self.path / rundir.CONFIG).is_file()
@@ -140,7 +162,7 @@ class Run:
         return (self.path / rundir.METRICS).is_file()
 
     def metrics(self) -> dict:
-        """metrics.json, checked to hold what later commands use (`evaluation.scoring.read_metrics`)."""
+        """metrics.json, checked to hold what later commands use (`runs.metrics.read_metrics`)."""
         return read_metrics(self.path / rundir.METRICS)
 
     def write_metrics(self, metrics: dict) -> None:

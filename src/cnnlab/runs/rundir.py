@@ -14,6 +14,7 @@ Layout:
     test_predictions.npz  the model's class probabilities for every test image (float16), and the true labels
     figures/         learning curves and confusion matrix (PNG)
     tensorboard/     TensorBoard logs (only with --tensorboard)
+    export/          what `cnnlab export` wrote by default, each artifact with its classes and parity files
     error.txt        the full text of the error that stopped the run (the terminal and status.json get one line)
     .lock            flock-ed by the process writing here now (its PID inside, for messages); the kernel releases
                      it when that process ends, however it ends, so a killed writer never leaves the folder locked
@@ -43,6 +44,9 @@ MODEL = "model.keras"
 TEST_PREDICTIONS = "test_predictions.npz"
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
+LEARNING_CURVES_PNG = "learning_curves.png"  # in figures/
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"  # in figures/
+EXPORT = "export"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 ERROR_LOG = "error.txt"
@@ -142,19 +146,3 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         raise CnnlabError(f"{path} is damaged (no valid 'state')")
     reason = status.get("reason")
     return {"state": status["state"], "reason": one_line(str(reason)) if reason else None}
-
-
-def require_finished(run_dir: Path) -> Path:
-    """Return `run_dir` if it holds a finished run; otherwise explain what is wrong with it."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnlabError(f"run directory not found: {run_dir}")
-    if not (run_dir / STATUS).is_file() or not (run_dir / CONFIG).is_file():
-        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {STATUS} or {CONFIG})")
-    status = read_status(run_dir)
-    if status["state"] != "finished":
-        reason = f": {status['reason']}" if status["reason"] else ""
-        raise CnnlabError(f"{run_dir} is not a finished run (status: {status['state']}{reason})")
-    if not (run_dir / MODEL).is_file():
-        raise CnnlabError(f"{run_dir} has no {MODEL}")
-    return run_dir

@@ -30,9 +30,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.common.files import TEMPORARY_PREFIX, read_json, write_json
 from cnnlab.config import RESIZE_MODES, TTA_LEVELS
-from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.runs.run import Run, RunSettings
 
 
@@ -47,7 +47,6 @@ FORMATS = {
     "onnx": Format("onnx", "model.onnx", ("tensorflow", "tf2onnx", "onnx", "onnxruntime")),
     "litert": Format("litert", "model.tflite", ("tensorflow", "ai_edge_litert")),
 }
-EXPORT_DIR = "export"
 CLASSES_SUFFIX = ".classes.json"
 PARITY_SUFFIX = ".parity.json"
 EXTRA_HINT = "install the export extra: pip install 'cnnlab[export]'"
@@ -71,7 +70,7 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
     out = check_export(run_dir, format, out, parity_images)
     run = Run.open_finished(run_dir)
     settings = run.settings()
-    images = parity_sample(run_dir, parity_images)
+    images = parity_sample(run, parity_images)
     model = _load_probability_model(run)
     # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
     with run.locked(), _folders_made_for(out.parent), \
@@ -115,8 +114,9 @@ def check_export(run_dir: Path, format: str, out: Path | None, parity_images: in
     require_modules(FORMATS[format].modules, f"{format} export")
     if parity_images < 1:
         raise CnnlabError(f"--parity-images must be at least 1, got {parity_images}")
-    Run.open_finished(run_dir).settings()  # a finished run with its metrics, or an error
-    out = Path(out) if out else Path(run_dir) / EXPORT_DIR / FORMATS[format].file_name
+    run = Run.open_finished(run_dir)
+    run.settings()  # its metrics are readable, or an error
+    out = Path(out) if out else run.export_dir / FORMATS[format].file_name
     check_output(out, format)
     return out
 
@@ -146,11 +146,11 @@ def check_output(out: Path, format: str) -> None:
         raise CnnlabError(f"--out {out} should end in {suffix}, the suffix of a {format} file")
 
 
-def parity_sample(run_dir: Path, count: int) -> np.ndarray:
+def parity_sample(run: Run, count: int) -> np.ndarray:
     """`count` test images of the run's own data (stratified by class, seed 0; all if there are fewer), as float32."""
     from cnnlab.data.sampling import stratified_sample
 
-    data = Run.open_finished(run_dir).load_data()
+    data = run.load_data()
     index = stratified_sample(data.y_test, count, seed=0) if count < len(data.y_test) else slice(None)
     return data.x_test[index].astype(np.float32)
 

@@ -27,8 +27,8 @@ from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes
 from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes
 from cnnlab.runs.run import Run, RunSettings
 from cnnlab.serving.predict import classify
 
@@ -71,16 +71,19 @@ def run_names(run_dirs: list[Path]) -> list[str]:
     return ["/".join(path.parts[-depth:]) for path in paths]
 
 
-def check_runs(run_dirs: list[Path]) -> list[RunSettings]:
-    """Every run's settings, each checked to be a finished run, and their names checked: before any model loads."""
+def check_runs(run_dirs: list[Path]) -> list[Run]:
+    """Every run, each checked to be a finished run with readable settings, and their names checked: before any model
+    loads."""
     run_names(run_dirs)
-    return [Run.open_finished(run_dir).settings() for run_dir in run_dirs]
+    runs = [Run.open_finished(run_dir) for run_dir in run_dirs]
+    for run in runs:
+        run.settings()
+    return runs
 
 
 def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
-    settings = check_runs(run_dirs)
-    runs = [ServedRun(name, Run(run_dir).load_model(), run_settings, threading.Lock())
-            for name, run_dir, run_settings in zip(run_names(run_dirs), run_dirs, settings)]
+    runs = [ServedRun(name, run.load_model(), run.settings(), threading.Lock())
+            for name, run in zip(run_names(run_dirs), check_runs(run_dirs))]
     for run in runs:  # Keras builds its predict function on the first call: at start, not in a user's request
         run.top_classes([np.zeros((*run.input_size, 3), dtype=np.uint8)], 1)
     return runs

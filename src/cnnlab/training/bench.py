@@ -72,9 +72,9 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
     """Time the baseline and cnnlab's pipeline; returns one Contender per entry, the baseline first."""
     import keras
 
+    from cnnlab.backends import placement_for
     from cnnlab.data.batches import ShuffledBatches, one_hot
     from cnnlab.evaluation.scoring import predict_probabilities
-    from cnnlab.backends import placement_for
     from cnnlab.models.factory import build_model
     from cnnlab.models.recipe import compile_for_phase
 

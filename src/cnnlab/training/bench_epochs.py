@@ -60,11 +60,11 @@ def plain_tutorial(data_source: str, out: Path, epochs: int, seed: int, train_li
     """The tutorial's script as people write it, on cnnlab's split of the data (loading is not what is compared)."""
     import keras
 
-    from cnnlab.training.bench import plain_keras_model
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset
     from cnnlab.data.batches import one_hot
     from cnnlab.data.splits import make_splits
+    from cnnlab.training.bench import plain_keras_model
 
     config = load_config("seed", {"data.source": data_source, "train.seed": seed})
     splits = make_splits(load_dataset(config.data, seed), config.data.val_size, seed, train_limit)

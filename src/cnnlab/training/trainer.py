@@ -21,19 +21,19 @@ from typing import Callable
 import keras
 import numpy as np
 
-from cnnlab.common.files import atomic_path, read_json, write_json
-from cnnlab.runs.run import Run
-from cnnlab.runs.history import history_number, read_rows, write_rows
 from cnnlab.backends import Placement, fit_input, placement_for, validation_input
+from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.common.files import atomic_path, read_json, write_json
 from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation, MirroredViews
 from cnnlab.data.batches import ShuffledBatches, one_hot
-from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.models import Phase, kind_of
 from cnnlab.models.factory import ModelFactory
-from cnnlab.models.saving import portable_copy
 from cnnlab.models.recipe import Lookahead
+from cnnlab.models.saving import portable_copy
+from cnnlab.runs.history import history_number, read_rows, write_rows
+from cnnlab.runs.run import Run
 
 BEST_CHECKPOINT = "best.keras"
 RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
@@ -408,8 +408,6 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
         if accuracy > checkpoint.best:
             checkpoint.best, checkpoint.best_epoch = accuracy, int(row["epoch"]) + 1
     return [0.0 if np.isnan(seconds) else seconds for seconds in (history_number(row.get("seconds")) for row in rows)]
-
-
 
 
 def _cached_features(run: _Training, extractor: keras.Model):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from cnnlab.models.cnn import CnnConfig
 from cnnlab.common.errors import CnnlabError
+from cnnlab.models.cnn import CnnConfig
 from cnnlab.models.footprint import Tally, poolings_allowed
 
 

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from cnnlab.models.fastnet import FastnetConfig
 from cnnlab.common.errors import CnnlabError
+from cnnlab.models.fastnet import FastnetConfig
 from cnnlab.models.footprint import Tally, poolings_allowed
 from cnnlab.models.portable import keras_copy
 

@@ -54,8 +54,7 @@ def vgg16_label(config: Vgg16Config) -> str:
 
 
 def _clashes(settings: Vgg16Config) -> list[str]:
-    both_in_range = 0 <= settings.unfreeze_blocks <= NUM_BLOCKS and 1 <= settings.top_block <= NUM_BLOCKS
-    if not both_in_range or settings.unfreeze_blocks <= settings.top_block:  # out of range: that is said already
+    if settings.unfreeze_blocks <= settings.top_block:
         return []
     return [f"vgg16.unfreeze_blocks ({settings.unfreeze_blocks}) cannot exceed vgg16.top_block "
             f"({settings.top_block}), the blocks the model keeps"]
