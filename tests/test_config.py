@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cnnlab.common.errors import CnnlabError
 from cnnlab.config import RANGES, SECTIONS, available_presets, config_from_dict, load_config, parse_overrides
+from cnnlab.models import KINDS
 from cnnlab.models.recipe import learning_rate_schedule
 
 
@@ -56,7 +57,7 @@ def test_preset_file_path(tmp_path):
         ({"data.val_size": -1}, "data.val_size must be between 0 and 1,000,000"),
         ({"data.train_limit": 0}, "data.train_limit must be between 1 and 1,000,000"),
         ({"data.sha256": "abc"}, "data.sha256 must be 64 hexadecimal digits"),
-        ({"model": "resnet"}, "model must be one of cnn, vgg16, fastnet, got 'resnet'"),
+        ({"model": "resnet"}, f"model must be one of {', '.join(KINDS)}, got 'resnet'"),
         ({"cnn.conv_blocks": []}, "cnn.conv_blocks must have between 1 and 5 entries, got 0"),
         ({"cnn.conv_blocks": [[32]] * 6}, "cnn.conv_blocks must have between 1 and 5 entries, got 6"),
         ({"cnn.conv_dropout": 1.0}, "cnn.conv_dropout must be in [0, 1), got 1.0"),
@@ -341,7 +342,7 @@ def plausible(name: str):
         number = in_range(RANGES[name], kind)
         return [number, st.lists(number, min_size=1, max_size=4), st.lists(st.lists(number, min_size=1, max_size=3),
                                                                             min_size=1, max_size=5)][depth]
-    choices = {"model": ["cnn", "vgg16", "fastnet"], "train.optimizer": ["adam", "sgd"], "vgg16.head_pooling": ["avg"],
+    choices = {"model": list(KINDS), "train.optimizer": ["adam", "sgd"], "vgg16.head_pooling": ["avg"],
                "train.lr_schedule": ["warmup_linear"], "train.precision": ["float32", "bfloat16", "float16"],
                "data.source": ["/tmp/cifar-10-python.tar.gz"], "data.sha256": ["a" * 64]}
     return st.sampled_from([choice for choice in [value, *choices.get(name, [])] if choice is not None])  # TOML has no null

@@ -10,6 +10,7 @@ from cnnlab.backends import placement_for
 from cnnlab.common.errors import CnnlabError
 from cnnlab.common.settings import MAX_LAYER_WIDTH, MAX_LAYERS
 from cnnlab.config import OPTIMIZERS, available_presets, load_config
+from cnnlab.models import KINDS
 from cnnlab.models import memory
 from cnnlab.models.factory import build_model
 from cnnlab.models.memory import check_fits, estimate_training_memory, memory_limit
@@ -109,7 +110,7 @@ WIDTHS = st.integers(1, MAX_LAYER_WIDTH)
 
 
 @given(
-    model=st.sampled_from(["cnn", "vgg16", "fastnet"]),
+    model=st.sampled_from(list(KINDS)),
     conv_blocks=st.lists(st.lists(WIDTHS, min_size=1, max_size=MAX_LAYERS), min_size=1, max_size=5),
     dense_units=st.lists(WIDTHS, max_size=MAX_LAYERS),
     widths=st.lists(WIDTHS, min_size=1, max_size=4),
