@@ -15,6 +15,16 @@ def test_importing_cnnlab_imports_no_keras():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_what_commands_import_before_starting_keras_imports_no_keras():
+    # Each command checks its input with these, then starts Keras quietly (backends.import_keras); a module among them
+    # that imported Keras at its top would start the backend early, with its start-up noise on the terminal.
+    modules = ["cnnlab.cli", "cnnlab.experiment", "cnnlab.runs.run", "cnnlab.serving.export", "cnnlab.serving.predict",
+               "cnnlab.report.builder", "cnnlab.training.bench", "cnnlab.models"]
+    code = f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; " \
+           "assert 'keras' not in sys.modules, 'keras imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 @pytest.mark.parametrize("name", cnnlab.__all__)
 def test_each_api_name_is_the_library_function_it_names(name):
     module, attribute = cnnlab._LAZY_EXPORTS[name]

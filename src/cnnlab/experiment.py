@@ -218,6 +218,7 @@ def _training_summary(run: Run) -> dict:
 def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     start = time.perf_counter()
     probabilities = predict_probabilities(model, data.x_test, batch_size=config.train.evaluation_batch_size,
+                                          shown_as="test set",
                                           augmentation=config.train.test_time_augmentation)
     metrics["test_seconds"] = round(time.perf_counter() - start, 2)
     metrics["test_time_augmentation"] = config.train.test_time_augmentation

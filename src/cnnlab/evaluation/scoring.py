@@ -14,18 +14,25 @@ from cnnlab.data.sampling import stratified_sample
 EPSILON = 1e-7  # Keras clips probabilities the same way in categorical_crossentropy
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augmentation: int = 0) -> np.ndarray:
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augmentation: int = 0,
+                          shown_as: str | None = None) -> np.ndarray:
     """Class probabilities for `images`; with test-time augmentation, a blend of the model's answers for variants.
 
     Level 1 averages each image with its mirror image; level 2 gives that half the weight and the other half to the
     same for the image shifted one pixel up-left and one down-right (reflected border). Answers are averaged as
-    log-probabilities, as one would average logits.
+    log-probabilities, as one would average logits. With `shown_as`, a long pass shows a progress bar of that name.
     """
+    bar = None
+    if shown_as:
+        from cnnlab.evaluation.progress import PassProgress, batches_of  # imports Keras, which callers start later
+
+        bar = PassProgress(shown_as, TTA_VARIANTS[augmentation] * batches_of(len(images), batch_size))
+
     def log_probabilities(variant: np.ndarray) -> np.ndarray:
         # One batch's worth goes straight to the compiled function: `predict` sets up a data adapter and callbacks on
         # every call, about 0.1 s here, which was most of a served request's time (benchmarks/serve_load.py).
         predicted = (model.predict_on_batch(variant) if len(variant) <= batch_size
-                     else model.predict(variant, batch_size=batch_size, verbose=0))
+                     else model.predict(variant, batch_size=batch_size, verbose=0, callbacks=[bar] if bar else None))
         predicted = np.asarray(predicted, dtype=np.float64)
         return np.log(np.clip(predicted, EPSILON, 1.0))
 
@@ -40,6 +47,8 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 256, augm
         height, width = images.shape[1:3]
         shifted = [padded[:, :height, :width], padded[:, 2 : height + 2, 2 : width + 2]]
         blended = 0.5 * blended + 0.25 * sum(with_mirror(variant) for variant in shifted)
+    if bar:
+        bar.close()
     probabilities = np.exp(blended - blended.max(axis=1, keepdims=True))
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 

@@ -34,8 +34,9 @@ PLAIN = "plain tutorial script (fit + validation_data + ModelCheckpoint)"
 # What cnnlab's contender takes from `cnnlab bench --preset/--set`: how it computes, never what it trains.
 SPEED_SETTINGS = ("train.precision", "train.steps_per_execution")
 CNNLAB = "cnnlab train --preset seed"
-_EPOCH_START = re.compile(r"^Epoch (\d+)/\d+$")
-_EPOCH_SUMMARY = re.compile(r"^\d+/\d+ - .*val_accuracy")
+# Keras's lines (the plain script) and cnnlab's (training.progress): where the first epoch starts, where each ends.
+_EPOCH_START = re.compile(r"^(Epoch \d+/\d+|phase '.*': \d+ epochs .*)$")
+_EPOCH_SUMMARY = re.compile(r"^(\d+/\d+ - |epoch \d+/\d+.*: ).*val_accuracy")
 
 
 @dataclass

@@ -28,12 +28,14 @@ from cnnlab.config import RunConfig
 from cnnlab.data import Splits
 from cnnlab.data.augment import Augmentation, MirroredViews
 from cnnlab.data.batches import ShuffledBatches, one_hot
+from cnnlab.evaluation.progress import PassProgress, batches_of
 from cnnlab.models import Phase, kind_of
 from cnnlab.models.factory import ModelFactory
 from cnnlab.models.recipe import Lookahead
 from cnnlab.models.saving import portable_copy
 from cnnlab.runs.history import history_number, read_rows, write_rows
 from cnnlab.runs.run import Run
+from cnnlab.training.progress import RunProgress
 
 BEST_CHECKPOINT = "best.keras"
 RESUME_DIR = "resume"  # under checkpoints/: Keras BackupAndRestore state per phase, and finished phases
@@ -85,8 +87,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
-        if logs is not None:
-            logs["seconds"] = self.seconds[-1]  # into history.csv, so a resumed run keeps its earlier timings
 
 
 class LearningRateLog(keras.callbacks.Callback):
@@ -152,16 +152,18 @@ class HistoryFile(keras.callbacks.Callback):
 
     Keras's CSVLogger appends to the file in place, so a kill during its write leaves half a line; here a reader,
     or a resumed run, sees the history before the epoch or after it. Columns as CSVLogger writes them: "epoch",
-    then the logged values by name, "NA" where an epoch has none.
+    then the logged values by name, "NA" where an epoch has none; and "seconds", the epoch's wall time as `timer`
+    took it, so that a resumed run keeps its earlier timings.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, timer: EpochTimer):
         super().__init__()
-        self.path = Path(path)
+        self.path, self.timer = Path(path), timer
 
     def on_epoch_end(self, epoch, logs=None):
         rows = read_rows(self.path)
-        rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted((logs or {}).items())}})
+        values = {**(logs or {}), "seconds": self.timer.seconds[-1]}
+        rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted(values.items())}})
         columns = list(dict.fromkeys(key for row in rows for key in row))
         write_rows(self.path, rows, columns)
 
@@ -190,6 +192,9 @@ def train_model(
     progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
     if resume:
         _resume_position(run, phases, progress)
+    steps_per_epoch = -(-len(splits.y_train) // config.train.batch_size)
+    run.progress = RunProgress(sum(phase.epochs for phase in phases), steps_per_epoch, len(run.timer.seconds))
+    print(what_it_will_do(config, phases, splits, steps_per_epoch), file=sys.stderr)
     earlier_seconds = sum(run.timer.seconds)  # training done before an interruption still counts
     start = time.perf_counter()
     records, epochs_done = [], 0
@@ -198,12 +203,23 @@ def train_model(
             _load_finished_phase(model, run.state_dir / f"after-{phase.name}.weights.h5")
             records.append(progress["records"][phase.name])
         else:
+            run.progress.start_phase(phase.name if len(phases) > 1 else "")
             records.append(_fit_phase(run, phase, epochs_done, resume))
             _record_finished_phase(run, phase, records[-1], progress)
         epochs_done += phase.epochs
     train_seconds = earlier_seconds + time.perf_counter() - start
     final = _save_final_model(run)
     return TrainingResult(final, epochs_done, run.checkpoint.best_epoch, train_seconds, run.timer.seconds, records)
+
+
+def what_it_will_do(config: RunConfig, phases: list[Phase], splits: Splits, steps_per_epoch: int) -> str:
+    """One line for the start of a run: the model, its epochs by phase, the steps each takes, the data."""
+    epochs = sum(phase.epochs for phase in phases)
+    by_phase = f" ({', '.join(f'{phase.name} {phase.epochs}' for phase in phases)})" if len(phases) > 1 else ""
+    validation = f", validating on {len(splits.y_val):,}" if len(splits.y_val) else ", no validation set"
+    return (f"training {kind_of(config).label(config)}: {epochs} epochs{by_phase} of {steps_per_epoch:,} steps "
+            f"(batch {config.train.batch_size}) on {len(splits.y_train):,} training images{validation}; then "
+            f"scoring {len(splits.y_test):,} test images")
 
 
 class _Training:
@@ -218,6 +234,7 @@ class _Training:
         self.state_dir = directory.checkpoints_dir / RESUME_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.timer, self.nan_guard = EpochTimer(), StopOnNonFiniteLoss()
+        self.progress: RunProgress | None = None  # made once the phases are known (train_model)
         self.checkpoint = BestCheckpoint(model, directory.checkpoints_dir / BEST_CHECKPOINT)
         self.augmentation = None
         self.features: dict[str, tuple] = {}  # the latest cached features, by the extractor that made them
@@ -264,7 +281,7 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
             initial_epoch=epochs_before,
             epochs=epochs_before + phase.epochs,
             callbacks=input_callbacks + _phase_callbacks(run, phase, phase_steps),
-            verbose=1 if sys.stdout.isatty() else 2,  # a live bar on a terminal, one line per epoch in logs
+            verbose=0,  # RunProgress shows the whole run instead, epoch by epoch
         )
     if run.nan_guard.bad_batch is not None:
         raise CnnlabError(
@@ -292,7 +309,8 @@ def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[ker
     callbacks = []
     if train.lookahead_every:
         callbacks.append(Lookahead(train.lookahead_every, phase_steps, scope=run.factory.placement.scope))
-    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.directory.history_path)]
+    callbacks += [run.timer, LearningRateLog(), run.nan_guard, HistoryFile(run.directory.history_path, run.timer),
+                  run.progress]
     if len(run.splits.y_val):
         callbacks.append(run.checkpoint)  # before the backup: a kill between them repeats an epoch, loses none
     # Two generations of state: a kill in the middle of writing one leaves the other to resume from.
@@ -423,12 +441,15 @@ def _cached_features(run: _Training, extractor: keras.Model):
     print(f"computing the frozen layers' features once for {count:,} images" + (" (and mirror images)" if flip else ""),
           file=sys.stderr)
     batch = max(run.config.train.batch_size, 128)
+    bar = PassProgress("frozen layers' features", batches_of(count, batch))
     with run.factory.placement.scope():  # over several devices the images are sharded like fit's
-        train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0)
-        val_features = extractor.predict(splits.x_val, batch_size=batch, verbose=0) if len(splits.y_val) else splits.x_val
+        train_features = extractor.predict(splits.x_train, batch_size=batch, verbose=0, callbacks=[bar])
+        val_features = (extractor.predict(splits.x_val, batch_size=batch, verbose=0, callbacks=[bar])
+                        if len(splits.y_val) else splits.x_val)
         views = None
         if flip:
-            mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0)
+            mirrored = extractor.predict(splits.x_train[:, :, ::-1], batch_size=batch, verbose=0, callbacks=[bar])
             views = MirroredViews(train_features, mirrored, run.config.train.seed)
+    bar.close()
     run.features[extractor.name] = (train_features, val_features, views)
     return train_features, val_features, views, round(time.perf_counter() - started, 2)
