@@ -30,7 +30,7 @@ def sha256_of(path):
 
 def assert_one_line_error(code, err, expected, exit_code=1):
     assert code == exit_code
-    informational = ("warning:", "run directory:", "phase ", "computing ")
+    informational = ("warning:", "run directory:", "phase ", "computing ", "training ", "epoch ", "about ")
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(informational)]
     assert len(lines) == 1, err
     assert lines[0].startswith("cnnlab") and "Traceback" not in err

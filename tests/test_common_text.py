@@ -47,7 +47,8 @@ def rendered_text(markdown: str) -> str:
 @pytest.mark.parametrize("name", [
     "<script>alert(1)</script>", "a|b", "**bold**", "[x](javascript:alert(1))", "![x](y.png)", "`code`",
     "&lt;b&gt;", "~~gone~~", "$\\nosuch$", "# heading", "- item", "+ item", "1. first", "7) seventh", "> quote",
-    "    indented", "***", "---", "a\\", "<http://example.com>", "a\n\n<b>raw</b>",
+    "    indented", "***", "---", "a\\", "<http://example.com>", "a\n\n<b>raw</b>", "1.", "-", "+", "--", "_x_",
+    "snake_case_", "<!-- comment -->", "<?php ?>", "</b>", "&#60;b&#62;", "heading #", "> quote > more", "a <b>c</b>",
 ])
 def test_markdown_text_renders_as_the_literal_name(name):
     for line in (markdown_text(name) + "end", "start " + markdown_text(name) + "end"):  # block start and inline
@@ -63,14 +64,34 @@ def test_markdown_text_fuzz_renders_literally_at_a_block_start_and_inline(name):
     assert rendered_text("start " + markdown_text(name) + "end") == "start " + shown + "end"
 
 
-@given(NAMES)
-def test_markdown_text_fuzz_keeps_a_table_row_whole(name):
-    table = f"| a | b |\n|---|---|\n| {markdown_text(name)} | z |\n"
+@given(NAMES, st.booleans())
+def test_markdown_text_fuzz_keeps_a_table_row_whole(name, line_start):
+    table = f"| a | b |\n|---|---|\n| {markdown_text(name, line_start=line_start)} | z |\n"
     page = RENDERER.render(table)
     body = page.split("<tbody>")[1] if "<tbody>" in page else ""
     assert body.count("<td>") == 2 and body.count("<tr>") == 1, page
     first_cell = html.unescape(body.split("<td>")[1].split("</td>")[0])
     assert first_cell.strip() == terminal_text(name).strip()  # Markdown trims a cell's outer whitespace
+
+
+@pytest.mark.parametrize("text", [
+    "74.37%", "0.740", "p < 0.001", "9.45% to 18.93%", "1,000", "2.1", "+1.2", "-0.5", "vgg16_hed_notop.h5",
+    "cats & dogs", "a > b", "C#", "head 0.3; finetune 2.2", "none (random init)", "x: y!",
+])
+def test_markdown_text_leaves_what_markdown_reads_plainly_as_it_is(text):
+    # Numbers and ordinary words start no markup: escaping them would only show backslashes in a terminal or diff.
+    assert markdown_text(text) == text
+    assert rendered_text(text + "end") == text + "end"
+
+
+@pytest.mark.parametrize("text, at_line_start", [
+    ("-", "\\-"), ("- item", "\\- item"), ("+", "\\+"), ("---", "\\---"), ("1.", "1\\."),
+    ("7) seventh", "7\\) seventh"), ("> quote", "\\> quote"), (" indented", "&#32;indented"),
+])
+def test_block_markers_are_escaped_only_where_a_line_starts(text, at_line_start):
+    # A table cell's content is inline: there a "-" or "1." is text, and Markdown trims the cell's spaces anyway.
+    assert markdown_text(text) == at_line_start
+    assert markdown_text(text, line_start=False) == text
 
 
 # ---------------------------------------------------------------------------------------------------------------------

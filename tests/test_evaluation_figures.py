@@ -1,5 +1,6 @@
 import json
 import shutil
+from collections import Counter
 
 import matplotlib.figure
 import matplotlib.text
@@ -210,3 +211,25 @@ def test_learning_curves_without_validation_draw_no_validation_line(tmp_path, mo
     assert not figures.has_validation(no_validation) and figures.has_validation(HISTORY)
     labels = [line.get_label() for axis in kept[0].axes for line in axis.get_lines()]
     assert labels == ["training", "training"] and len(kept[0].axes) == 2  # no learning rate logged: two panels
+
+
+PAGE_WIDTH = 1100  # px: the report page's width (report.css.j2's max-width), to which a wider figure is scaled down
+
+
+@pytest.mark.parametrize("learning_rate", [False, True])
+def test_learning_curves_text_is_readable_at_the_page_width(tmp_path, monkeypatch, learning_rate):
+    kept = drawn_figure(monkeypatch)
+    vgg16 = {**HISTORY, "learning_rate": [1e-3, 1e-3, 1e-5]} if learning_rate else HISTORY
+    plot_learning_curves({"CNN": HISTORY, "VGG16": vgg16}, tmp_path / "curves.png",
+                         marks={"VGG16": figures.CurveMarks(phase_starts=(3,), best_epoch=2)})
+    figure = kept[0]
+    with Image.open(tmp_path / "curves.png") as image:
+        scale = min(1.0, PAGE_WIDTH / image.width)
+    sizes = [text.get_fontsize() for text in figure.findobj(matplotlib.text.Text) if text.get_text()]
+    assert min(sizes) * figures.DPI / 72 * scale >= 12  # pixels high on the page, the smallest text included
+    assert max(Counter(round(axis.get_position().y0, 2) for axis in figure.axes).values()) <= 2  # panels per row
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert legend.get_window_extent(renderer).y1 <= min(axis.get_tightbbox(renderer).y0 for axis in figure.axes)
+    ticks = [label.get_text() for label in figure.axes[-1].get_yticklabels(which="both")] if learning_rate else []
+    assert not any("$" in tick for tick in ticks)  # "1e-05", not the log scale's math text shown as typed

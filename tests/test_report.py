@@ -84,9 +84,9 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     assert [phase["name"] for phase in vgg_metrics["phases"]] == ["head", "finetune"]
     page = (compared / "report.html").read_text()
     assert "CNN from scratch" in page and "VGG16 to block 2 from scratch" in page and "fine-tuned" not in page
-    for heading in ("Learning curves", "Per-class accuracy", "Confusion matrix: CNN from scratch",
-                    "Confusion matrix: VGG16 to block 2 from scratch", "Most confident mistakes: CNN from scratch",
-                    "Most confident mistakes: VGG16 to block 2 from scratch", "Per-class numbers", "Settings",
+    # headings name the runs by their short names; the results table gives each beside its full label
+    for heading in ("Learning curves", "Per-class accuracy", "Confusion matrix: CNN", "Confusion matrix: VGG16",
+                    "Most confident mistakes: CNN", "Most confident mistakes: VGG16", "Per-class numbers", "Settings",
                     "Environment"):
         assert f"<h2>{heading}</h2>" in page
     # VGG16 trained a head phase, then fine-tuned: the curves mark where the second phase began
@@ -98,7 +98,7 @@ def test_compare_writes_two_runs_and_a_self_contained_report(compared):
     markdown = (compared / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", markdown)
     assert len(links) == pictures and all((compared / link).is_file() for link in links)
-    assert "| CNN from scratch |" in markdown and "| VGG16 to block 2 from scratch |" in markdown
+    assert "| CNN | CNN from scratch |" in markdown and "| VGG16 | VGG16 to block 2 from scratch |" in markdown
 
 
 def test_report_command_on_finished_runs(compared, tmp_path, capsys):
@@ -248,7 +248,7 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert html.escape("<script>alert(1)</script>") in page and html.escape("(<script>alert(1))") in page
     assert [src for src in re.findall(r'src="([^"]*)"', page) if not src.startswith("data:image/png")] == []
     results = page.split('<table class="results">')[1].split("</table>")[0]
-    assert results.count("<tr>") == 3 and all(row.count("<td>") == 14 for row in results.split("<tr>")[2:])
+    assert results.count("<tr>") == 3 and all(row.count("<td>") == 15 for row in results.split("<tr>")[2:])
 
     markdown = (out / "report.md").read_text()
     rendered = REPORT_RENDERER.render(markdown)
@@ -256,10 +256,12 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert re.findall(r'<img src="([^"]*)"', rendered) == [f"figures/{name}.png" for name in (
         "learning_curves", "per_class_accuracy", "confusion_matrix_1", "confusion_matrix_2")]
     rows = rendered.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
-    assert len(rows) == 2 and all(row.count("<td>") == 14 for row in rows)
-    first_cells = [html.unescape(row.split("<td>")[1].split("</td>")[0]) for row in rows]
-    assert first_cells == [f"{label} (<script>alert(1))",
-                           f"{label} (a|b **bold** [x](javascript:alert(1))\\n$\\nosuch$)"]
+    assert len(rows) == 2 and all(row.count("<td>") == 15 for row in rows)
+    cells = [[html.unescape(cell.split("</td>")[0]) for cell in row.split("<td>")[1:3]] for row in rows]
+    assert cells == [["[x](javascript:alert(1))-1", f"{label} (<script>alert(1))"],
+                     ["[x](javascript:alert(1))-2", f"{label} (a|b **bold** [x](javascript:alert(1))\\n$\\nosuch$)"]]
+    headings = re.findall(r"<h2>(.*?)</h2>", rendered)
+    assert "Confusion matrix: [x](javascript:alert(1))-2" in map(html.unescape, headings)
 
 
 @pytest.fixture
@@ -422,18 +424,18 @@ def test_report_groups_seeds_and_tests_every_pair_with_holm(tmp_path):
     right = [run.probabilities.argmax(1) == run.labels for run in loaded]
     p_values = [stats.mcnemar_p_value(right[i], right[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
     holm = stats.holm_adjusted(p_values)
-    assert [row[:2] for row in pairs] == [["CNN from scratch (cnn-0)", "CNN from scratch (cnn-seed1)"],
-                                          ["CNN from scratch (cnn-0)", "VGG16"],
-                                          ["CNN from scratch (cnn-seed1)", "VGG16"]]
+    assert [row[:2] for row in pairs] == [["CNN-1", "CNN-2"], ["CNN-1", "VGG16"], ["CNN-2", "VGG16"]]
     for row, p_value, adjusted in zip(pairs, p_values, holm):
         assert row[3] == _p(p_value) and row[4] == _p(adjusted) and row[5] == ("yes" if adjusted < 0.05 else "no (a tie)")
 
     results = markdown_table(markdown, "## Results")
+    assert [row[:2] for row in results[1:]] == [["CNN-1", "CNN from scratch (cnn-0)"],
+                                                ["CNN-2", "CNN from scratch (cnn-seed1)"], ["VGG16", "VGG16"]]
     for row, run in zip(results[1:], loaded):
         correct = round(run.metrics["test_accuracy"] * 200)
         low, high = stats.wilson_interval(correct, 200)
-        assert row[2] == f"{low:.2%} to {high:.2%}"
-        assert row[3] == f"{stats.top_k_accuracy(run.probabilities, run.labels, 5):.2%}"
+        assert row[3] == f"{low:.2%} to {high:.2%}"
+        assert row[4] == f"{stats.top_k_accuracy(run.probabilities, run.labels, 5):.2%}"
 
 
 def _p(p_value):
@@ -450,7 +452,7 @@ def test_both_documents_draw_the_same_sections_in_order(tmp_path):
     assert headings == [heading.replace("\\", "") for heading in re.findall(r"^## (.*)$", markdown, re.MULTILINE)]
     titles = [section.title for section in SECTIONS if section.title]
     assert [heading for heading in headings if heading in titles] == titles
-    assert "Confusion matrix: CNN from scratch (ccc)" in headings
+    assert "Confusion matrix: CNN-3" in headings
 
 
 def test_two_runs_get_no_pairwise_table_and_no_groups_of_different_setups(tmp_path):
@@ -466,7 +468,7 @@ def test_per_class_numbers_and_top_confusions_are_the_runs_own(tmp_path):
     build_report([run], tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
     confusion = np.array(json.loads((run / rundir.METRICS).read_text())["confusion_matrix"])
-    table = markdown_table(markdown, "### CNN from scratch")
+    table = markdown_table(markdown, "### CNN")
     assert table[0] == ["class", "precision", "recall", "F1", "test images"]
     for row, (precision, recall, f1) in zip(table[1:], stats.precision_recall_f1(confusion)):
         assert row[1:4] == [f"{precision:.3f}", f"{recall:.3f}", f"{f1:.3f}"]
@@ -528,3 +530,94 @@ def test_report_compares_robustness_on_identical_corrupted_images_only(tmp_path)
     assert "held up best" not in markdown and "scored on different corrupted images" in markdown
     build_report(runs[:1] + [write_finished_run(tmp_path / "ccc")], tmp_path / "one")  # one scored run: no comparison
     assert "held up best" not in (tmp_path / "one" / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a new user sees: plain numbers, one unit per time column, short names in headings, tables that fit the page
+
+LONG_LABEL = "VGG16 to block 4 on frozen vgg16_hed_notop.h5 features"
+
+
+def with_metrics(run_dir: Path, **changes) -> Path:
+    metrics = json.loads((run_dir / rundir.METRICS).read_text())
+    rundir.write_json(run_dir / rundir.METRICS, {**metrics, **changes})
+    return run_dir
+
+
+@pytest.fixture
+def long_label_report(tmp_path) -> tuple[Path, Path]:
+    """A report of a CNN and a VGG16 whose label is long and whose weights file sits deep in folders: the report
+    folder and the weights path."""
+    weights = tmp_path / "a folder with weights" / "kept for the tutorial" / "vgg16_hed_notop.h5"
+    vgg16 = with_settings(write_finished_run(tmp_path / "vgg16"), {"model": "vgg16", "vgg16.weights": str(weights)},
+                          LONG_LABEL)
+    build_report([write_finished_run(tmp_path / "cnn"), vgg16], tmp_path / "report")
+    return tmp_path / "report", weights
+
+
+def test_report_md_writes_numbers_as_they_read(tmp_path):
+    # Only what Markdown would misread is escaped: no backslash before a number's point, a "<" or a missing value.
+    runs = [write_finished_run(tmp_path / name, images=200) for name in ("a", "bb", "ccc")]
+    build_report(runs, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert re.findall(r"\\[.<>&_-]", markdown) == []
+    accuracy = load_finished_run(runs[0]).metrics["test_accuracy"]
+    assert f"| CNN-1 | CNN from scratch (a) | {accuracy:.2%} | " in markdown
+    assert "| - |" in markdown  # no inference timing: a dash, not "\-"
+    assert "| true \\\\ predicted |" in markdown  # a backslash itself is still escaped
+
+
+def test_each_time_column_of_the_results_is_in_one_unit(tmp_path):
+    phases = [{"name": "head", "epochs": 1, "seconds_per_epoch": 20.5},
+              {"name": "finetune", "epochs": 1, "seconds_per_epoch": 130.0}]
+    runs = [with_metrics(write_finished_run(tmp_path / "a"), train_seconds=112.0, seconds_per_epoch=56.0),
+            with_metrics(write_finished_run(tmp_path / "bb"), train_seconds=126.0, phases=phases)]
+    build_report(runs, tmp_path / "minutes")
+    table = markdown_table((tmp_path / "minutes" / "report.md").read_text(), "## Results")
+    assert [row[9:11] for row in table] == [["training time (min)", "time per epoch (min)"], ["1.9", "0.93"],
+                                            ["2.1", "head 0.34; finetune 2.2"]]
+
+    with_metrics(runs[1], train_seconds=90.0, phases=[])
+    build_report(runs, tmp_path / "seconds")  # all under 2 minutes: seconds
+    table = markdown_table((tmp_path / "seconds" / "report.md").read_text(), "## Results")
+    assert [row[9:11] for row in table] == [["training time (s)", "time per epoch (s)"], ["112", "56"], ["90", "10"]]
+
+
+def test_headings_use_short_names_and_the_results_the_weights_file_name(long_label_report):
+    out, weights = long_label_report
+    markdown = (out / "report.md").read_text()
+    results = markdown_table(markdown, "## Results")
+    assert [row[:2] for row in results] == [["name", "model"], ["CNN", "CNN from scratch"], ["VGG16", LONG_LABEL]]
+    assert results[0][-2] == "weights" and [row[-2] for row in results[1:]] == ["none (random init)",
+                                                                               "vgg16_hed_notop.h5"]
+    settings = markdown_table(markdown, "## Settings")
+    assert next(row for row in settings if row[0] == "**vgg16.weights**")[2] == f"**{weights}**"  # the full path
+    headings = [heading.replace("\\", "") for heading in re.findall(r"^#{2,3} (.*)$", markdown, re.MULTILINE)]
+    assert {"Confusion matrix: CNN", "Confusion matrix: VGG16", "CNN", "VGG16"} <= set(headings)
+    assert not any(LONG_LABEL in heading for heading in headings)
+    page = (out / "report.html").read_text()
+    assert not any(LONG_LABEL in html.unescape(heading) for heading in re.findall(r"<h2>(.*?)</h2>", page))
+
+
+def test_every_table_of_the_page_scrolls_in_a_box_of_its_own(long_label_report):
+    page = (long_label_report[0] / "report.html").read_text()
+    assert page.count("<table") == page.count('<div class="table-box"><table') > 0
+    assert re.search(r"\.table-box \{[^}]*overflow-x: auto", page)
+
+
+def test_wide_tables_stay_inside_the_page_in_a_real_browser(long_label_report, chromium, tmp_path):
+    """At 1300 px, no table runs off the page's right edge: a wide one scrolls sideways inside its box."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, chromium, tmp_path / "profile", viewport=(1300, 900))
+        page = browser.new_page()
+        page.goto((long_label_report[0] / "report.html").as_uri(), wait_until="load")
+        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        boxes = page.evaluate("Array.from(document.querySelectorAll('table')).map(table => [table.className, "
+                              "getComputedStyle(table.parentElement).overflowX, "
+                              "table.parentElement.getBoundingClientRect().right])")
+        browser.close()
+    assert widths[0] <= widths[1] == 1300  # nothing wider than the window
+    assert [name for name, _, _ in boxes][:1] == ["results"]
+    assert all(overflow == "auto" and right <= 1300 for _, overflow, right in boxes)

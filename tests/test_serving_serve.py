@@ -2,6 +2,7 @@
 runs side by side. (tests/test_cli_serve.py runs the real server in a fresh process, and its page in a browser.)"""
 
 import io
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -90,6 +91,12 @@ def test_the_page_shows_every_run_and_loads_nothing_from_elsewhere(client, train
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert f'data-run="{trained_run.name}"' in page.text
     assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_the_page_shows_no_image_before_one_is_chosen(client):
+    # An <img> without a source draws a broken-image icon and its alt text: the preview is hidden until a choice.
+    images = re.findall(r"<img\b[^>]*>", client.get("/").text)
+    assert images and all(re.search(r'\ssrc="[^"]+"', image) or re.search(r"\shidden\b", image) for image in images)
 
 
 def test_several_runs_are_served_side_by_side_under_names_that_tell_them_apart(trained_run, tmp_path):

@@ -35,6 +35,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from cnnlab import __version__
 from cnnlab.common.errors import CnnlabError, one_line
@@ -54,8 +55,22 @@ def _device_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
 
 
-# flag -> (dotted config key, type, help); a bool flag takes no value. The data flags serve `data info` too.
-DATA_OVERRIDES = {
+class Flag(NamedTuple):
+    """A command-line flag that sets one config value; named after the value, with older names kept as aliases."""
+
+    key: str  # the dotted config key
+    type: Callable  # argparse's: parses the text; bool: a flag that takes no value
+    help: str
+    aliases: tuple[str, ...] = ()
+    metavar: str | None = None
+
+
+def _flags(table: dict[str, tuple]) -> dict[str, Flag]:
+    return {flag: Flag(*spec) for flag, spec in table.items()}
+
+
+# flag -> (dotted config key, type, help[, aliases[, metavar]]). The data flags serve `data info` too.
+DATA_OVERRIDES = _flags({
     "--val-size": ("data.val_size", float, "validation images carved from the training set: below 1 a fraction, "
                                            "from 1 a count"),
     "--test-size": ("data.test_size", float, "for an image folder without test/: the test images carved from it, "
@@ -63,24 +78,33 @@ DATA_OVERRIDES = {
     "--image-size": ("data.image_size", int, "image folders: images are resized to N x N px (default 64); "
                                              "CIFAR-10 is used at its own 32"),
     "--strict": ("data.strict", bool, "image folders: an unreadable file is an error instead of skipped"),
-}
+})
 TRAIN_OVERRIDES = {
-    "--model": ("model", str, f"model to train: {', '.join(list(KINDS)[:-1])} or {list(KINDS)[-1]}"),
-    "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
-                                      "vgg16.head_epochs)"),
-    "--batch-size": ("train.batch_size", int, "batch size"),
-    "--lr": ("train.learning_rate", float, "learning rate"),
-    "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),
-    "--devices": ("train.devices", _device_count, "train data-parallel over N of this machine's devices, or all; "
-                                                  "the batch size is the global batch (default: 1)"),
+    "--model": Flag("model", str, f"model to train: {', '.join(list(KINDS)[:-1])} or {list(KINDS)[-1]}",
+                    metavar="KIND"),
+    **_flags({
+        "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
+                                          "vgg16.head_epochs)"),
+        "--batch-size": ("train.batch_size", int, "batch size"),
+        "--learning-rate": ("train.learning_rate", float, "learning rate", ("--lr",)),
+        "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),
+        "--precision": ("train.precision", str, "auto (bfloat16 where the CPU or GPU computes it natively, else "
+                                                "float32), float32, bfloat16 or float16 (GPUs, loss-scaled)", (),
+                        "NAME"),
+        "--devices": ("train.devices", _device_count, "train data-parallel over N of this machine's devices, or all; "
+                                                      "the batch size is the global batch (default: 1)", (), "N|all"),
+    }),
     **DATA_OVERRIDES,
-    "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
-    "--test-limit": ("data.test_limit", int, "score on N test images, class-stratified and the same every time "
-                                             "(quick runs)"),
-    **{flag: spec for kind in KINDS.values() for flag, spec in kind.flags.items()},
+    **_flags({
+        "--train-limit": ("data.train_limit", int, "train on the first N training images (quick runs)"),
+        "--test-limit": ("data.test_limit", int, "score on N test images, class-stratified and the same every time "
+                                                 "(quick runs)"),
+    }),
+    **_flags({flag: spec for kind in KINDS.values() for flag, spec in kind.flags.items()}),
 }
-DEVICES_OVERRIDES = {flag: TRAIN_OVERRIDES[flag] for flag in ("--devices",)}
-DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": ("train.seed", int, "seed of the splits (default: 0)")}
+DEVICES_OVERRIDES = {flag: TRAIN_OVERRIDES[flag] for flag in ("--precision", "--devices")}
+DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": Flag("train.seed", int, "seed of the splits (default: 0)")}
+METAVARS = {int: "N", float: "X", str: "VALUE"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +118,57 @@ class _UsageError(Exception):
     pass
 
 
+# What each command is for, and examples that its --help shows (tests parse every one of them).
+COMMANDS = {
+    "train": ("Train one model and score it on the test set, into a run directory (config, metrics, history, model, "
+              "figures). Without --preset it trains the quick preset's CNN; `cnnlab presets` lists the others. It says "
+              "at its start what it will do and, after its first steps, about how long that takes.",
+              ["cnnlab train", "cnnlab train --preset seed --epochs 5 --precision float32",
+               "cnnlab train --model vgg16 --weights none --vgg16-image-size 64 --epochs 2 --print-config"]),
+    "compare": ("Train the CNN and VGG16 under one preset and write the report on both. The preset's model must be "
+                "the CNN (seed, quick, transfer): fast and scratch are recipes for the fast net alone; train those "
+                "with `cnnlab train` and compare finished runs with `cnnlab report`.",
+                ["cnnlab compare", "cnnlab compare --preset transfer --data cifar-10-python.tar.gz",
+                 "cnnlab compare --runs runs/a runs/b --out reports/ab"]),
+    "report": ("The comparison report (report.html, one self-contained page, and report.md) of finished runs: a "
+               "verdict with its statistics, the results table, learning curves, per-class accuracy, mistakes.",
+               ["cnnlab report runs/cnn runs/vgg16", "cnnlab report runs/seed-0 runs/seed-1 --out reports/seeds"]),
+    "evaluate": ("Score a finished run on its test set again and redraw its figures; on request, also under the 15 "
+                 "common corruptions of CIFAR-10-C at 5 severities.",
+                 ["cnnlab evaluate runs/my-run", "cnnlab evaluate runs/my-run --corruptions --corruption-images 1000",
+                  "cnnlab evaluate runs/my-run --data another-copy.tar.gz"]),
+    "predict": ("The top classes of your own images (any size: brought to the model's as the run trained), by a "
+                "finished run's model or by an ONNX file `cnnlab export` wrote.",
+                ["cnnlab predict runs/my-run cat.jpg dog.png", "cnnlab predict runs/my-run/export/model.onnx cat.jpg "
+                 "--json"]),
+    "export": ("The run's model for other runtimes (SavedModel, ONNX, LiteRT), written only once it answers as the "
+               "Keras model on the run's own test images.",
+               ["cnnlab export runs/my-run --format onnx", "cnnlab export runs/my-run --format litert --out "
+                "model.tflite"]),
+    "serve": ("A page on this machine (and a JSON API) where you drop images and see each run's top classes side by "
+              "side.", ["cnnlab serve runs/cnn runs/vgg16", "cnnlab serve runs/my-run --port 0"]),
+    "data": ("Inspect the data set a run would use.", ["cnnlab data info", "cnnlab data info --data photos/"]),
+    "info": ("The data's source and hash, its classes, and the images per split and class, as `cnnlab train` would "
+             "split them; files left out, and why.",
+             ["cnnlab data info", "cnnlab data info --data photos/ --image-size 64 --val-size 0.2"]),
+    "devices": ("The devices and precision a run would use on this machine, and why.",
+                ["cnnlab devices", "cnnlab devices --devices all --precision float32"]),
+    "bench": ("Images per second of the tutorial's model through cnnlab against a plain Keras script, measured in "
+              "one run; then whole epochs of `cnnlab train` against the plain tutorial script.",
+              ["cnnlab bench --steps 100 --rounds 2 --whole-epochs 0", "cnnlab bench --backend all"]),
+    "presets": ("The presets: which model each trains, for how long, what it is for, and what it measured where.",
+                ["cnnlab presets"]),
+}
+
+
+def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand with its description and examples (COMMANDS) in its --help."""
+    description, examples = COMMANDS[name]
+    return commands.add_parser(name, help=help, description=description,
+                               epilog="examples:\n" + "\n".join(f"  {example}" for example in examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cnnlab",
@@ -105,28 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a model and evaluate it on the test set")
-    _add_config_arguments(train, default_preset="seed")
-    train.add_argument("--out", type=Path, help="run directory (default: runs/PRESET-MODEL-TIME)")
+    train = _command(commands, "train", help="train a model and evaluate it on the test set")
+    _add_config_arguments(train, default_preset="quick")
+    train.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/PRESET-MODEL-TIME)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last saved state")
     _add_cluster_arguments(train)
     train.set_defaults(handler=_train)
 
-    compare = commands.add_parser("compare", help="train the CNN and VGG16 under one preset and report on both")
+    compare = _command(commands, "compare", help="train the CNN and VGG16 under one preset and report on both")
     _add_config_arguments(compare, default_preset="quick", choose_model=False)
     compare.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR", help="report on these finished runs instead")
-    compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-PRESET-...)")
-    compare.add_argument("--resume", type=Path, metavar="OUT", help="finish an interrupted comparison")
+    compare.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: runs/compare-PRESET-...)")
+    compare.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted comparison")
     _add_cluster_arguments(compare)
     compare.set_defaults(handler=_compare)
 
-    report = commands.add_parser("report", help="the comparison report (HTML and Markdown) of finished runs")
-    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
-    report.add_argument("--out", type=Path, help="output folder (default: reports/report-...)")
+    report = _command(commands, "report", help="the comparison report (HTML and Markdown) of finished runs")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished runs, in the order shown")
+    report.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/report-...)")
     report.set_defaults(handler=_report)
 
-    evaluate = commands.add_parser("evaluate", help="re-score a finished run on the test set, redraw its figures")
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate = _command(commands, "evaluate", help="re-score a finished run on the test set, redraw its figures")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run")
     _add_data_arguments(evaluate, default_help="default: the run's own data source")
     robustness = evaluate.add_argument_group("robustness (common corruptions, after CIFAR-10-C)")
     robustness.add_argument("--corruptions", action="store_true",
@@ -140,26 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
                                  "one seed see identical images")
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", help="top classes for your own images")
+    predict = _command(commands, "predict", help="top classes for your own images")
     predict.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                          help="a finished run, or a model.onnx that `cnnlab export` wrote (its classes file beside it)")
-    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
+                         help="image files: PNG, JPEG, BMP, GIF, WebP or TIFF")
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default: 3)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(handler=_predict)
 
-    export = commands.add_parser("export", help="the run's model as SavedModel, ONNX or LiteRT, checked for parity")
-    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export = _command(commands, "export", help="the run's model as SavedModel, ONNX or LiteRT, checked for parity")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run")
     from cnnlab.serving.export import FORMATS as EXPORT_FORMATS  # a light import: TensorFlow loads only when exporting
 
-    export.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
-    export.add_argument("--out", type=Path, help="where to write it, never over anything (default: RUN_DIR/export/"
+    export.add_argument("--format", required=True, choices=list(EXPORT_FORMATS),
+                        help="savedmodel (TensorFlow Serving), onnx (ONNX Runtime and others) or litert (mobile)")
+    export.add_argument("--out", type=Path, metavar="PATH", help="where to write it, never over anything (default: RUN_DIR/export/"
                         + ", ".join(format.file_name for format in EXPORT_FORMATS.values()) + ")")
     export.add_argument("--parity-images", type=int, default=256, metavar="N",
                         help="test images on which the artifact must answer as the Keras model (default: 256)")
     export.set_defaults(handler=_export)
 
-    serve = commands.add_parser("serve", help="a local page (and JSON API) that classifies the images you drop on it")
+    serve = _command(commands, "serve", help="a local page (and JSON API) that classifies the images you drop on it")
     serve.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished runs, shown side by side")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                                                            "only; 0.0.0.0 opens it to the network)")
@@ -168,26 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=8, help="largest request accepted (default: 8)")
     serve.set_defaults(handler=_serve)
 
-    data = commands.add_parser("data", help="inspect the data set")
+    data = _command(commands, "data", help="inspect the data set")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser)
-    info = data_commands.add_parser("info", help="source, hash status, classes, images per split and class, problems")
+    info = _command(data_commands, "info", help="source, hash status, classes, images per split and class, problems")
     _add_data_arguments(info)
     _add_overrides(info, DATA_INFO_OVERRIDES)
     info.set_defaults(handler=_data_info)
 
-    devices = commands.add_parser("devices", help="the devices and precision a run would use here, and why")
-    devices.add_argument("--preset", default="seed", help="preset whose precision and devices to resolve "
-                                                          "(default: seed)")
+    devices = _command(commands, "devices", help="the devices and precision a run would use here, and why")
+    devices.add_argument("--preset", default="quick", metavar="NAME|FILE.toml",
+                         help="preset whose precision and devices to resolve (default: quick)")
     _add_overrides(devices, DEVICES_OVERRIDES)
     _add_set_argument(devices, "a preset value, e.g. --set train.precision=float32")
     devices.set_defaults(handler=_devices)
 
-    bench = commands.add_parser("bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
+    bench = _command(commands, "bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
     _add_data_arguments(bench)
     bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (with --backend: "
                        "of the preset's batch, at most the training set) (default: 300)")
     bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
-    bench.add_argument("--preset", default="seed", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
+    bench.add_argument("--preset", default="seed", metavar="NAME|FILE.toml", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
     bench.add_argument("--backend", choices=("all", "tensorflow", "jax", "torch"),
                        help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "
@@ -200,16 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: 2)")
     _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)
+
+    presets = _command(commands, "presets", help="the presets: model, epochs, what each is for, what it measured")
+    presets.set_defaults(handler=_presets)
     return parser
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, choose_model: bool = True) -> None:
-    parser.add_argument("--preset", default=default_preset,
-                        help=f"preset name or path to a TOML file (default: {default_preset})")
+    parser.add_argument("--preset", default=default_preset, metavar="NAME|FILE.toml",
+                        help=f"a preset (`cnnlab presets` lists them) or a TOML file of your own, such as "
+                             f"--print-config writes (default: {default_preset})")
     _add_data_arguments(parser)
     _add_overrides(parser, {flag: spec for flag, spec in TRAIN_OVERRIDES.items() if choose_model or flag != "--model"})
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
     _add_set_argument(parser, "any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]'")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration as a preset file (TOML; --preset takes it back) and "
+                             "stop")
 
 
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,13 +304,15 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                                                                      "directory (or $CNNLAB_PROCESS_ID)")
 
 
-def _add_overrides(parser: argparse.ArgumentParser, flags: dict[str, tuple]) -> None:
-    """One argument per flag, None when not given, so that only what the user typed overrides the preset."""
-    for flag, (_, kind, text) in flags.items():
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=text)
+def _add_overrides(parser: argparse.ArgumentParser, flags: dict[str, Flag]) -> None:
+    """One argument per flag, stored under its config key, None when not given, so that only what the user typed
+    overrides the preset."""
+    for flag, spec in flags.items():
+        if spec.type is bool:
+            parser.add_argument(flag, *spec.aliases, dest=spec.key, action="store_true", default=None, help=spec.help)
         else:
-            parser.add_argument(flag, type=kind, help=text)
+            parser.add_argument(flag, *spec.aliases, dest=spec.key, type=spec.type, help=spec.help,
+                                metavar=spec.metavar or METAVARS.get(spec.type, "VALUE"))
 
 
 def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -235,7 +321,7 @@ def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, default_help: str = "default: $CNNLAB_DATA or download"):
-    parser.add_argument("--data", help="a CIFAR-10 archive (cifar-10-python.tar.gz) or its extracted folder, or a "
+    parser.add_argument("--data", metavar="PATH", help="a CIFAR-10 archive (cifar-10-python.tar.gz) or its extracted folder, or a "
                         f"folder of images in class subfolders ({default_help})")
     parser.add_argument("--sha256", metavar="HEX", help="require the archive to have exactly this SHA-256")
 
@@ -314,8 +400,15 @@ def _resolved_config(args):
     return load_config(args.preset, overrides)
 
 
-def _given_overrides(args, flags: dict[str, tuple]) -> dict[str, object]:
-    given = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in flags.items()}
+def _print_config(config) -> int:
+    from cnnlab.config import to_toml
+
+    print(to_toml(config), end="")
+    return 0
+
+
+def _given_overrides(args, flags: dict[str, Flag]) -> dict[str, object]:
+    given = {spec.key: getattr(args, spec.key, None) for spec in flags.values()}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -330,6 +423,8 @@ def _train(args) -> int:
         run_dir = resume_run(args.resume)
     else:
         config = _resolved_config(args)
+        if args.print_config:
+            return _print_config(config)
         _import_keras_quietly(cluster)
         run_dir = train_run(config, args.out)
     if _worker_done(cluster):
@@ -356,6 +451,8 @@ def _compare(args) -> int:
             html_path = experiment.resume_compare(args.resume)
         else:
             config = _resolved_config(args)
+            if args.print_config:
+                return _print_config(config)
             _import_keras_quietly(cluster)
             html_path = experiment.compare(config, args.out)
         if _worker_done(cluster):
@@ -365,9 +462,10 @@ def _compare(args) -> int:
 
 
 def _refuse_training_options(args, why: str, extra: list[str] = ()) -> None:
-    given = [flag for flag in TRAIN_OVERRIDES if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    given = [flag for flag, spec in TRAIN_OVERRIDES.items() if getattr(args, spec.key, None) is not None]
     given += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--sha256"] * bool(args.sha256)
-    given += ["--tensorboard"] * args.tensorboard + [flag for flag in extra if getattr(args, flag[2:]) is not None]
+    given += ["--tensorboard"] * args.tensorboard + ["--print-config"] * args.print_config
+    given += [flag for flag in extra if getattr(args, flag[2:]) is not None]
     if given:
         raise CnnlabError(f"{why}; {', '.join(given)} cannot be used with it")
 
@@ -583,4 +681,19 @@ def _data_info(args) -> int:
     for index, class_name in enumerate(shown_names):
         print(f"{class_name:<{width}}  " + "  ".join(f"{counts[name][index]:>6}" for name in columns))
     print(f"{'total':<{width}}  " + "  ".join(f"{len(labels):>6}" for labels in columns.values()))
+    return 0
+
+
+def _presets(args) -> int:
+    from cnnlab.common.text import terminal_text
+    from cnnlab.config import available_presets, load_config, preset_measured
+
+    measured = preset_measured()
+    for name in available_presets():
+        config = load_config(name)
+        print(f"{name}: {config.model}, {config.train.epochs} epochs")
+        print(f"  {terminal_text(config.description)}")
+        print(f"  measured: {terminal_text(measured.get(name, 'not measured yet'))}")
+    print("train one with `cnnlab train --preset NAME`; see one in full with `cnnlab train --preset NAME "
+          "--print-config`")
     return 0

@@ -15,12 +15,20 @@ import unicodedata
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 SHORT_TEXT_LIMIT = 60  # characters; a longer name on a figure would stretch it far past any screen
 
-# Inline Markdown: code, emphasis, strikethrough, links and images, raw HTML and autolinks, entity references, table
-# cell borders, math (GitHub), a heading's closing #. A backslash makes each of them literal (CommonMark 2.4; GFM
-# tables honour \| too). "!", "(", ")" and ":" need nothing once "[" and "]" are escaped.
-_MARKDOWN_INLINE = re.compile(r"([\\`*_~\[\]<>&|$#])")
-# At the start of a block, what the inline escapes leave: a list item ("-", "+", "1." or "1)") or a thematic break.
-_MARKDOWN_BLOCK_START = re.compile(r"^([-+]|\d{1,9}(?=[.)]))")
+# Inline Markdown that a backslash makes literal (CommonMark 2.4; GFM tables honour \| too), escaped only where it
+# would be read as markup, so that numbers ("74.37%", "p < 0.001") read plainly. The end of the text counts as a
+# start: what follows it is not known. "!", "(", ")" and ":" need nothing once "[" and "]" are escaped, nor ">" once
+# "<" is.
+_MARKDOWN_INLINE = re.compile("(" + "|".join([
+    r"[\\`*~\[\]$|]",  # everywhere: backslash, code, emphasis, strikethrough, links, math (GitHub), table cells
+    r"_(?![^\W_])|(?<![^\W_])_",  # "_" but between letters or digits, where it makes no emphasis
+    r"<(?=[A-Za-z/!?]|$)",  # before what opens a tag, comment or autolink
+    r"&(?=[A-Za-z0-9#]|$)",  # before what an entity reference is made of
+    r"(?<!\S)#",  # at a word's start: a heading, or a heading's closing sequence
+]) + ")")
+# At the start of a line, what the inline escapes leave: a list item ("-", "+", "1." or "1)" before a space or the
+# end), a thematic break or setext underline ("--"), a block quote (">").
+_MARKDOWN_LINE_START = re.compile(r"^([-+](?=\s|$)|-(?=-)|>|\d{1,9}(?=[.)](?:\s|$)))")
 
 
 def terminal_text(text: object) -> str:
@@ -35,11 +43,15 @@ def short_text(text: object, limit: int = SHORT_TEXT_LIMIT) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def markdown_text(text: object) -> str:
+def markdown_text(text: object, *, line_start: bool = True) -> str:
     """`text` as Markdown that renders as exactly `terminal_text(text)`, on one line, wherever inline text may stand
-    (trailing whitespace aside: Markdown drops it at the end of a paragraph or table cell)."""
+    (trailing whitespace aside: Markdown drops it at the end of a paragraph or table cell). With `line_start` false,
+    for where no block can start, as in a table cell (whose content is inline and trimmed): a leading "-", "1." or
+    space is left as it is."""
     escaped = _MARKDOWN_INLINE.sub(r"\\\1", terminal_text(text))
-    escaped = _MARKDOWN_BLOCK_START.sub(_escape_block_marker, escaped)
+    if not line_start:
+        return escaped
+    escaped = _MARKDOWN_LINE_START.sub(_escape_block_marker, escaped)
     # Leading whitespace would be dropped, or make an indented code block; an entity is plain text to the block parser.
     return f"&#{ord(escaped[0])};{escaped[1:]}" if escaped[:1].isspace() else escaped
 

@@ -11,6 +11,7 @@ each setting declares with its default (`common.settings.setting`), so later sta
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import reprlib
 import tomllib
@@ -149,6 +150,34 @@ def config_from_dict(raw: Any) -> RunConfig:
     config = _from_dict(raw, preset)
     _check_ranges(config)
     return config
+
+
+def to_toml(config: RunConfig) -> str:
+    """`config` as a preset file: what `load_config` reads back into the same settings (under the file's name).
+    Unset values (None) are left out: a missing key is unset."""
+    settings = config.to_dict()
+    lines = [f"{key} = {toml_value(settings[key])}" for key in TOP_LEVEL]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        lines += [f"{key} = {toml_value(value)}" for key, value in settings[section].items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value: a string (JSON's escapes are TOML's), a boolean, a number or a (nested) array of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # \\uXXXX surrogate pairs, which TOML refuses, never appear
+    return repr(value)
+
+
+def preset_measured() -> dict[str, str]:
+    """What each preset measured, and where: generated from benchmarks/results by benchmarks/tables.py."""
+    resource = resources.files(__name__) / "presets" / "measured.json"
+    return json.loads(resource.read_text(encoding="utf-8")) if resource.is_file() else {}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -16,18 +16,23 @@ matplotlib.use("Agg")  # no display needed, and none is wanted on servers and in
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
 from cnnlab.common.files import atomic_path  # noqa: E402
 from cnnlab.common.text import short_text  # noqa: E402
 
 # Applied while a figure is built and saved: tick labels and legend entries are made then, and read these settings.
 _PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+DPI = 110  # pixels per inch of the PNG files
+# The learning curves fill the report's page (about 1,100 px wide) at close to their own size, their text as large
+# as the page's: 11 inches at 110 dpi, text at 12 points.
+_CURVES_WIDTH = 11  # inches
+_CURVES_TEXT = {**_PLAIN_TEXT, "font.size": 12}
 
 
 def _save(figure, path: Path) -> None:
     with atomic_path(Path(path)) as temporary:
-        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+        figure.savefig(temporary, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -50,15 +55,15 @@ def has_validation(history: dict[str, list[float]]) -> bool:
     return any(np.isfinite(value) for value in history.get("val_accuracy", []))
 
 
-@matplotlib.rc_context(_PLAIN_TEXT)
+@matplotlib.rc_context(_CURVES_TEXT)
 def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Path, title: str = "",
                          marks: dict[str, CurveMarks] | None = None) -> None:
-    """Loss and accuracy per epoch: one colour per model, training solid, validation dashed; where a run logged its
-    learning rate, a third panel draws the schedule. Dotted verticals mark where a phase began; a star marks the
-    kept (best) epoch on the validation accuracy."""
+    """Loss and accuracy per epoch side by side: one colour per model, training solid, validation dashed; where a run
+    logged its learning rate, a panel below them draws the schedule. Dotted verticals mark where a phase began; a
+    star marks the kept (best) epoch on the validation accuracy. One legend for all, below the panels."""
     marks = marks or {}
     panels = ["loss", "accuracy"] + (["learning_rate"] if any("learning_rate" in h for h in histories.values()) else [])
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    figure, axes = _curve_panels("learning_rate" in panels)
     for colour, (label, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
         epochs = [int(e) + 1 for e in history.get("epoch", [])] or list(range(1, len(history.get("loss", [])) + 1))
         prefix_name = f"{_legend_label(label)}, " if len(histories) > 1 else ""
@@ -75,15 +80,29 @@ def plot_learning_curves(histories: dict[str, dict[str, list[float]]], path: Pat
         rates = [rate for history in histories.values() for rate in history.get(metric, []) if np.isfinite(rate)]
         if metric == "learning_rate" and min(rates) > 0:
             axis.set_yscale("log")  # VGG16's phases differ a hundredfold
+            # Labels as "1e-05": the log scale's own are math text, which these figures would show as typed.
+            axis.yaxis.set_major_formatter(LogFormatter())
+            axis.yaxis.set_minor_formatter(LogFormatter())
         axis.grid(alpha=0.3)
-    # One legend for all panels, beside them: every panel draws the same runs in the same colours, and a legend
-    # inside a panel hides its curves once there are a few runs.
+    # One legend for all panels, below them: every panel draws the same runs in the same colours, a legend inside a
+    # panel hides its curves once there are a few runs, and one beside them would narrow the panels.
     handles, names = axes[1].get_legend_handles_labels()
     if handles:
-        figure.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=8)
+        figure.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4))
     figure.suptitle(short_text(title) or "Learning curves")
-    figure.tight_layout()
     _save(figure, path)
+
+
+def _curve_panels(with_rate: bool):
+    """The figure and its panels: loss and accuracy side by side, and the learning rate (`with_rate`) below them
+    across the width (a schedule needs width more than height)."""
+    rows = 2 if with_rate else 1
+    figure = plt.figure(figsize=(_CURVES_WIDTH, 5.2 + 3.2 * (rows - 1)), layout="constrained")
+    grid = figure.add_gridspec(rows, 2, height_ratios=[3, 2][:rows])
+    axes = [figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])]
+    if with_rate:
+        axes.append(figure.add_subplot(grid[1, :]))
+    return figure, axes
 
 
 def _draw_marks(axes, epochs: list[int], history: dict[str, list[float]], marks: CurveMarks, colour) -> None:

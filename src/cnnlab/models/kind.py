@@ -73,5 +73,5 @@ class ModelKind:
     # (settings section) -> problems its declared rules cannot express (how values combine, nested lists); asked
     # only once every value of the config keeps its declared rules
     check_settings: Callable[[Any], list[str]] = no_problems
-    # Command-line flags of its settings: flag -> (dotted setting, type, help)
-    flags: dict[str, tuple[str, type, str]] = field(default_factory=dict)
+    # Command-line flags of its settings: flag -> (dotted setting, type, help[, older names[, placeholder]])
+    flags: dict[str, tuple] = field(default_factory=dict)

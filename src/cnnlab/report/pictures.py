@@ -2,8 +2,9 @@
 matrices, and pictures of test images (where the models disagree, each model's most confident mistakes).
 
 Each function is a section of the report (`sections.SECTIONS`): it takes the report's `sections.Compared` (the runs,
-their labels, the figures folder, the test images if any), writes its PNG files into the figures folder and returns
-them as `blocks.Picture`s, each with its heading and caption; none where it has nothing to show.
+their labels and short names, the figures folder, the test images if any), writes its PNG files into the figures
+folder and returns them as `blocks.Picture`s, each with its heading and caption; none where it has nothing to show.
+Headings, legends and captions name the runs by their short names, which the results table gives beside the labels.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ MISTAKE_IMAGES = 12  # most confident mistakes, per model
 
 
 def learning_curves(compared) -> list[Picture]:
-    runs, labels = compared.runs, compared.labels
+    runs, names = compared.runs, compared.names
     path = compared.figures_dir / "learning_curves.png"
-    marks = {label: _curve_marks(run) for label, run in zip(labels, runs)}
-    figures.plot_learning_curves({label: run.history for label, run in zip(labels, runs)}, path, marks=marks)
+    marks = {name: _curve_marks(run) for name, run in zip(names, runs)}
+    figures.plot_learning_curves({name: run.history for name, run in zip(names, runs)}, path, marks=marks)
     return [Picture("Learning curves", _curves_caption(runs, marks.values()), path)]
 
 
@@ -52,8 +53,8 @@ def per_class_accuracy(compared) -> list[Picture]:
     names = compared.class_names
     path = compared.figures_dir / "per_class_accuracy.png"
     figures.plot_per_class_accuracy(
-        {label: [run.metrics["per_class_accuracy"][name] for name in names]
-         for label, run in zip(compared.labels, compared.runs)},
+        {run_name: [run.metrics["per_class_accuracy"][name] for name in names]
+         for run_name, run in zip(compared.names, compared.runs)},
         names, path,
     )
     return [Picture("Per-class accuracy", "Test accuracy for each class, models side by side.", path)]
@@ -65,7 +66,7 @@ def corruption_accuracy(compared) -> list[Picture]:
     if not scored:
         return []
     path = compared.figures_dir / "corruption_accuracy.png"
-    figures.plot_corruption_accuracy({label: _severity_curve(record) for label, record in scored}, path)
+    figures.plot_corruption_accuracy({name: _severity_curve(record) for name, record in scored}, path)
     return [Picture("Accuracy under common corruptions",
                     "Each model's accuracy on the clean test images and under the 15 common corruptions "
                     "(CIFAR-10-C's, `cnnlab evaluate --corruptions`), averaged over the corruptions at each severity.",
@@ -79,19 +80,19 @@ def _severity_curve(record: dict) -> list[float]:
 
 def confusion_matrices(compared) -> list[Picture]:
     pictures = []
-    for index, (label, run) in enumerate(zip(compared.labels, compared.runs), start=1):
+    for index, (name, run) in enumerate(zip(compared.names, compared.runs), start=1):
         path = compared.figures_dir / f"confusion_matrix_{index}.png"
-        figures.plot_confusion_matrix(run.metrics["confusion_matrix"], compared.class_names, path, f"{label}: test set")
-        pictures.append(Picture(f"Confusion matrix: {label}", "Rows: true class; columns: predicted class.", path))
+        figures.plot_confusion_matrix(run.metrics["confusion_matrix"], compared.class_names, path, f"{name}: test set")
+        pictures.append(Picture(f"Confusion matrix: {name}", "Rows: true class; columns: predicted class.", path))
     return pictures
 
 
 def disagreements(compared) -> list[Picture]:
     """Test images where the models disagree, picked at random; nothing for one run, or without the test images."""
-    runs, labels, images = compared.runs, compared.labels, compared.test_images
+    runs, images = compared.runs, compared.test_images
     if images is None or len(runs) < 2:
         return []
-    y_test, tags = runs[0].labels, _short_tags(labels)
+    y_test = runs[0].labels
     predicted = [run.probabilities.argmax(axis=1) for run in runs]
     disagreeing = np.flatnonzero(np.any(np.stack(predicted) != predicted[0], axis=0))
     if not len(disagreeing):
@@ -99,12 +100,11 @@ def disagreements(compared) -> list[Picture]:
     chosen = np.sort(np.random.default_rng(0).choice(disagreeing, min(GRID_IMAGES, len(disagreeing)), False))
     path = compared.figures_dir / "disagreements.png"
     figures.plot_prediction_grid(images[chosen], y_test[chosen],
-                                 {tag: guess[chosen] for tag, guess in zip(tags, predicted)}, compared.class_names,
-                                 path)
-    legend = "; ".join(f"{tag} = {label}" for tag, label in zip(tags, labels))
+                                 {name: guess[chosen] for name, guess in zip(compared.names, predicted)},
+                                 compared.class_names, path)
     return [Picture("Where the models disagree",
                     f"The models disagree on {len(disagreeing):,} of {len(y_test):,} test images; {len(chosen)} of "
-                    f"them, picked at random (seed 0). A red name marks a wrong prediction. {legend}.", path)]
+                    "them, picked at random (seed 0). A red name marks a wrong prediction.", path)]
 
 
 def confident_mistakes(compared) -> list[Picture]:
@@ -113,23 +113,17 @@ def confident_mistakes(compared) -> list[Picture]:
     if images is None:
         return []
     y_test, pictures = compared.runs[0].labels, []
-    for index, (tag, label, run) in enumerate(zip(_short_tags(compared.labels), compared.labels, compared.runs),
-                                              start=1):
+    for index, (name, run) in enumerate(zip(compared.names, compared.runs), start=1):
         guess, sure = run.probabilities.argmax(axis=1), run.probabilities.max(axis=1)
         wrong = np.flatnonzero(guess != y_test)
         chosen = wrong[np.argsort(-sure[wrong], kind="stable")[:MISTAKE_IMAGES]]
         if not len(chosen):
             continue
         path = compared.figures_dir / f"confident_mistakes_{index}.png"
-        figures.plot_prediction_grid(images[chosen], y_test[chosen], {tag: guess[chosen]}, compared.class_names, path,
-                                     confidences={tag: sure[chosen]})
-        pictures.append(Picture(f"Most confident mistakes: {label}",
-                                f"The {len(chosen)} wrong answers {label} gave with the highest probability "
+        figures.plot_prediction_grid(images[chosen], y_test[chosen], {name: guess[chosen]}, compared.class_names,
+                                     path, confidences={name: sure[chosen]})
+        pictures.append(Picture(f"Most confident mistakes: {name}",
+                                f"The {len(chosen)} wrong answers {name} gave with the highest probability "
                                 "(shown after the class).", path))
     return pictures
 
-
-def _short_tags(labels: list[str]) -> list[str]:
-    """Short names for pictures of test images ("CNN", "VGG16"), numbered where they would clash."""
-    words = [label.split(" ")[0] for label in labels]
-    return [f"{word}-{index}" if words.count(word) > 1 else word for index, word in enumerate(words, start=1)]

@@ -21,8 +21,8 @@ from cnnlab.report.verdict import verdict_paragraph
 
 @dataclass(frozen=True)
 class Compared:
-    """What the sections are built from: the runs (`builder.FinishedRun`s, checked comparable), the name each goes
-    by in the report, the folder the figures go into, and the test images the runs were scored on (in that order;
+    """What the sections are built from: the runs (`builder.FinishedRun`s, checked comparable), the full label each
+    goes by (unique), the folder the figures go into, and the test images the runs were scored on (in that order;
     None leaves out the pictures of test images)."""
 
     runs: list
@@ -35,9 +35,19 @@ class Compared:
         return tuple(self.runs[0].metrics["data"]["classes"])
 
     @property
+    def names(self) -> list[str]:
+        """Each run's short name, for headings, figures and the tables after the results table (which gives the full
+        label beside it): its label's first word ("CNN", "VGG16"), numbered where two would clash; the full labels
+        if the numbered names still clash."""
+        words = [(label.split() or [label])[0] for label in self.labels]
+        names = [f"{word}-{index}" if words.count(word) > 1 else word for index, word in enumerate(words, start=1)]
+        return names if len(set(names)) == len(names) else self.labels
+
+    @property
     def corruption_scores(self) -> list[tuple[str, dict]]:
-        """(label, corruption scores) of each run scored under the common corruptions (`evaluate --corruptions`)."""
-        return [(label, run.metrics["corruptions"]) for label, run in zip(self.labels, self.runs)
+        """(short name, corruption scores) of each run scored under the common corruptions (`evaluate
+        --corruptions`)."""
+        return [(name, run.metrics["corruptions"]) for name, run in zip(self.names, self.runs)
                 if "corruptions" in run.metrics]
 
 
@@ -62,7 +72,7 @@ def _verdict(compared: Compared) -> list:
 
 
 def _results(compared: Compared) -> list:
-    return [tables.results_table(compared.runs, compared.labels),
+    return [tables.results_table(compared.runs, compared.labels, compared.names),
             Paragraph("The interval is the 95% Wilson score interval of the test accuracy over the test images. "
                       "Inference: test images scored per second during the run's evaluation.")]
 
@@ -77,7 +87,7 @@ def _pairwise(compared: Compared) -> list:
         return []
     return [Paragraph("McNemar's test on the same test images for each pair; the p-values are adjusted for the "
                       "number of pairs with Holm's step-down correction."),
-            tables.pairwise_table(compared.runs, compared.labels)]
+            tables.pairwise_table(compared.runs, compared.names)]
 
 
 def _robustness(compared: Compared) -> list:
@@ -92,11 +102,11 @@ def _robustness(compared: Compared) -> list:
 
 
 def _per_class_numbers(compared: Compared) -> list:
-    """Each run's per-class tables, folded under its label."""
-    return [Details((label, PerFormat(html=": precision, recall and F1 per class; top confusions; confusion matrix",
-                                      markdown="")),
+    """Each run's per-class tables, folded under its short name."""
+    return [Details((name, PerFormat(html=": precision, recall and F1 per class; top confusions; confusion matrix",
+                                     markdown="")),
                     _run_numbers(run), "per-class", heading=True)
-            for label, run in zip(compared.labels, compared.runs)]
+            for name, run in zip(compared.names, compared.runs)]
 
 
 def _run_numbers(run) -> list:
@@ -108,7 +118,7 @@ def _run_numbers(run) -> list:
 def _settings(compared: Compared) -> list:
     summary = (PerFormat(html="Every setting of every run; highlighted where the runs differ",
                          markdown="Every setting of every run; in bold where the runs differ."),)
-    return [Details(summary, [tables.settings_table(compared.runs, compared.labels)], "settings", open=True)]
+    return [Details(summary, [tables.settings_table(compared.runs, compared.names)], "settings", open=True)]
 
 
 def _environment(compared: Compared) -> list:

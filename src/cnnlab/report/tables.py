@@ -3,7 +3,9 @@ tested, the scores under the common corruptions (and the sentence on which model
 numbers, top confusions and confusion matrix, and every setting of every run with the command that trains it again
 (`reproduce_command`); and the lines on the hardware and libraries the runs used.
 
-Runs are the report's finished runs (`builder.FinishedRun`: path, label, config, metrics, probabilities, labels).
+Runs are the report's finished runs (`builder.FinishedRun`: path, label, config, metrics, probabilities, labels). The
+results table names each run twice, by its short name (`sections.Compared.names`) and its full label; every other
+table by its short name alone.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,41 +23,74 @@ from cnnlab.config import RunConfig, load_config
 from cnnlab.evaluation import stats
 from cnnlab.models import kind_of
 from cnnlab.report.blocks import Table
-from cnnlab.report.verdict import duration, p_text, pairwise_p_values, setup_score, setups
+from cnnlab.report.verdict import p_text, pairwise_p_values, setup_score, setups
 
 TOP_CONFUSIONS = 5
 
 
-def results_table(runs: list, labels: list[str]) -> Table:
-    """Each run's accuracy (with its 95% Wilson interval and, past five classes, top-5 accuracy), size and speed."""
+def results_table(runs: list, labels: list[str], names: list[str]) -> Table:
+    """Each run's short name beside its full label, its accuracy (with its 95% Wilson interval and, past five classes,
+    top-5 accuracy), size and speed. Each time column is in one unit, the one its longest time reads best in."""
     top_five = len(_class_names(runs[0])) > 5  # with five classes or fewer, top-5 accuracy is 100% by definition
-    header = ["model", "test accuracy", "95% interval (Wilson)"] + (["top-5 accuracy"] if top_five else []) + [
-        "test loss", "parameters", "trainable", "epochs", "training time", "time per epoch", "inference",
-        "model size", "weights", "preset"]
-    return Table(header, [_results_row(run, label, top_five) for label, run in zip(labels, runs)], "results")
+    units = (_time_unit([run.metrics.get("train_seconds") for run in runs]),
+             _time_unit([seconds for run in runs for _, seconds in _epoch_times(run.metrics)]))
+    header = ["name", "model", "test accuracy", "95% interval (Wilson)"] + (["top-5 accuracy"] if top_five else []) + [
+        "test loss", "parameters", "trainable", "epochs", f"training time ({units[0].name})",
+        f"time per epoch ({units[1].name})", "inference", "model size", "weights", "preset"]
+    return Table(header, [[name, *_results_row(run, label, top_five, units)]
+                          for name, label, run in zip(names, labels, runs)], "results")
 
 
-def _results_row(run, label: str, top_five: bool) -> list[str]:
+def _results_row(run, label: str, top_five: bool, units: tuple[_TimeUnit, _TimeUnit]) -> list[str]:
     metrics, images = run.metrics, len(run.labels)
     low, high = stats.wilson_interval(round(metrics["test_accuracy"] * images), images)
+    per_epoch = "; ".join(f"{phase} {units[1].text(seconds)}".strip() for phase, seconds in _epoch_times(metrics))
     return ([label, f"{metrics['test_accuracy']:.2%}", f"{low:.2%} to {high:.2%}"]
             + ([f"{stats.top_k_accuracy(run.probabilities, run.labels, 5):.2%}"] if top_five else [])
             + [f"{metrics['test_loss']:.3f}", _count(metrics.get("parameters")),
                _count(metrics.get("trainable_parameters")), _count(metrics.get("epochs")),
-               duration(metrics.get("train_seconds")), _per_epoch(metrics), _inference_speed(metrics, images),
-               _file_size(run.model_path),
-               kind_of(run.config).weights(run.config) or "none (random init)", run.config.preset])
+               units[0].text(metrics.get("train_seconds")), per_epoch or "-", _inference_speed(metrics, images),
+               _file_size(run.model_path), _weights_file(run.config), run.config.preset])
 
 
 def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def _per_epoch(metrics: dict) -> str:
-    phases = "; ".join(f"{phase['name']} {phase['seconds_per_epoch']:.1f} s" for phase in metrics.get("phases", [])
-                       if phase.get("seconds_per_epoch") is not None)
+@dataclass(frozen=True)
+class _TimeUnit:
+    name: str
+    seconds: float  # how many seconds make one
+
+    def text(self, seconds: float | None) -> str:
+        """`seconds` in this unit, without the unit (the column's header names it); "-" for None."""
+        if seconds is None:  # a run whose training summary was lost (re-scored after its metrics.json was damaged)
+            return "-"
+        value = seconds / self.seconds
+        return f"{value:.{0 if value >= 10 else 1 if value >= 1 else 2}f}"  # about two significant digits
+
+
+# Longest first: a column is in the first unit whose threshold its longest time reaches (two of the unit or more).
+_TIME_UNITS = (_TimeUnit("h", 3600), _TimeUnit("min", 60), _TimeUnit("s", 1))
+
+
+def _time_unit(seconds: list[float | None]) -> _TimeUnit:
+    longest = max((value for value in seconds if value is not None), default=0)
+    return next((unit for unit in _TIME_UNITS if longest >= 2 * unit.seconds), _TIME_UNITS[-1])
+
+
+def _epoch_times(metrics: dict) -> list[tuple[str, float]]:
+    """(phase, seconds per epoch) of each timed phase; else ("", seconds per epoch) of the run; none if untimed."""
+    phases = [(phase["name"], phase["seconds_per_epoch"]) for phase in metrics.get("phases", [])
+              if phase.get("seconds_per_epoch") is not None]
     seconds = metrics.get("seconds_per_epoch")
-    return phases or ("-" if seconds is None else f"{seconds:.1f} s")
+    return phases or ([] if seconds is None else [("", seconds)])
+
+
+def _weights_file(config: RunConfig) -> str:
+    """Where the run's weights started: a file by its name alone (the settings table gives its path), or "imagenet"."""
+    weights = kind_of(config).weights(config)
+    return Path(weights).name if weights else "none (random init)"
 
 
 def _inference_speed(metrics: dict, images: int) -> str:
@@ -85,24 +121,25 @@ def groups_table(runs: list) -> Table | None:
     return Table(["setup", "runs", "test accuracy, mean ± sd", "each run"], rows, "groups")
 
 
-def pairwise_table(runs: list, labels: list[str]) -> Table:
-    """Every pair of runs: the gap, McNemar's p-value and the same Holm-adjusted over all the pairs."""
+def pairwise_table(runs: list, names: list[str]) -> Table:
+    """Every pair of runs, by their short names: the gap, McNemar's p-value and the same Holm-adjusted over all the
+    pairs."""
     rows = []
     for (i, j), (p_value, adjusted) in pairwise_p_values(runs).items():
         gap = runs[i].metrics["test_accuracy"] - runs[j].metrics["test_accuracy"]
-        rows.append([labels[i], labels[j], f"{gap * 100:+.1f}", p_text(p_value), p_text(adjusted),
+        rows.append([names[i], names[j], f"{gap * 100:+.1f}", p_text(p_value), p_text(adjusted),
                      "yes" if adjusted < 0.05 else "no (a tie)"])
     return Table(["first", "second", "difference (points)", "McNemar p", "Holm-adjusted p",
                   "different at 5%?"], rows, "pairwise")
 
 
 def robustness_table(scored: list[tuple[str, dict]]) -> Table:
-    """The corruption scores (`label, metrics["corruptions"]` of each run that has them): clean, mean corrupted,
+    """The corruption scores (`name, metrics["corruptions"]` of each run that has them): clean, mean corrupted,
     how much of the clean accuracy was kept, and each family of corruptions."""
     families = list(scored[0][1]["families"])
-    rows = [[label, f"{record['images']:,}", str(record["seed"]), f"{record['clean_accuracy']:.2%}",
+    rows = [[name, f"{record['images']:,}", str(record["seed"]), f"{record['clean_accuracy']:.2%}",
              f"{record['mean_accuracy']:.2%}", f"{_kept(record):.0%}",
-             *(f"{record['families'][family]:.2%}" for family in families)] for label, record in scored]
+             *(f"{record['families'][family]:.2%}" for family in families)] for name, record in scored]
     return Table(["model", "images", "seed", "clean accuracy", "mean corrupted accuracy", "kept", *families], rows,
                  "robustness")
 
@@ -115,11 +152,11 @@ def robustness_sentence(scored: list[tuple[str, dict]]) -> str:
     if len({record["images_sha256"] for _, record in scored}) > 1:
         return ("These runs were scored on different corrupted images (another seed or sample), so their corruption "
                 "accuracies are not compared here; score them with the same --corruption-images and seed.")
-    (best_label, best), (next_label, runner_up) = sorted(scored, key=lambda pair: -pair[1]["mean_accuracy"])[:2]
-    return (f"Under the common corruptions {best_label} held up best: {best['mean_accuracy']:.2%} mean accuracy over "
+    (best_name, best), (next_name, runner_up) = sorted(scored, key=lambda pair: -pair[1]["mean_accuracy"])[:2]
+    return (f"Under the common corruptions {best_name} held up best: {best['mean_accuracy']:.2%} mean accuracy over "
             f"the 15 corruptions at 5 severities, {(best['mean_accuracy'] - runner_up['mean_accuracy']) * 100:.1f} "
-            f"points more than {next_label} ({runner_up['mean_accuracy']:.2%}), on the same "
-            f"{best['images']:,} test images; it kept {_kept(best):.0%} of its clean accuracy, {next_label} "
+            f"points more than {next_name} ({runner_up['mean_accuracy']:.2%}), on the same "
+            f"{best['images']:,} test images; it kept {_kept(best):.0%} of its clean accuracy, {next_name} "
             f"{_kept(runner_up):.0%}.")
 
 
@@ -155,9 +192,9 @@ def _class_names(run) -> tuple[str, ...]:
     return tuple(run.metrics["data"]["classes"])
 
 
-def settings_table(runs: list, labels: list[str]) -> Table:
-    """Every setting of every run, then where its data came from, when it finished and how to run it again; the rows
-    where the runs differ highlighted."""
+def settings_table(runs: list, names: list[str]) -> Table:
+    """Every setting of every run (a column each, headed by its short name), then where its data came from, when it
+    finished and how to run it again; the rows where the runs differ highlighted."""
     flat = [_flatten(run.config.to_dict()) for run in runs]
     keys = list(dict.fromkeys(key for settings in flat for key in settings))
     rows = [[key, *(_setting_text(settings.get(key, "-")) for settings in flat)] for key in keys]
@@ -171,7 +208,7 @@ def settings_table(runs: list, labels: list[str]) -> Table:
         ["command", *(reproduce_command(run.config) for run in runs)],
     ]
     differing = tuple(index for index, row in enumerate(rows) if len(set(row[1:])) > 1)
-    return Table(["setting", *labels], rows, "settings", highlighted=differing, code_rows=(len(rows) - 1,))
+    return Table(["setting", *names], rows, "settings", highlighted=differing, code_rows=(len(rows) - 1,))
 
 
 def _flatten(settings: dict, prefix: str = "") -> dict[str, object]:

@@ -83,7 +83,9 @@ KIND = ModelKind(
     caveat=_caveat,
     check_settings=_clashes,
     flags={
-        "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path"),
-        "--vgg16-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model (>= 32)"),
+        "--weights": ("vgg16.weights", str, "VGG16 weights: imagenet (Keras download and cache), none, or a .h5 path",
+                      (), "imagenet|none|PATH"),
+        "--vgg16-image-size": ("vgg16.image_size", int, "VGG16 input size; images are upscaled inside the model "
+                                                        "(>= 32)", ("--vgg16-size",)),
     },
 )

@@ -1,0 +1,70 @@
+"""What the command line tells a new user: each command's description and examples, the presets, a resolved
+configuration printed as a preset file and read back, and flags named after the settings they set."""
+
+import shlex
+
+import pytest
+
+from cnnlab.cli import COMMANDS, build_parser, main
+from cnnlab.config import available_presets, load_config, to_toml
+from conftest import run_cnnlab
+
+EXAMPLES = [example for _, examples in COMMANDS.values() for example in examples]
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_in_the_help_parses(example):
+    words = shlex.split(example)
+    assert words[0] == "cnnlab"
+    args = build_parser().parse_args(words[1:])
+    assert callable(args.handler)
+
+
+@pytest.mark.parametrize("command", [["train"], ["compare"], ["report"], ["evaluate"], ["predict"], ["export"],
+                                     ["serve"], ["data", "info"], ["devices"], ["bench"], ["presets"]])
+def test_every_command_help_has_its_description_and_examples(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    description, examples = COMMANDS[command[-1]]
+    assert " ".join(description.split())[:60] in shown and "examples:" in shown
+    assert all(example in shown for example in examples)
+
+
+def printed_config(*args) -> str:
+    done = run_cnnlab("train", *args, "--print-config")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("preset", available_presets())
+def test_print_config_is_a_preset_that_reads_back_to_the_same_settings(tmp_path, preset):
+    printed = printed_config("--preset", preset, "--epochs", "3", "--precision", "float32", "--set",
+                             "cnn.conv_blocks=[[8], [16, 16]]", "--set", "description=\"a \\\"quoted\\\" é\"")
+    path = tmp_path / "mine.toml"
+    path.write_text(printed, encoding="utf-8")
+    expected = load_config(preset, {"train.epochs": 3, "train.precision": "float32",
+                                    "cnn.conv_blocks": [[8], [16, 16]], "description": 'a "quoted" é'})
+    assert load_config(str(path)).to_dict() == {**expected.to_dict(), "preset": "mine"}
+    assert printed_config("--preset", str(path)) == printed  # and prints the same again
+
+
+def test_train_without_a_preset_is_the_quick_preset():
+    assert printed_config() == to_toml(load_config("quick"))
+
+
+def test_flags_named_after_their_settings_and_their_older_names_set_the_same_value():
+    parse = build_parser().parse_args
+    for new, old, key, value in [("--learning-rate", "--lr", "train.learning_rate", "0.01"),
+                                 ("--vgg16-image-size", "--vgg16-size", "vgg16.image_size", "64")]:
+        assert getattr(parse(["train", new, value]), key) == getattr(parse(["train", old, value]), key)
+    assert getattr(parse(["train", "--precision", "bfloat16"]), "train.precision") == "bfloat16"
+
+
+def test_presets_lists_each_preset_with_its_model_and_epochs():
+    done = run_cnnlab("presets")
+    assert done.returncode == 0, done.stderr
+    for name in available_presets():
+        config = load_config(name)
+        assert f"{name}: {config.model}, {config.train.epochs} epochs" in done.stdout
