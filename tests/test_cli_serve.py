@@ -75,13 +75,18 @@ def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_
         page = browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
         page.goto(f"{url}/", wait_until="load")
+        # Before a choice: an empty box where the image will go, no broken-image icon
+        preview_before, box = page.locator("#preview").is_visible(), page.locator("figure").bounding_box()
         page.set_input_files("#file", str(image))
         label = f'.run[data-run="{trained_run.name}"] .label'
         page.wait_for_function(f"document.querySelector('{label}').textContent.length > 0", timeout=60_000)
+        page.wait_for_function("document.getElementById('preview').naturalWidth > 0")
         shown, bars = page.inner_text(label), page.locator(".bars li").count()
+        preview_after = page.locator("#preview").is_visible()
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
     assert shown == truth and bars == 3
+    assert not preview_before and box["width"] >= 240 and box["height"] >= 240 and preview_after
     assert all(request.startswith((url, "blob:")) for request in requests), requests  # nothing from elsewhere
     with Image.open(tmp_path / "page.png") as screenshot:
         assert screenshot.format == "PNG" and screenshot.size == (1200, 800)

@@ -693,7 +693,8 @@ def _presets(args) -> int:
         config = load_config(name)
         print(f"{name}: {config.model}, {config.train.epochs} epochs")
         print(f"  {terminal_text(config.description)}")
-        print(f"  measured: {terminal_text(measured.get(name, 'not measured yet'))}")
+        for line in measured.get(name, ["not measured yet"]):
+            print(f"  measured: {terminal_text(line)}")
     print("train one with `cnnlab train --preset NAME`; see one in full with `cnnlab train --preset NAME "
           "--print-config`")
     return 0

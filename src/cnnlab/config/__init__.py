@@ -174,8 +174,9 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def preset_measured() -> dict[str, str]:
-    """What each preset measured, and where: generated from benchmarks/results by benchmarks/tables.py."""
+def preset_measured() -> dict[str, list[str]]:
+    """What each preset measured, and where, a line per result: generated from benchmarks/results by
+    benchmarks/tables.py."""
     resource = resources.files(__name__) / "presets" / "measured.json"
     return json.loads(resource.read_text(encoding="utf-8")) if resource.is_file() else {}
 

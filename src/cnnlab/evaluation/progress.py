@@ -17,10 +17,10 @@ class PassProgress(keras.callbacks.Callback):
     """A bar over the batches of `predict` passes totalling `batches` batches, named `what`; pass it to each
     `predict` as a callback, and `close` it after the last."""
 
-    def __init__(self, what: str, batches: int):
+    def __init__(self, what: str, batches: int, stream=None, delay: float = BAR_AFTER_SECONDS):
         super().__init__()
-        self.bar = tqdm(total=batches, desc=what, unit="batch", delay=BAR_AFTER_SECONDS, disable=None, leave=False,
-                        file=sys.stderr)
+        self.bar = tqdm(total=batches, desc=what, unit="batch", delay=delay, disable=None, leave=False,
+                        file=stream or sys.stderr)  # disable=None: off where the stream is not a terminal
 
     def on_predict_batch_end(self, batch, logs=None):
         self.bar.update(1)

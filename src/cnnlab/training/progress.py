@@ -13,7 +13,7 @@ import time
 
 import keras
 
-ESTIMATE_AFTER_STEPS = 20  # steps timed before the first estimate; the first two (tracing, compiling) are left out
+ESTIMATE_AFTER_STEPS = 20  # steps timed before the first estimate, after the first call (tracing, compiling)
 LIVE_EVERY_SECONDS = 0.5
 
 
@@ -50,12 +50,15 @@ class RunProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
-        if batch == 1:
-            self._timed_from = now  # steps 0 and 1 trace and compile: not what the rest will cost
-        if not self._estimated and self._timed_from is not None and batch + 1 == ESTIMATE_AFTER_STEPS + 2:
+        if self._timed_from is None:
+            # Timed from the end of the first call: it traced and compiled, which the rest will not. With several
+            # steps per call Keras reports every call's last step only, so steps are counted from `batch`.
+            self._timed_from = (now, batch)
+        elif not self._estimated and batch - self._timed_from[1] >= ESTIMATE_AFTER_STEPS:
             self._estimated = True
-            seconds = (now - self._timed_from) / ESTIMATE_AFTER_STEPS * self.steps_left(batch + 1)
-            self._say(f"about {duration(seconds)} of training to go, from the first {ESTIMATE_AFTER_STEPS} steps "
+            started, first = self._timed_from
+            seconds = (now - started) / (batch - first) * self.steps_left(batch + 1)
+            self._say(f"about {duration(seconds)} of training to go, from the first {batch - first} steps timed "
                       "(validation and the test set come on top; refined after each epoch)")
         if self.live and now - self._last_live >= LIVE_EVERY_SECONDS:
             self._last_live = now
