@@ -93,7 +93,7 @@ def test_without_the_backend_keras_asks_for_a_clear_line_names_the_extra(tensorf
 
     assert result.returncode == 1
     assert result.stderr.strip() == ("cnnlab: error: Keras's backend needs tensorflow, which is not installed: pip install "
-                                     "'cnnlab[tensorflow]', or choose an installed backend with "
+                                     "-e '.[tensorflow]' in cnnlab's folder, or choose an installed backend with "
                                      "KERAS_BACKEND=tensorflow|jax|torch")
 
 
@@ -103,7 +103,8 @@ def test_tensorboard_without_tensorflow_is_refused_before_anything_is_written(te
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == ("cnnlab: error: --tensorboard writes its logs with TensorFlow, "
-                                                      "which is not installed: pip install 'cnnlab[tensorflow]'")
+                                                      "which is not installed: pip install -e '.[tensorflow]' in cnnlab's "
+                                                      "folder")
     assert not (tmp_path / "run").exists()
 
 

@@ -124,4 +124,4 @@ def test_serve_without_the_serve_extra_says_which_to_install(trained_run, capsys
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed: importlib finds no such module
     assert main(["serve", str(trained_run)]) == 1
     assert capsys.readouterr().err == ("cnnlab: error: cnnlab serve needs the serve extra: "
-                                       "pip install 'cnnlab[serve]'\n")
+                                       "pip install -e '.[serve]' in cnnlab's folder\n")

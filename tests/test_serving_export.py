@@ -114,7 +114,7 @@ def test_a_missing_runtime_names_the_extra_to_install(run_copy, monkeypatch):
     monkeypatch.setitem(export.FORMATS, "onnx", format._replace(modules=(*format.modules, "no_such_runtime")))
     line = refuse([run_copy, *ONNX_ONLY], run_copy)
     assert line == ("cnnlab: error: onnx export needs no_such_runtime: install the export extra: "
-                    "pip install 'cnnlab[export]'")
+                    "pip install -e '.[export]' in cnnlab's folder")
 
 
 def test_the_float32_copy_of_a_bfloat16_model_computes_the_same_in_float32():

@@ -3,7 +3,7 @@
 commands:
     cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
     cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--vgg16-size N]   fine-tune VGG16 instead
-    cnnlab train --preset fast                                              94% in about 17 minutes on 2 CPU cores
+    cnnlab train --preset fast                                              94% from scratch (cnnlab presets: how long, where)
     cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from cnnlab import __version__
-from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.common.errors import CnnlabError, install_hint, one_line
 from cnnlab.models import KINDS  # the registry alone: no Keras
 
 EXIT_ERROR = 1
@@ -567,7 +567,7 @@ def _serve(args) -> int:
     found = importlib.util.find_spec
     # python-multipart: its module was `multipart` before 0.0.13
     if not (found("fastapi") and found("uvicorn") and (found("python_multipart") or found("multipart"))):
-        raise CnnlabError("cnnlab serve needs the serve extra: pip install 'cnnlab[serve]'")
+        raise CnnlabError("cnnlab serve needs the serve extra: " + install_hint("serve"))
     import uvicorn
 
     from cnnlab.serving import serve

@@ -12,7 +12,7 @@ from pathlib import Path
 from cnnlab.backends import machine
 from cnnlab.backends.engine import Devices, Engine, current_engine
 from cnnlab.backends.startup import CPU_DEVICES_VARIABLE
-from cnnlab.common.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError, install_hint
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ def placement_for(config) -> Placement:
     """The placement of a run configured by `config` (a RunConfig), in the backend this process uses."""
     if config.train.tensorboard and importlib.util.find_spec("tensorflow") is None:
         # Keras's TensorBoard callback writes its logs through tf.summary on every backend
-        raise CnnlabError("--tensorboard writes its logs with TensorFlow, which is not installed: pip install "
-                          "'cnnlab[tensorflow]'")
+        raise CnnlabError("--tensorboard writes its logs with TensorFlow, which is not installed: "
+                          + install_hint("tensorflow"))
     engine = current_engine()
     devices = engine.detect_devices()
     used = choose_device_count(config.train.devices, devices, engine)

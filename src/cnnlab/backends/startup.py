@@ -11,7 +11,7 @@ import tempfile
 
 from cnnlab.backends.cluster import Cluster
 from cnnlab.backends.engine import engine_for
-from cnnlab.common.errors import CnnlabError
+from cnnlab.common.errors import CnnlabError, install_hint
 
 CPU_DEVICES_VARIABLE = "CNNLAB_CPU_DEVICES"
 MAX_CPU_DEVICES = 256
@@ -119,7 +119,7 @@ def _keras():
     except ModuleNotFoundError as exc:  # Keras imports its backend at once; TensorFlow unless told otherwise
         if exc.name not in BACKEND_EXTRAS:
             raise
-        raise CnnlabError(f"Keras's backend needs {exc.name}, which is not installed: pip install "
-                          f"'cnnlab[{BACKEND_EXTRAS[exc.name]}]', or choose an installed backend with "
+        raise CnnlabError(f"Keras's backend needs {exc.name}, which is not installed: "
+                          f"{install_hint(BACKEND_EXTRAS[exc.name])}, or choose an installed backend with "
                           "KERAS_BACKEND=tensorflow|jax|torch") from None
     return keras

@@ -16,6 +16,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of cnnlab's extras, said in every message that needs one: cnnlab is installed from its
+    folder (a clone), not from the package index, where `pip install 'cnnlab[...]'` would look."""
+    return f"pip install -e '.[{extra}]' in cnnlab's folder"
+
+
 MAX_MESSAGE_CHARS = 500
 
 

@@ -4,8 +4,9 @@ What it holds, in order (`sections.SECTIONS`; a section with nothing to show is 
 
 - a paragraph generated from the numbers that says which model won, by how much and whether that is beyond chance
   (runs of one setup, differing only in their seed, compared as setups);
-- Results: each run's test accuracy with its 95% Wilson interval, top-5 accuracy, loss, size, training time and
-  inference speed;
+- Results: each run's short name (what the headings, figures and later tables call it: "CNN", "VGG16") beside its
+  full label, its test accuracy with its 95% Wilson interval, top-5 accuracy, loss, size, training time and time per
+  epoch (each column in one unit), inference speed and the weights file it started from;
 - Runs of one setup, grouped: the mean ± sd of each setup run with several seeds;
 - Every pair of runs (more than two runs): McNemar's test of each pair, Holm-corrected;
 - Robustness (runs scored with `evaluate --corruptions`): accuracy under the common corruptions, and which model held

@@ -45,7 +45,7 @@ def _curves_caption(runs: list, marks) -> str:
     if any(mark.best_epoch for mark in marks):
         caption += " A star marks the epoch whose weights the run kept (its best validation accuracy)."
     if any("learning_rate" in run.history for run in runs):
-        caption += " The last panel draws the learning rate at each epoch's end."
+        caption += " The panel below them draws the learning rate at each epoch's end."
     return caption
 
 

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from cnnlab.common.errors import CnnlabError, first_line
+from cnnlab.common.errors import CnnlabError, first_line, install_hint
 from cnnlab.common.files import TEMPORARY_PREFIX, read_json, write_json
 from cnnlab.config import RESIZE_MODES, TTA_LEVELS
 from cnnlab.runs.run import Run, RunSettings
@@ -49,7 +49,7 @@ FORMATS = {
 }
 CLASSES_SUFFIX = ".classes.json"
 PARITY_SUFFIX = ".parity.json"
-EXTRA_HINT = "install the export extra: pip install 'cnnlab[export]'"
+EXTRA_HINT = "install the export extra: " + install_hint("export")
 PARITY_BATCH = 32  # images per call: bounds the memory of VGG16 at 224 px in every runtime
 # The largest difference in any class probability at which the artifact still counts as the run's model, by the
 # precision the Keras model computes in. float32 on both sides differs only in the order of additions (another
