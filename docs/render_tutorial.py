@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -193,6 +194,16 @@ def _file_description(source: str) -> str:
     return f"`{path.name}`, sha256 `{digest.hexdigest()}`"
 
 
+def _revision() -> str:
+    """The commit this page was rendered from, as its numbers' source; said so where it is not a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not recorded"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "not recorded"
+
+
 def header_text(command: str, seconds: float, data: str | None, weights: str, small: bool,
                 weights_note: str = "") -> str:
     from cnnlab.backends import machine
@@ -205,7 +216,7 @@ def header_text(command: str, seconds: float, data: str | None, weights: str, sm
         f"> **How this page was made.** `{command}` ran `docs/tutorial.py` on {time.strftime('%Y-%m-%d')}, start to "
         f"finish in **{_duration(seconds)}** of wall time, on {hardware['cpu']} ({hardware['cpu_cores']} cores, "
         f"native bfloat16: {'yes' if hardware['native_bfloat16'] else 'no'}; accelerators: {accelerators}; "
-        f"{hardware['platform']}), Keras backend {versions['backend']}; {libraries}. "
+        f"{hardware['platform']}), Keras backend {versions['backend']}; {libraries}; cnnlab revision {_revision()}. "
         f"Data: {_file_description(data) if data else 'the official CIFAR-10 archive, downloaded through Keras'}. "
         f"VGG16's starting weights: {_file_description(weights) if weights not in ('imagenet', 'none') else weights}. "
         "One run of each model.",
@@ -261,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CNNLAB_TUTORIAL_SMALL"] = "1"
     else:
         os.environ.pop("CNNLAB_TUTORIAL_SMALL", None)
-    command = shlex.join(["python", "docs/render_tutorial.py", *(argv if argv is not None else sys.argv[1:])])
+    given = argv if argv is not None else sys.argv[1:]
+    # Absolute paths are this machine's, not the reader's: the page shows their file names.
+    command = shlex.join(["python", "docs/render_tutorial.py", *(Path(word).name if os.path.isabs(word) else word
+                                                                 for word in given)])
 
     cells = read_cells(args.tutorial)
     start = time.perf_counter()
