@@ -79,6 +79,16 @@ class ResultError(Exception):
 # ---------------------------------------------------------------------------------------------------------- reading
 
 
+def _check_keys(mapping: dict, required: tuple, optional: tuple, said: str) -> None:
+    """Every required key there (null where the record does not say) and no other than the optional ones."""
+    for key in required:
+        if key not in mapping:
+            raise ResultError(f"{said} no '{key}' key (write null where the record does not say)")
+    for key in mapping:
+        if key not in required and key not in optional:
+            raise ResultError(f"{said} an unknown key '{key}'")
+
+
 def validate(record: object, name: str) -> dict:
     """Check one result's keys and shapes (not the git history); return it. Raises ResultError naming the key."""
     where = f"{RESULTS_DIR / (name + '.json')}"
@@ -86,12 +96,7 @@ def validate(record: object, name: str) -> dict:
         raise ResultError(f"{where}: the file name must be lower-case letters, digits and underscores")
     if not isinstance(record, dict):
         raise ResultError(f"{where}: not a JSON object")
-    for key in REQUIRED:
-        if key not in record:
-            raise ResultError(f"{where}: no '{key}' key (write null where the record does not say)")
-    for key in record:
-        if key not in REQUIRED and key not in OPTIONAL:
-            raise ResultError(f"{where}: unknown key '{key}'")
+    _check_keys(record, REQUIRED, OPTIONAL, f"{where}:")
     if not isinstance(record["title"], str) or not record["title"]:
         raise ResultError(f"{where}: 'title' must be a non-empty string")
     command = record["command"]
@@ -102,12 +107,7 @@ def validate(record: object, name: str) -> dict:
     if machine is not None:
         if not isinstance(machine, dict):
             raise ResultError(f"{where}: 'machine' must be an object or null")
-        for key in MACHINE_REQUIRED:
-            if key not in machine:
-                raise ResultError(f"{where}: machine has no '{key}' key (write null where the record does not say)")
-        for key in machine:
-            if key not in MACHINE_REQUIRED and key not in MACHINE_OPTIONAL:
-                raise ResultError(f"{where}: machine has an unknown key '{key}'")
+        _check_keys(machine, MACHINE_REQUIRED, MACHINE_OPTIONAL, f"{where}: machine has")
         flags = machine["flags"]
         if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
             raise ResultError(f"{where}: machine.flags must be a list of strings or null")
@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tables.py: {path} differs from what benchmarks/results/ generates: {first_difference(old, new)}"
                   " (run python benchmarks/tables.py)", file=sys.stderr)
             return 1
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(new, encoding="utf-8")
         print(f"tables.py: wrote {path}", file=sys.stderr)
     return 0
