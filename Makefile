@@ -10,7 +10,8 @@
 
 PYTHON ?= python3
 VENV := .venv
-RUN_STAMP := $(VENV)/.installed-run
+# One stamp per set of extras: `make run EXTRAS=jax` after a first `make run` installs JAX.
+RUN_STAMP = $(VENV)/.installed-$(EXTRAS)
 TEST_STAMP := $(VENV)/.installed-test
 PRESET ?= quick
 DATA ?=

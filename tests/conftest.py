@@ -6,6 +6,7 @@ them; its images are a per-class colour plus a little texture, so a small model 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -313,9 +314,12 @@ def compared(tmp_path_factory, synthetic_archive) -> Path:
 
     os.environ.setdefault("CNNLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     out = tmp_path_factory.mktemp("compare") / "both"
-    code = main(
-        ["compare", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
-         "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, *FLOAT32, "--out", str(out)]
-    )
-    assert code == 0
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = main(
+            ["compare", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
+             "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, *FLOAT32, "--out", str(out)]
+        )
+    assert code == 0, said.getvalue()
+    (out.parent / "compare.stderr").write_text(said.getvalue())  # what it told the user, for the tests to read
     return out

@@ -18,7 +18,7 @@ from markdown_it import MarkdownIt  # comes with Keras (through rich): a CommonM
 
 from cnnlab.cli import build_parser, main
 from cnnlab.common.errors import CnnlabError
-from cnnlab.config import RunConfig, load_config, parse_overrides
+from cnnlab.config import RunConfig, load_config, parse_overrides, preset_measured
 from cnnlab.evaluation import stats
 from cnnlab.evaluation.scoring import metrics_from_probabilities
 from cnnlab.report.builder import FinishedRun, build_report, load_finished_run
@@ -621,3 +621,11 @@ def test_wide_tables_stay_inside_the_page_in_a_real_browser(long_label_report, c
     assert widths[0] <= widths[1] == 1300  # nothing wider than the window
     assert [name for name, _, _ in boxes][:1] == ["results"]
     assert all(overflow == "auto" and right <= 1300 for _, overflow, right in boxes)
+
+
+def test_compare_says_its_plan_what_it_measured_before_and_each_model_in_turn(compared):
+    said = (compared.parent / "compare.stderr").read_text()
+    assert "compare under preset quick: CNN from scratch and VGG16 to block 2 from scratch, one after the other" in said
+    assert said.index("model 1 of 2: CNN from scratch") < said.index("epoch 1/") < said.index("model 2 of 2: VGG16")
+    assert all(f"measured before: {line}" in said for line in preset_measured()["quick"])  # machine and revision
+    assert said.count("training CNN") == 1 and said.count("training VGG16") == 1  # each run says what it will train

@@ -1,9 +1,10 @@
 """The `cnnlab` command line: thin wrappers over the library, and the one place errors become messages.
 
 commands:
-    cnnlab train --preset seed [--data PATH] [--epochs N] [--out DIR] ...   train and evaluate, write a run directory
-    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--vgg16-size N]   fine-tune VGG16 instead
-    cnnlab train --preset fast                                              94% from scratch (cnnlab presets: how long, where)
+    cnnlab presets                                                          the presets: model, epochs, what they measured
+    cnnlab train [--preset quick] [--data PATH] [--epochs N] [--out DIR] ...  train and evaluate, write a run directory
+    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--vgg16-image-size N]   fine-tune VGG16 instead
+    cnnlab train --preset fast                                              the fast net: 94% from scratch
     cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.add_argument("--corruption-images", type=int, metavar="N",
                             help="score a class-stratified sample of N test images (default: all of them, each "
                                  "predicted 76 times)")
-    robustness.add_argument("--corruption-seed", type=int, metavar="SEED",
+    robustness.add_argument("--corruption-seed", type=int, metavar="N",
                             help="seed of the sample and of the random corruptions (default: 0); runs scored with "
                                  "one seed see identical images")
     evaluate.set_defaults(handler=_evaluate)
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a finished run, or a model.onnx that `cnnlab export` wrote (its classes file beside it)")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                          help="image files: PNG, JPEG, BMP, GIF, WebP or TIFF")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default: 3)")
+    predict.add_argument("--top", type=int, default=3, metavar="N", help="how many classes to show (default: 3)")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.set_defaults(handler=_predict)
 
@@ -238,11 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = _command(commands, "serve", help="a local page (and JSON API) that classifies the images you drop on it")
     serve.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished runs, shown side by side")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (default: 127.0.0.1, this machine "
                                                            "only; 0.0.0.0 opens it to the network)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    serve.add_argument("--top", type=int, default=3, help="classes the page shows per run (default: 3)")
-    serve.add_argument("--max-upload-mb", type=float, default=8, help="largest request accepted (default: 8)")
+    serve.add_argument("--port", type=int, default=8000, metavar="N", help="port (default: 8000; 0 picks a free one)")
+    serve.add_argument("--top", type=int, default=3, metavar="N", help="classes the page shows per run (default: 3)")
+    serve.add_argument("--max-upload-mb", type=float, default=8, metavar="X", help="largest request accepted (default: 8)")
     serve.set_defaults(handler=_serve)
 
     data = _command(commands, "data", help="inspect the data set")
@@ -261,19 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = _command(commands, "bench", help="images/s of the seed model through cnnlab vs a plain Keras script")
     _add_data_arguments(bench)
-    bench.add_argument("--steps", type=int, default=300, help="training steps of 32 images per round (with --backend: "
+    bench.add_argument("--steps", type=int, default=300, metavar="N", help="training steps of 32 images per round (with --backend: "
                        "of the preset's batch, at most the training set) (default: 300)")
-    bench.add_argument("--rounds", type=int, default=4, help="timed rounds, after one warm-up round (default: 4)")
+    bench.add_argument("--rounds", type=int, default=4, metavar="N", help="timed rounds, after one warm-up round (default: 4)")
     bench.add_argument("--preset", default="seed", metavar="NAME|FILE.toml", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
     bench.add_argument("--backend", choices=("all", "tensorflow", "jax", "torch"),
                        help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "
                             "each (all), each in its own process")
-    bench.add_argument("--whole-epochs", type=int, default=2, help="then also whole epochs (validation and saves "
+    bench.add_argument("--whole-epochs", type=int, default=2, metavar="N", help="then also whole epochs (validation and saves "
                        "included): cnnlab train --preset seed (with the preset's speed settings) vs the plain "
                        "tutorial script, N epochs each, fresh processes, minutes per epoch on a CPU; 0 skips it "
                        "(default: 2)")
-    bench.add_argument("--whole-rounds", type=int, default=2, help="runs of each for --whole-epochs, alternating "
+    bench.add_argument("--whole-rounds", type=int, default=2, metavar="N", help="runs of each for --whole-epochs, alternating "
                        "(default: 2)")
     _add_set_argument(bench, "a speed setting of the preset, e.g. --set train.precision=float32")
     bench.set_defaults(handler=_bench)

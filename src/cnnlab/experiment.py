@@ -20,7 +20,7 @@ from pathlib import Path
 from cnnlab.backends import machine
 from cnnlab.common.errors import CnnlabError, first_line, one_line
 from cnnlab.common.text import terminal_text
-from cnnlab.config import RunConfig
+from cnnlab.config import RunConfig, preset_measured
 from cnnlab.data import Dataset, load_dataset, make_splits
 from cnnlab.evaluation import figures
 from cnnlab.runs import rundir
@@ -278,8 +278,21 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
     configs = [dataclasses.replace(config, model=name) for name in COMPARED_KINDS]
     for each in configs:  # missing or mismatched weights fail now, not after the first model has trained
         kind_of(each).check_weights(each)
-    run_dirs = [train_run(each, out / each.model) for each in configs]
+    _say_the_plan(configs)
+    run_dirs = []
+    for number, each in enumerate(configs, 1):
+        print(f"model {number} of {len(configs)}: {kind_of(each).label(each)}", file=sys.stderr)
+        run_dirs.append(train_run(each, out / each.model))
     return _report_from_chief(config, run_dirs, out)
+
+
+def _say_the_plan(configs: list[RunConfig]) -> None:
+    """What compare will do, and what its preset measured before (each line names its machine: speed varies)."""
+    labels = " and ".join(kind_of(each).label(each) for each in configs)
+    print(f"compare under preset {configs[0].preset}: {labels}, one after the other, then the report",
+          file=sys.stderr)
+    for line in preset_measured().get(configs[0].preset, []):
+        print(f"  measured before: {line}", file=sys.stderr)
 
 
 def report(run_dirs: list[Path], out: Path | None = None) -> Path:
