@@ -34,22 +34,6 @@ def test_default_run_dirs_never_collide(tmp_path):
     assert first != second and first.name.startswith("seed-cnn-")
 
 
-def test_require_finished_explains_what_is_wrong(tmp_path):
-    with pytest.raises(CnnlabError, match="run directory not found"):
-        rundir.require_finished(tmp_path / "missing")
-    with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
-        rundir.require_finished(tmp_path)
-    rundir.write_json(tmp_path / rundir.CONFIG, {})
-    rundir.set_status(tmp_path, "failed", "training diverged")
-    with pytest.raises(CnnlabError, match="not a finished run \\(status: failed: training diverged\\)"):
-        rundir.require_finished(tmp_path)
-    rundir.set_status(tmp_path, "finished")
-    with pytest.raises(CnnlabError, match="has no model.keras"):
-        rundir.require_finished(tmp_path)
-    (tmp_path / rundir.MODEL).write_bytes(b"model")
-    assert rundir.require_finished(tmp_path) == tmp_path
-
-
 def test_lock_refuses_a_second_writer_and_is_released(tmp_path):
     with rundir.locked(tmp_path):
         with pytest.raises(CnnlabError, match=f"in use by process {os.getpid()}"):

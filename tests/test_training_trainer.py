@@ -239,11 +239,12 @@ def test_backup_metadata_with_an_epoch_outside_its_phase_is_not_trusted(tmp_path
 
 
 def test_history_is_replaced_whole_at_each_epoch_never_appended_in_place(tmp_path):
-    from cnnlab.training.trainer import HistoryFile
+    from cnnlab.training.trainer import EpochTimer, HistoryFile
 
-    history_csv = tmp_path / "history.csv"
-    writer, files_seen = HistoryFile(history_csv), []
+    history_csv, timer = tmp_path / "history.csv", EpochTimer()
+    writer, files_seen = HistoryFile(history_csv, timer), []
     for epoch, logs in enumerate([{"loss": 2.0, "accuracy": 0.3}, {"loss": 1.5, "accuracy": 0.5, "val_loss": 1.6}]):
+        timer.seconds.append(10.0 + epoch)  # as the timer took the epoch
         writer.on_epoch_end(epoch, dict(logs))
         files_seen.append(history_csv.stat().st_ino)  # a new file each time: a reader never sees half a row
     assert files_seen[0] != files_seen[1]
@@ -251,6 +252,7 @@ def test_history_is_replaced_whole_at_each_epoch_never_appended_in_place(tmp_pat
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0]["val_loss"] == "NA"
     assert float(rows[1]["loss"]) == 1.5 and not list(tmp_path.glob(".tmp-*"))
+    assert [float(row["seconds"]) for row in rows] == [10.0, 11.0]  # each epoch's time, which the screen no longer shows
 
 
 def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monkeypatch):
