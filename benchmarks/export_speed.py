@@ -32,12 +32,11 @@ def size_of(path: Path) -> int:
                                                           if item.is_file())
 
 
-def contenders(model, run_dir: Path, formats: list[str], folder: Path) -> dict[str, tuple]:
+def contenders(model, run, formats: list[str], folder: Path) -> dict[str, tuple]:
     """{name: (predict function, size in bytes)}: the Keras model, then each artifact exported into `folder`."""
-    from cnnlab.runs import rundir
     from cnnlab.serving.export import FORMATS, load_artifact, write_artifact
 
-    found = {"keras": (model.predict_on_batch, size_of(run_dir / rundir.MODEL))}
+    found = {"keras": (model.predict_on_batch, size_of(run.model_path))}
     for format in formats:
         path = folder / FORMATS[format].file_name
         write_artifact(model, format, path, {"format": format})
@@ -55,18 +54,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed batches of 256 (default: 5)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cnnlab.backends import machine
-    from cnnlab.backends import import_keras
-    from cnnlab.runs import rundir
+    from cnnlab.backends import import_keras, machine
+    from cnnlab.runs.run import Run
     from cnnlab.serving.export import require_modules
 
-    rundir.require_finished(args.run_dir)
+    run = Run.open_finished(args.run_dir)
     for format in args.formats:
         require_modules(FORMATS[format].modules, f"{format} export")
     import_keras()
-    from cnnlab.runs.run import load_run_model
-
-    model = load_run_model(args.run_dir)
+    model = run.load_model()
     shape = model.input_shape[1:]
     rng = np.random.default_rng(0)
     batches = {size: rng.integers(0, 256, (size, *shape)).astype(np.float32) for size in (1, 256)}
@@ -75,7 +71,7 @@ def main() -> None:
           f"calls, batch 256: {args.rounds} calls, each after one untimed call")
     print(f"{'model':<11} {'img/s batch 1':>14} {'img/s batch 256':>16} {'size MB':>9}")
     with tempfile.TemporaryDirectory() as folder:
-        for name, (predict, size) in contenders(model, args.run_dir, args.formats, Path(folder)).items():
+        for name, (predict, size) in contenders(model, run, args.formats, Path(folder)).items():
             single = images_per_second(predict, batches[1], args.calls)
             batched = images_per_second(predict, batches[256], args.rounds)
             print(f"{name:<11} {single:>14,.1f} {batched:>16,.1f} {size / 2**20:>9.2f}", flush=True)
