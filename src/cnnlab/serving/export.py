@@ -67,9 +67,7 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
     """Export the finished run's model as `format` to `out` (default RUN/export/<file name>) after checking its
     parity on `parity_images` test images; returns the parity record, written beside the artifact. An artifact that
     fails the check is not kept, and the error carries its record's numbers."""
-    out = check_export(run_dir, format, out, parity_images)
-    run = Run.open_finished(run_dir)
-    settings = run.settings()
+    out, run, settings = _checked(run_dir, format, out, parity_images)
     images = parity_sample(run, parity_images)
     model = _load_probability_model(run)
     # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
@@ -111,14 +109,19 @@ def _folders_made_for(folder: Path):
 
 def check_export(run_dir: Path, format: str, out: Path | None, parity_images: int) -> Path:
     """Refuse, in one line and before anything is loaded, an export that cannot be made; returns the output path."""
+    return _checked(run_dir, format, out, parity_images)[0]
+
+
+def _checked(run_dir: Path, format: str, out: Path | None, parity_images: int) -> tuple[Path, Run, RunSettings]:
+    """The checks of `check_export`; returns the output path, the run and its settings (its metrics readable)."""
     require_modules(FORMATS[format].modules, f"{format} export")
     if parity_images < 1:
         raise CnnlabError(f"--parity-images must be at least 1, got {parity_images}")
     run = Run.open_finished(run_dir)
-    run.settings()  # its metrics are readable, or an error
+    settings = run.settings()
     out = Path(out) if out else run.export_dir / FORMATS[format].file_name
     check_output(out, format)
-    return out
+    return out, run, settings
 
 
 def require_modules(modules: tuple[str, ...], what: str) -> None:

@@ -71,19 +71,17 @@ def run_names(run_dirs: list[Path]) -> list[str]:
     return ["/".join(path.parts[-depth:]) for path in paths]
 
 
-def check_runs(run_dirs: list[Path]) -> list[Run]:
-    """Every run, each checked to be a finished run with readable settings, and their names checked: before any model
-    loads."""
+def check_runs(run_dirs: list[Path]) -> list[tuple[Run, RunSettings]]:
+    """Every run with its settings, each checked to be a finished run with readable settings, and their names
+    checked: before any model loads."""
     run_names(run_dirs)
     runs = [Run.open_finished(run_dir) for run_dir in run_dirs]
-    for run in runs:
-        run.settings()
-    return runs
+    return [(run, run.settings()) for run in runs]
 
 
 def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
-    runs = [ServedRun(name, run.load_model(), run.settings(), threading.Lock())
-            for name, run in zip(run_names(run_dirs), check_runs(run_dirs))]
+    runs = [ServedRun(name, run.load_model(), settings, threading.Lock())
+            for name, (run, settings) in zip(run_names(run_dirs), check_runs(run_dirs))]
     for run in runs:  # Keras builds its predict function on the first call: at start, not in a user's request
         run.top_classes([np.zeros((*run.input_size, 3), dtype=np.uint8)], 1)
     return runs

@@ -192,7 +192,7 @@ def train_model(
     progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
     if resume:
         _resume_position(run, phases, progress)
-    steps_per_epoch = -(-len(splits.y_train) // config.train.batch_size)
+    steps_per_epoch = batches_of(len(splits.y_train), config.train.batch_size)
     run.progress = RunProgress(sum(phase.epochs for phase in phases), steps_per_epoch, len(run.timer.seconds))
     print(what_it_will_do(config, phases, splits, steps_per_epoch), file=sys.stderr)
     earlier_seconds = sum(run.timer.seconds)  # training done before an interruption still counts
