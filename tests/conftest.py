@@ -57,6 +57,30 @@ TINY_KINDS = {
     "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
     "fastnet": ["--preset", "fast", "--set", "fastnet.widths=[8, 16, 16]", "--batch-size", "128"],
 }
+
+
+def tiny_backbone(name: str) -> list[str]:
+    """A pretrained backbone's kind made tiny as VGG16 is: random weights, 32 px, cut after block 2, block 2
+    fine-tuned on cached block-1 features, a normalised linear head."""
+    return ["--preset", "seed", "--model", name, "--weights", "none", "--backbone-size", "32",
+            *(item for setting in ("top_block=2", "unfreeze_blocks=1", "finetune_epochs=1", "head_batch_norm=true")
+              for item in ("--set", f"{name}.{setting}"))]
+
+
+TINY_KINDS.update({name: tiny_backbone(name) for name in ("efficientnet_lite0", "vgg19", "resnet50v2",
+                                                          "mobilenetv3small", "mobilenetv3large", "efficientnetv2b0",
+                                                          "convnexttiny", "densenet121")})
+# The kinds every tier trains end to end: the nets from scratch, VGG16, EfficientNet-Lite0 (the ImageNet backbone
+# cnnlab converts itself) and MobileNetV3Small (a Keras Application that normalises inside and has batch norms); the
+# full tier (`make test-full`) runs the other backbones through the same tests.
+DEFAULT_TIER_KINDS = ("cnn", "vgg16", "fastnet", "efficientnet_lite0", "mobilenetv3small")
+
+
+def kind_params(kinds=None) -> list:
+    """`kinds` (default: every kind of TINY_KINDS) as pytest parameters, those outside DEFAULT_TIER_KINDS marked
+    slow."""
+    return [kind if kind in DEFAULT_TIER_KINDS else pytest.param(kind, marks=pytest.mark.slow)
+            for kind in kinds or TINY_KINDS]
 # Tiny runs, as `python -m cnnlab train` makes them (the `kind_runs` fixture): each kind in float32, and variants;
 # later flags win.
 KIND_RUNS = {

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_KINDS, copy_of, run_cnnlab, run_metrics
+from conftest import DEFAULT_TIER_KINDS, copy_of, kind_params, run_cnnlab, run_metrics
 
-KINDS = tuple(TINY_KINDS)
 # The full tier adds the seed preset's five-block VGG16, the transfer preset's (block 4, cached features, a normalised
 # head) and the CNN in bfloat16 (what "auto" gives on CPUs that have it).
-EVERY_KIND = [*KINDS, *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("vgg16-seed", "vgg16-transfer",
+EVERY_KIND = [*kind_params(), *(pytest.param(kind, marks=pytest.mark.slow) for kind in ("vgg16-seed", "vgg16-transfer",
                                                                                "cnn-bfloat16"))]
 
 
@@ -81,8 +80,8 @@ def write_test_images(run_dir, folder, count):
     return paths
 
 
-def test_report_in_a_fresh_process_compares_all_three_kinds(kind_runs, tmp_path):
-    runs = [kind_runs[kind] for kind in KINDS]
+def test_report_in_a_fresh_process_compares_every_kind(kind_runs, tmp_path):
+    runs = [kind_runs[kind] for kind in DEFAULT_TIER_KINDS]
     done = run_cnnlab("report", *runs, "--out", tmp_path / "report")
     assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "report" / "report.md").read_text()
@@ -144,10 +143,10 @@ def test_evaluate_corruptions_records_what_the_saved_model_scores_on_the_seeded_
 def test_every_run_was_scored_on_the_same_corrupted_images(kind_runs, evaluated):
     from cnnlab.evaluation.corruptions import CORRUPTIONS, corrupt
 
-    fingerprints = {kind: run_metrics(evaluated(kind)[0])["corruptions"]["images_sha256"] for kind in KINDS}
+    fingerprints = {kind: run_metrics(evaluated(kind)[0])["corruptions"]["images_sha256"] for kind in DEFAULT_TIER_KINDS}
     images, _, _ = corruption_sample_of(kind_runs["cnn"], CORRUPTION_IMAGES, CORRUPTION_SEED)
     digest = hashlib.sha256(images.tobytes())
     for name in CORRUPTIONS:
         for severity in range(1, 6):
             digest.update(corrupt(images, name, severity, CORRUPTION_SEED).tobytes())
-    assert fingerprints == dict.fromkeys(KINDS, digest.hexdigest())
+    assert fingerprints == dict.fromkeys(DEFAULT_TIER_KINDS, digest.hexdigest())

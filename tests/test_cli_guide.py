@@ -2,6 +2,7 @@
 configuration printed as a preset file and read back, and flags named after the settings they set."""
 
 import shlex
+import tomllib
 
 import pytest
 
@@ -56,10 +57,24 @@ def test_train_without_a_preset_is_the_quick_preset():
 
 def test_flags_named_after_their_settings_and_their_older_names_set_the_same_value():
     parse = build_parser().parse_args
-    for new, old, key, value in [("--learning-rate", "--lr", "train.learning_rate", "0.01"),
-                                 ("--vgg16-image-size", "--vgg16-size", "vgg16.image_size", "64")]:
-        assert getattr(parse(["train", new, value]), key) == getattr(parse(["train", old, value]), key)
+    assert getattr(parse(["train", "--learning-rate", "0.01"]), "train.learning_rate") == 0.01
+    assert getattr(parse(["train", "--lr", "0.01"]), "train.learning_rate") == 0.01
     assert getattr(parse(["train", "--precision", "bfloat16"]), "train.precision") == "bfloat16"
+
+
+@pytest.mark.parametrize("flag", ["--backbone-size", "--vgg16-image-size", "--vgg16-size"])
+def test_the_backbone_flags_set_the_section_of_the_backbone_trained(flag):
+    lite = tomllib.loads(printed_config("--model", "efficientnet_lite0", "--weights", "none", flag, "128"))
+    assert lite["efficientnet_lite0"]["image_size"] == 128 and lite["efficientnet_lite0"]["weights"] == "none"
+    assert lite.get("vgg16", {}).get("image_size", 32) == 32  # another backbone's section keeps its value
+    vgg = tomllib.loads(printed_config("--model", "vgg16", flag, "64"))
+    assert vgg["vgg16"]["image_size"] == 64
+
+
+def test_the_backbone_flags_on_a_model_without_one_are_refused_in_one_line():
+    done = run_cnnlab("train", "--model", "cnn", "--weights", "none", "--print-config")
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        "cnnlab: error: --weights applies to a pretrained backbone, and model cnn has none"]
 
 
 def test_presets_lists_each_preset_with_its_model_and_epochs():

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from conftest import CLASS_NAMES, TINY_KINDS, answers_of_run, launch_chromium, run_cnnlab, served
+from conftest import CLASS_NAMES, DEFAULT_TIER_KINDS, TINY_KINDS, answers_of_run, launch_chromium, run_cnnlab, served
 
 
 def class_colour_png(path, class_name: str):
@@ -26,8 +26,10 @@ def predicted_class(run_dir, image) -> str:
     return answers_of_run(run_dir, [image])[0]["top"][0]["class"]
 
 
-def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, tmp_path):
-    run_dirs = [kind_runs[kind] for kind in TINY_KINDS]
+@pytest.mark.parametrize("kinds", [DEFAULT_TIER_KINDS, pytest.param(tuple(TINY_KINDS), marks=pytest.mark.slow)],
+                         ids=["default-tier-kinds", "every-kind"])
+def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, kinds, tmp_path):
+    run_dirs = [kind_runs[kind] for kind in kinds]
     image = class_colour_png(tmp_path / "ship.png", "ship")
     with served(*run_dirs) as url:
         health = httpx.get(f"{url}/health").json()

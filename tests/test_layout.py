@@ -19,7 +19,9 @@ PACKAGE = Path(cnnlab.__file__).parent
 # Lowest first. An entry names a module and everything under it, unless a longer entry names the module itself.
 LAYERS = [
     ["common"],
-    ["models", "models.kind", "models.registry", *(f"models.{kind}" for kind in KINDS)],  # the kinds' declarations
+    # the kinds' declarations: each kind's own package, the transfer recipe's and the Keras Applications table
+    ["models", "models.kind", "models.registry", "models.transfer", "models.applications",
+     *(f"models.{kind}" for kind in KINDS if (PACKAGE / "models" / kind).is_dir())],
     ["config"],
     ["data"],
     ["backends"],

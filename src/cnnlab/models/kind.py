@@ -75,3 +75,5 @@ class ModelKind:
     check_settings: Callable[[Any], list[str]] = no_problems
     # Command-line flags of its settings: flag -> (dotted setting, type, help[, older names[, placeholder]])
     flags: dict[str, tuple] = field(default_factory=dict)
+    # The pretrained trunk it transfers from (a `models.transfer.Backbone`); None: it trains from scratch alone
+    backbone: Any = None

@@ -1,7 +1,8 @@
 """Every kind of model cnnlab trains, found by name: `kind_of(config)` answers all the rest of cnnlab asks of one.
 
-One `ModelKind` per kind (timm's `create_model` registry, kept to a dict), each declared in its own package under
-`models/` (see `models.kind`). This module imports no Keras (seconds to import) and nothing of cnnlab's config:
+One `ModelKind` per kind (timm's `create_model` registry, kept to a dict), each declared under `models/`: the nets
+trained from scratch and the pretrained backbones, in their own packages or as one entry of the Keras Applications
+table (see `models.kind`). This module imports no Keras (seconds to import) and nothing of cnnlab's config:
 `cnnlab.config` builds its sections and tables from `KINDS`.
 """
 
@@ -9,16 +10,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cnnlab.models import cnn, fastnet, vgg16
+from cnnlab.models import applications, cnn, efficientnet_lite0, fastnet, vgg16
 from cnnlab.models.kind import ModelKind
 
 if TYPE_CHECKING:
     from cnnlab.config import RunConfig
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (cnn.KIND, vgg16.KIND, fastnet.KIND)}
+KINDS: dict[str, ModelKind] = {
+    kind.name: kind for kind in (cnn.KIND, vgg16.KIND, fastnet.KIND, efficientnet_lite0.KIND, *applications.KINDS)
+}
 
-# What `cnnlab compare` trains, under the first kind's preset: a net from scratch against transfer learning.
-COMPARED_KINDS = ("cnn", "vgg16")
+# The net from scratch that `cnnlab compare` trains first, under the first kind's preset.
+SCRATCH_KIND = "cnn"
+
+
+def pretrained_kind() -> str:
+    """What `cnnlab compare` fine-tunes by default: EfficientNet-Lite0 where its ImageNet weights are installed
+    (real ImageNet weights with no download), else VGG16, the tutorial's."""
+    return efficientnet_lite0.KIND.name if efficientnet_lite0.imagenet_weights_installed() else vgg16.KIND.name
+
+
+def compared_kinds() -> tuple[str, str]:
+    """What `cnnlab compare` trains by default: a net from scratch against transfer learning."""
+    return SCRATCH_KIND, pretrained_kind()
 
 
 def kind_of(config: RunConfig) -> ModelKind:

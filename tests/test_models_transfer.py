@@ -7,8 +7,14 @@ from cnnlab.common.errors import CnnlabError
 from cnnlab.config import load_config
 from cnnlab.models import model_label
 from cnnlab.models.factory import build_model
-from cnnlab.models.vgg16 import network as vgg16
-from cnnlab.models.vgg16.network import build_vgg16_base, resolve_weights
+from cnnlab.models.transfer import CAFFE, network
+from cnnlab.models.vgg16 import BACKBONE as VGG16
+
+
+def layer_names(model) -> list[str]:
+    """The names of `model`'s layers, nested models' layers included."""
+    return [name for layer in model.layers
+            for name in (layer_names(layer) if isinstance(layer, keras.Model) else [layer.name])]
 
 
 def vgg_config(**overrides):
@@ -36,7 +42,7 @@ def write_legacy_notop_weights(path, seed=0):
 
 def test_preprocessing_inside_the_model_is_vgg16_preprocess_input():
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
-    layer = vgg16.caffe_preprocessing()
+    layer = network.affine_preprocessing(CAFFE)
     expected = keras.applications.vgg16.preprocess_input(images.copy())
     np.testing.assert_allclose(np.asarray(layer(images)), expected, atol=1e-4)
     assert not layer.trainable
@@ -46,7 +52,7 @@ def test_model_takes_raw_32px_images_and_upscales_inside():
     model = build_model(vgg_config(**{"vgg16.image_size": 64}), 10, (32, 32, 3))
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
     assert model.get_layer("upscale").output.shape[1:3] == (64, 64)
-    assert model.get_layer("vgg16").output.shape[1:] == (2, 2, 512)
+    assert model.get_layer(network.TRUNK_NAME).output.shape[1:] == (2, 2, 512)
     assert [layer.name for layer in model.layers][-3:] == ["head_dense1", "head_dropout1", "probabilities"]
 
 
@@ -59,10 +65,10 @@ def test_head_pooling_and_units_come_from_config():
 
 def test_freezing_leaves_only_the_chosen_blocks_trainable():
     model = build_model(vgg_config(), 10, (32, 32, 3))
-    vgg16.freeze_base(model, 0)
-    assert not any(layer.trainable for layer in model.get_layer("vgg16").layers)
-    vgg16.freeze_base(model, 2)
-    trainable = {layer.name for layer in model.get_layer("vgg16").layers if layer.trainable}
+    network.freeze_trunk(VGG16, model, 0)
+    assert not any(layer.trainable for layer in model.get_layer(network.TRUNK_NAME).layers)
+    network.freeze_trunk(VGG16, model, 2)
+    trainable = {layer.name for layer in model.get_layer(network.TRUNK_NAME).layers if layer.trainable}
     assert trainable == {"block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
                          "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"}
 
@@ -78,7 +84,7 @@ def test_save_load_round_trip_in_safe_mode(tmp_path):
 def test_local_weights_file_in_keras_notop_layout_loads_every_layer(tmp_path):
     path = tmp_path / "vgg16_notop.h5"
     written = write_legacy_notop_weights(path)
-    base = build_vgg16_base(vgg_config(**{"vgg16.weights": str(path)}).vgg16)
+    base = network.build_trunk(VGG16, vgg_config(**{"vgg16.weights": str(path)}).vgg16)
     loaded_layers = 0
     for layer in base.layers:
         expected_weights = written.get(layer.name, [])  # the input layer's name differs; it has no weights
@@ -93,27 +99,27 @@ def test_keras3_weights_file_also_loads(tmp_path):
     source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "mine.weights.h5"
     source.save_weights(path)
-    base = build_vgg16_base(vgg_config(**{"vgg16.weights": str(path)}).vgg16)
+    base = network.build_trunk(VGG16, vgg_config(**{"vgg16.weights": str(path)}).vgg16)
     for expected, actual in zip(source.get_weights(), base.get_weights()):
         np.testing.assert_array_equal(expected, actual)
 
 
 def test_bad_weights_are_refused(tmp_path):
     with pytest.raises(CnnlabError, match="weights file not found"):
-        resolve_weights(str(tmp_path / "missing.h5"))
+        network.resolve_weights(str(tmp_path / "missing.h5"))
     with pytest.raises(CnnlabError, match="unknown --weights value 'imagenett'"):
-        resolve_weights("imagenett")
+        network.resolve_weights("imagenett")
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5")
     with pytest.raises(CnnlabError, match="is not an HDF5 weights file"):
-        resolve_weights(str(text))
+        network.resolve_weights(str(text))
     wrong = tmp_path / "wrong.h5"
     with h5py.File(wrong, "w") as handle:
         handle.attrs["layer_names"] = [b"dense"]
         handle.create_group("dense").attrs["weight_names"] = [b"kernel:0"]
         handle["dense"].create_dataset("kernel:0", data=np.zeros((3, 3)))
     with pytest.raises(CnnlabError, match="does not hold VGG16 no-top weights"):
-        build_vgg16_base(vgg_config(**{"vgg16.weights": str(wrong)}).vgg16)
+        network.build_trunk(VGG16, vgg_config(**{"vgg16.weights": str(wrong)}).vgg16)
 
 
 def test_imagenet_download_failure_explains_the_offline_options(monkeypatch):
@@ -124,7 +130,7 @@ def test_imagenet_download_failure_explains_the_offline_options(monkeypatch):
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(CnnlabError, match="could not get the ImageNet VGG16 weights .* --weights PATH .* --weights none"):
-        build_vgg16_base(vgg_config(**{"vgg16.weights": "imagenet"}).vgg16)
+        network.build_trunk(VGG16, vgg_config(**{"vgg16.weights": "imagenet"}).vgg16)
 
 
 def test_labels_never_call_a_random_start_fine_tuned():
@@ -140,43 +146,45 @@ def test_labels_never_call_a_random_start_fine_tuned():
 @pytest.mark.parametrize("first_block, feature_shape", [(4, (4, 4, 256)), (5, (2, 2, 512)), (6, (1, 1, 512))])
 def test_split_before_a_block_chains_back_to_the_whole_model(first_block, feature_shape):
     model = build_model(vgg_config(), 10, (32, 32, 3))
-    extractor, rest = vgg16.split_before_block(model, first_block)
+    extractor, rest = network.split_before_block(VGG16, model, first_block)
     images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     assert extractor.output_shape[1:] == feature_shape
     np.testing.assert_allclose(rest.predict(extractor.predict(images, verbose=0), verbose=0),
                                model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
     shared = {id(weight) for weight in model.weights}  # the same variables, not copies: training one trains the other
     assert {id(weight) for weight in extractor.weights + rest.weights} <= shared
-    trained_blocks = {layer.name[:6] for layer in rest.layers if layer.name.startswith("block")}
+    trained_blocks = {name[:6] for name in layer_names(rest) if name.startswith("block")}
     assert trained_blocks == {f"block{block}" for block in range(first_block, 6)}
 
 
 def test_each_phase_caches_the_output_of_the_blocks_it_keeps_frozen():
     config = vgg_config(**{"vgg16.top_block": 4, "vgg16.unfreeze_blocks": 2, "vgg16.head_epochs": 3,
                            "vgg16.finetune_epochs": 2, "train.epochs": 9})
-    head, finetune = vgg16.phases(config)
+    head, finetune = network.phases(VGG16, config.vgg16, config)
     assert (head.epochs, finetune.epochs) == (3, 2)  # the head's own count, not the CNN's train.epochs
     assert head.cached_features.keywords == {"first_block": 5}  # the whole (cut) base
     assert finetune.cached_features.keywords == {"first_block": 3}  # below the two unfrozen blocks
-    (only,) = vgg16.phases(vgg_config(**{"vgg16.unfreeze_blocks": 0, "train.epochs": 7}))
+    only_config = vgg_config(**{"vgg16.unfreeze_blocks": 0, "train.epochs": 7})
+    (only,) = network.phases(VGG16, only_config.vgg16, only_config)
     assert only.epochs == 7 and only.cached_features.keywords == {"first_block": 6}
-    everything = vgg16.phases(vgg_config(**{"vgg16.unfreeze_blocks": 5}))
+    everything_config = vgg_config(**{"vgg16.unfreeze_blocks": 5})
+    everything = network.phases(VGG16, everything_config.vgg16, everything_config)
     assert everything[1].cached_features is None  # nothing stays frozen: nothing to compute once
     shifted = vgg_config(**{"data.translate": 2})
-    assert all(phase.cached_features is None for phase in vgg16.phases(shifted))  # shifts need the images
+    assert all(phase.cached_features is None for phase in network.phases(VGG16, shifted.vgg16, shifted))  # shifts need the images
 
 
 def test_top_block_keeps_the_blocks_below_it_with_their_weights(tmp_path):
     whole = build_model(vgg_config(**{"vgg16.image_size": 64}), 10, (32, 32, 3))
     cut = build_model(vgg_config(**{"vgg16.image_size": 64, "vgg16.top_block": 4, "vgg16.unfreeze_blocks": 1,
                                     "vgg16.head_batch_norm": True}), 10, (32, 32, 3))
-    assert cut.get_layer("vgg16").output.shape[1:] == (4, 4, 512)  # block 4's pooling at 64 px
-    assert not any(layer.name.startswith("block5") for layer in cut.get_layer("vgg16").layers)
+    assert cut.get_layer(network.TRUNK_NAME).output.shape[1:] == (4, 4, 512)  # block 4's pooling at 64 px
+    assert not any(layer.name.startswith("block5") for layer in cut.get_layer(network.TRUNK_NAME).layers)
     assert "head_norm" in [layer.name for layer in cut.layers]
     block5 = 3 * (512 * 512 * 9 + 512)  # its three convolutions
-    assert whole.get_layer("vgg16").count_params() - cut.get_layer("vgg16").count_params() == block5
-    vgg16.freeze_base(cut, 1)  # the last block the model keeps is block 4
-    assert {layer.name[:6] for layer in cut.get_layer("vgg16").layers if layer.trainable} == {"block4"}
+    assert whole.get_layer(network.TRUNK_NAME).count_params() - cut.get_layer(network.TRUNK_NAME).count_params() == block5
+    network.freeze_trunk(VGG16, cut, 1)  # the last block the model keeps is block 4
+    assert {layer.name[:6] for layer in cut.get_layer(network.TRUNK_NAME).layers if layer.trainable} == {"block4"}
     assert model_label(vgg_config(**{"vgg16.top_block": 4})) == "VGG16 to block 4 from scratch"
     assert model_label(vgg_config(**{"vgg16.top_block": 4, "vgg16.weights": "/x/hed.h5",
                                      "vgg16.unfreeze_blocks": 0})) == "VGG16 to block 4 on frozen hed.h5 features"
