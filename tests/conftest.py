@@ -341,7 +341,7 @@ def compared(tmp_path_factory, synthetic_archive) -> Path:
     said = io.StringIO()
     with contextlib.redirect_stderr(said):
         code = main(
-            ["compare", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
+            ["compare", "--models", "cnn,vgg16", "--preset", "quick", "--data", str(synthetic_archive), "--epochs", "1", "--train-limit", "256",
              "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, *FLOAT32, "--out", str(out)]
         )
     assert code == 0, said.getvalue()

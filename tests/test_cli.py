@@ -275,7 +275,7 @@ def test_bad_vgg16_arguments(tmp_path, capsys, synthetic_archive, args, expected
         handle.create_group("dense").attrs["weight_names"] = [b"kernel:0"]
         handle["dense"].create_dataset("kernel:0", data=[[0.0]])
     args = [{"NOT_HDF5": tmp_path / "notes.h5", "WRONG_LAYERS": tmp_path / "wrong.h5"}.get(a, a) for a in args]
-    for command in (["train", "--model", "vgg16"], ["compare"]):
+    for command in (["train", "--model", "vgg16"], ["compare", "--models", "cnn,vgg16"]):
         out = tmp_path / "out"
         code, _, err = run_cli(capsys, *command, "--data", synthetic_archive, *args, "--out", out)
         assert_one_line_error(code, err, expected)

@@ -73,7 +73,7 @@ def test_each_source_keeps_its_own_rule_and_not_the_others(synthetic_folder, tmp
     """CIFAR-10 refuses another image size, from a folder as from an archive; an image folder takes any size, but
     refuses --sha256 before its images are read."""
     cifar10_refusal = ("data.image_size is 64, but CIFAR-10 images are 32 px and are used as they are; for larger "
-                       "VGG16 inputs set --vgg16-size instead (VGG16 upscales inside the model)")
+                       "inputs to a pretrained backbone set --backbone-size instead (it upscales inside its model)")
     with pytest.raises(CnnlabError, match=f"^{re.escape(cifar10_refusal)}$"):
         load_dataset(DataConfig(source=str(synthetic_folder), image_size=64), seed=0)
     photos = tmp_path / "photos"
@@ -100,8 +100,8 @@ def test_cifar10_at_its_own_size_is_accepted(synthetic_archive, size):
     assert data.record.image_size == 32
 
 
-def test_cifar10_at_another_size_is_refused_pointing_to_vgg16_size(synthetic_archive):
-    with pytest.raises(CnnlabError, match="CIFAR-10 images are 32 px .* set --vgg16-size instead"):
+def test_cifar10_at_another_size_is_refused_pointing_to_backbone_size(synthetic_archive):
+    with pytest.raises(CnnlabError, match="CIFAR-10 images are 32 px .* set --backbone-size instead"):
         load_dataset(DataConfig(source=str(synthetic_archive), image_size=64), seed=0)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from cnnlab.common.errors import CnnlabError
 from cnnlab.config import load_config
-from cnnlab.models import model_label
+from cnnlab.models import KINDS, kind_of, model_label
 from cnnlab.models.factory import build_model
 from cnnlab.models.transfer import CAFFE, network
 from cnnlab.models.vgg16 import BACKBONE as VGG16
@@ -197,3 +197,99 @@ def test_top_block_keeps_the_blocks_below_it_with_their_weights(tmp_path):
 def test_unfreezing_more_blocks_than_the_model_keeps_is_refused():
     with pytest.raises(CnnlabError, match=r"vgg16.unfreeze_blocks \(3\) cannot exceed vgg16.top_block \(2\)"):
         vgg_config(**{"vgg16.top_block": 2, "vgg16.unfreeze_blocks": 3})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# every backbone through the same recipe
+
+BACKBONES = {kind.backbone.name: kind.backbone for kind in KINDS.values() if kind.backbone is not None}
+# Two in the default tier: EfficientNet-Lite0 (cnnlab's own network) and MobileNetV3Small (a Keras Application that
+# normalises its input itself and has batch norms); the full tier checks every backbone.
+BACKBONE_PARAMS = [name if name in ("efficientnet_lite0", "mobilenetv3small") else
+                   pytest.param(name, marks=pytest.mark.slow) for name in BACKBONES]
+
+
+def backbone_config(name: str, **overrides):
+    return load_config("seed", {"model": name, f"{name}.weights": "none", f"{name}.image_size": 32,
+                                f"{name}.head_batch_norm": True, **overrides})
+
+
+@pytest.mark.parametrize("name", BACKBONE_PARAMS)
+def test_each_backbone_has_the_blocks_it_declares_and_is_cut_after_each_of_them(name):
+    """Each block ends where a single tensor is all later layers read: cut there, the two parts chained compute
+    exactly the model, and each block's output is at a lower resolution than the last."""
+    backbone = BACKBONES[name]
+    model = build_model(backbone_config(name), 10, (32, 32, 3))
+    trunk = model.get_layer(network.TRUNK_NAME)
+    at_224 = network.build_trunk(backbone, getattr(backbone_config(name), name), 224)
+    ends = network.block_ends(backbone, at_224)
+    assert len(ends) == backbone.blocks
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    sizes = []
+    for first_block in range(1, backbone.blocks + 2):
+        extractor, rest = network.split_before_block(backbone, model, first_block)
+        sizes.append(extractor.output_shape[1])
+        np.testing.assert_allclose(rest.predict(extractor.predict(images, verbose=0), verbose=0), expected,
+                                   rtol=1e-4, atol=1e-5)
+    assert trunk.output_shape[1:] == extractor.output_shape[1:]  # cut after the top block: the whole trunk
+    resolutions = [at_224.operations[end].output.shape[1] for end in ends]
+    assert resolutions == sorted(resolutions, reverse=True) and len(set(resolutions)) == len(resolutions)
+
+
+@pytest.mark.parametrize("name", BACKBONE_PARAMS)
+def test_fine_tuning_unfreezes_the_top_blocks_alone_and_the_tally_counts_the_model(name):
+    backbone = BACKBONES[name]
+    config = backbone_config(name, **{f"{name}.top_block": 3, f"{name}.unfreeze_blocks": 1})
+    model = build_model(config, 10, (32, 32, 3))
+    network.freeze_trunk(backbone, model, 0)
+    assert not model.get_layer(network.TRUNK_NAME).trainable_weights
+    network.freeze_trunk(backbone, model, 1)
+    extractor, rest = network.split_before_block(backbone, model, 3)
+    trained = {id(weight) for weight in model.get_layer(network.TRUNK_NAME).trainable_weights}
+    head = {id(weight) for layer in model.layers if layer.name.startswith(network.HEAD_PREFIX)
+            or layer.name == network.OUTPUT_NAME for weight in layer.trainable_weights}
+    assert trained and not trained & {id(weight) for weight in extractor.weights}  # blocks 1-2 stay frozen
+    assert {id(weight) for weight in rest.trainable_weights} == trained | head  # block 3 and the head train
+    tally = kind_of(config).tally(config, 10, (32, 32, 3))
+    assert tally.parameters == model.count_params()
+
+
+def test_each_backbone_normalises_its_input_as_its_keras_preprocess_input_does():
+    from cnnlab.models.transfer import MINUS_ONE_TO_ONE, TORCH
+
+    images = np.random.default_rng(4).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    for preprocessing, module in ((CAFFE, keras.applications.vgg16), (MINUS_ONE_TO_ONE, keras.applications.resnet_v2),
+                                  (TORCH, keras.applications.densenet)):
+        layer = network.affine_preprocessing(preprocessing)
+        np.testing.assert_allclose(np.asarray(layer(images)), module.preprocess_input(images.copy()), rtol=1e-5,
+                                   atol=1e-4)
+
+
+def test_backbone_labels_say_where_the_weights_came_from():
+    assert model_label(backbone_config("resnet50v2")) == "ResNet50V2 from scratch"
+    assert model_label(load_config("quick", {"model": "efficientnet_lite0"})) == (
+        "EfficientNet-Lite0 on frozen ImageNet features")
+    assert model_label(backbone_config("densenet121", **{"densenet121.weights": "/x/d.h5",
+                                                         "densenet121.top_block": 4})) == (
+        "DenseNet121 to block 4 fine-tuned (d.h5)")
+
+
+def test_fine_tuning_keeps_the_trunks_batch_norms_and_trains_its_top_block():
+    """Keras hands fit's training=True on into nested models: a trainable batch norm would normalise by batch
+    statistics and overwrite the pretrained ones. They stay frozen; the top block's convolutions train."""
+    name = "efficientnet_lite0"
+    backbone = BACKBONES[name]
+    model = build_model(backbone_config(name, **{f"{name}.top_block": 2}), 10, (32, 32, 3))
+    network.freeze_trunk(backbone, model, 1)
+    trunk = model.get_layer(network.TRUNK_NAME)
+    norms = [layer for layer in trunk.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [weight.numpy().copy() for layer in norms for weight in layer.weights]
+    convs = [weight for weight in trunk.trainable_weights]
+    conv_before = [weight.numpy().copy() for weight in convs]
+    model.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+    images = np.random.default_rng(5).integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    model.fit(images, np.eye(10)[np.arange(16) % 10], epochs=1, batch_size=8, verbose=0)
+    assert all(np.array_equal(old, weight.numpy()) for old, weight in zip(before, (w for layer in norms
+                                                                                    for w in layer.weights)))
+    assert convs and all(not np.array_equal(old, weight.numpy()) for old, weight in zip(conv_before, convs))

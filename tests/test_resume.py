@@ -121,7 +121,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive
 
 def test_killed_compare_resumes_without_retraining_the_finished_model(tmp_path, synthetic_archive):
     out = tmp_path / "both"
-    process = start("compare", "--preset", "quick", "--data", synthetic_archive, "--epochs", "2", "--train-limit",
+    process = start("compare", "--models", "cnn,vgg16", "--preset", "quick", "--data", synthetic_archive, "--epochs", "2", "--train-limit",
                     "1000", "--val-size", "100", *TEST_LIMIT, *TINY_MODEL, *TINY_VGG16, "--out", out)
     wait_for_epochs(out / "vgg16" / "history.csv", 1, process)
     process.send_signal(signal.SIGKILL)

@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cnnlab",
         description="Train a CNN from scratch on CIFAR-10 (the tutorial's, or a fast whitened net: presets fast and "
-                    "scratch), fine-tune VGG16, and compare the two.",
+                    "scratch), fine-tune a pretrained backbone (VGG16, EfficientNet-Lite0, ResNet50V2, ...: `cnnlab "
+                    "models`), and compare them.",
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

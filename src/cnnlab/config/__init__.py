@@ -154,10 +154,13 @@ def config_from_dict(raw: Any) -> RunConfig:
 
 def to_toml(config: RunConfig) -> str:
     """`config` as a preset file: what `load_config` reads back into the same settings (under the file's name).
-    Unset values (None) are left out: a missing key is unset."""
+    Unset values (None) are left out: a missing key is unset; so is the section of a kind other than the config's
+    model while it holds its defaults."""
     settings = config.to_dict()
     lines = [f"{key} = {toml_value(settings[key])}" for key in TOP_LEVEL]
     for section in SECTIONS:
+        if section in KINDS and section != config.model and getattr(config, section) == SECTIONS[section]():
+            continue  # another kind's section at its defaults: left out, it reads back the same (eleven kinds)
         lines += ["", f"[{section}]"]
         lines += [f"{key} = {toml_value(value)}" for key, value in settings[section].items() if value is not None]
     return "\n".join(lines) + "\n"

@@ -65,7 +65,8 @@ def load_source(path: Path | None, data: DataConfig, seed: int, cache_dir: Path 
     if data.image_size not in (None, IMAGE_SIZE):
         raise CnnlabError(
             f"data.image_size is {data.image_size}, but CIFAR-10 images are {IMAGE_SIZE} px and are used "
-            "as they are; for larger VGG16 inputs set --vgg16-size instead (VGG16 upscales inside the model)"
+            "as they are; for larger inputs to a pretrained backbone set --backbone-size instead (it upscales inside "
+            "its model)"
         )
     return load_cifar10(path, data.sha256, cache_dir, warn)
 
