@@ -159,3 +159,17 @@ def test_main_job_children_import_the_checked_out_revision_not_the_installed_one
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="imports cnnlab from .*, not from"):
         main_job.child_environment(tmp_path / "empty")  # no cnnlab there: the installed one would answer
+
+
+def test_backbones_counts_the_forward_flops_of_a_runs_model(kind_runs):
+    """Twice the multiply-adds of each convolution and dense layer: the tiny CNN (convs of 8 and 16 filters on
+    32 and 16 px, dense 32, 10 classes) counted by hand."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("backbones", BENCHMARKS / "backbones.py")
+        backbones = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(backbones)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    by_hand = 2 * (32 * 32 * 3 * 3 * 3 * 8 + 16 * 16 * 3 * 3 * 8 * 16 + 8 * 8 * 16 * 32 + 32 * 10)
+    assert backbones.forward_flops(kind_runs["cnn"]) == by_hand

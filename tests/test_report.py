@@ -21,6 +21,7 @@ from cnnlab.common.errors import CnnlabError
 from cnnlab.config import RunConfig, load_config, parse_overrides, preset_measured
 from cnnlab.evaluation import stats
 from cnnlab.evaluation.scoring import metrics_from_probabilities
+from cnnlab.models import compared_kinds
 from cnnlab.report.builder import FinishedRun, build_report, load_finished_run
 from cnnlab.report.sections import SECTIONS
 from cnnlab.report.tables import reproduce_command
@@ -188,7 +189,7 @@ def test_compare_refuses_a_preset_for_another_model_and_writes_nothing(tmp_path,
     out = tmp_path / "fast-compare"
     assert main(["compare", "--preset", "fast", "--data", str(tmp_path / "unused"), "--out", str(out)]) != 0
     error = capsys.readouterr().err.strip()
-    assert error.startswith("cnnlab: error: compare trains the CNN and VGG16 under one recipe")
+    assert error.startswith(f"cnnlab: error: compare trains {' and '.join(compared_kinds())} under one recipe")
     assert "'fastnet'" in error and "cnnlab report RUN_DIR RUN_DIR" in error and len(error.splitlines()) == 1
     assert not out.exists()
 

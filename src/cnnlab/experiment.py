@@ -288,7 +288,8 @@ def compare(config: RunConfig, models: list[str], out: Path | None = None) -> Pa
     them all in `out`."""
     if config.model not in models:
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for the others.
-        raise CnnlabError(f"compare trains {', '.join(models)} under one recipe, and this configuration (preset "
+        named = f"{', '.join(models[:-1])} and {models[-1]}"
+        raise CnnlabError(f"compare trains {named} under one recipe, and this configuration (preset "
                           f"{config.preset!r}) is for model {config.model!r}; train each run on its own and compare "
                           "them with `cnnlab report RUN_DIR RUN_DIR`")
     out = Path(out) if out else rundir.default_run_dir(f"compare-{config.preset}", "-".join(models))

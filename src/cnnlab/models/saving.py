@@ -42,6 +42,8 @@ def float32_copy(model: keras.Model, onnx_safe: bool = False) -> keras.Model:
     swaps = ONNX_SAFE_ACTIVATIONS if onnx_safe else {}
 
     def as_float32(layer):
+        if not isinstance(layer, keras.layers.Layer):  # an operation between layers (ConvNeXt's `x + y`): no dtype
+            return layer.__class__.from_config(layer.get_config())
         if isinstance(layer, keras.layers.Activation) and layer.activation in swaps:
             return keras.layers.Activation(swaps[layer.activation], name=layer.name, dtype="float32")
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})

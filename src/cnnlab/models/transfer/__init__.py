@@ -64,6 +64,7 @@ class Backbone:
     head_pooling: str = "avg"
     head_units: tuple[int, ...] = ()
     head_dropout: float = 0.2
+    finetune_learning_rate: float = 1e-5  # phase 2's default
     # Whether pretrained ImageNet weights can be had without a download; None: only Keras's download gives them
     imagenet_offline: object = None  # () -> bool
 
@@ -92,7 +93,7 @@ def transfer_settings(backbone: Backbone) -> type:
         # Phase 2 trains the last N blocks up to top_block; 0 skips phase 2
         ("unfreeze_blocks", int, setting(1, bounds=Range(0, backbone.blocks))),
         ("finetune_epochs", int, setting(5, bounds=Range(0, MAX_EPOCHS))),
-        ("finetune_learning_rate", float, setting(1e-5, bounds=LEARNING_RATE)),
+        ("finetune_learning_rate", float, setting(backbone.finetune_learning_rate, bounds=LEARNING_RATE)),
     ]
     class_name = "".join(part.capitalize() for part in backbone.name.split("_")) + "Config"
     return dataclasses.make_dataclass(class_name, fields, frozen=True, namespace={"__module__": __name__})
