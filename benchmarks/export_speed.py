@@ -62,7 +62,7 @@ def main() -> None:
     for format in args.formats:
         require_modules(FORMATS[format].modules, f"{format} export")
     import_keras()
-    model = run.load_model()
+    model = run.load_model(run.settings().class_names)
     shape = model.input_shape[1:]
     rng = np.random.default_rng(0)
     batches = {size: rng.integers(0, 256, (size, *shape)).astype(np.float32) for size in (1, 256)}

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_VGG16, run_metrics
+from conftest import TINY_MODEL, TINY_VGG16, run_metrics, tiny_backbone
 
 BACKENDS = ("tensorflow", "jax", "torch")
 CLASSES = ("blue", "green", "red")
@@ -36,6 +36,8 @@ KINDS = {
     "fastnet": ["--preset", "scratch", "--set", "fastnet.widths=[8, 16, 16]",
                 "--set", "train.test_time_augmentation=0"],
     "vgg16": ["--preset", "seed", "--model", "vgg16", *TINY_VGG16],
+    # cnnlab's own Keras network of a backbone (built-in layers only): the same on every backend
+    "efficientnet_lite0": tiny_backbone("efficientnet_lite0"),
 }
 FAULTS = Path(__file__).resolve().parent / "faults.py"
 # Initial weights (and dropout masks) come from each backend's own random generator: the same seed draws different
@@ -45,7 +47,7 @@ FAULTS = Path(__file__).resolve().parent / "faults.py"
 # 0.948 / 0.543 / 0.519 (0.43; it learns in its first epoch, so its starts show). The tolerances leave room above
 # those; they catch a backend whose loss is computed differently (a missing softmax, label smoothing or averaging, a
 # diverging run), not the starts' noise.
-FIRST_EPOCH_LOSS_SPREAD = {"cnn": 1.0, "fastnet": 0.1, "vgg16": 0.7}
+FIRST_EPOCH_LOSS_SPREAD = {"cnn": 1.0, "fastnet": 0.1, "vgg16": 0.7, "efficientnet_lite0": 1.0}
 # (backend, kind) for the tests below: the CNN on JAX and PyTorch in the default tier, the rest in the full tier
 WITHOUT_TENSORFLOW = [pytest.param(backend, kind, marks=() if kind == "cnn" else pytest.mark.slow)
                       for backend in ("jax", "torch") for kind in KINDS]

@@ -50,3 +50,22 @@ def test_a_full_disk_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeyp
     with pytest.raises(CnnlabError, match="cannot write .*metrics.json: No space left on device"):
         files.write_json(target, {"new": 1})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_read_json_refuses_a_huge_or_deeply_nested_file_in_one_line_without_reading_it_whole(tmp_path):
+    import tracemalloc
+
+    sparse = tmp_path / "metrics.json"
+    with open(sparse, "wb") as file:  # 1.5 GB that takes 4 KB on disk
+        file.truncate(1_500_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CnnlabError, match=r"metrics.json is over 64 MiB: not a cnnlab file"):
+            files.read_json(sparse)
+        assert tracemalloc.get_traced_memory()[1] < 80 << 20  # the cap and a little, never the file
+    finally:
+        tracemalloc.stop()
+    nested = tmp_path / "status.json"
+    nested.write_text("[" * 200_000)
+    with pytest.raises(CnnlabError, match="status.json is not a cnnlab file: its values are nested too deeply"):
+        files.read_json(nested)

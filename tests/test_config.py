@@ -431,3 +431,30 @@ def test_devices_default_to_one_and_zero_means_all():
 @pytest.mark.parametrize("batch_size, evaluation_batch_size", [(32, 256), (256, 256), (96, 288), (1024, 1024)])
 def test_evaluation_batches_are_at_least_256_and_a_multiple_of_the_training_batch(batch_size, evaluation_batch_size):
     assert load_config("seed", {"train.batch_size": batch_size}).train.evaluation_batch_size == evaluation_batch_size
+
+
+@pytest.mark.parametrize("text", [
+    "a." * 20_000 + "a = 1\n",  # one dotted key of 20,001 parts: 40 KB that took 1.6 GB to parse
+    "[" + "a." * 100_000 + "a]\n",  # a table header of 100,001 parts: 37 s of CPU before its refusal
+    'x = {' + '"q".' * 5_000 + 'b = 1}\n',  # quoted parts, in an inline table
+])
+def test_a_key_of_thousands_of_dotted_parts_is_refused_before_it_is_parsed(tmp_path, text):
+    import tracemalloc
+
+    preset = tmp_path / "long-key.toml"
+    preset.write_text(text)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CnnlabError, match="a key or table name has more than 16 dotted parts") as caught:
+            load_config(str(preset))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(caught.value) and peak < 20 * len(text) + (1 << 20)  # what reading the file costs
+
+
+def test_dotted_keys_and_values_with_dots_within_the_limit_still_read(tmp_path):
+    preset = tmp_path / "dots.toml"
+    preset.write_text('description = "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s"\ntrain.epochs = 3\n[cnn]\nbatch_norm = true\n')
+    config = load_config(str(preset))
+    assert config.train.epochs == 3 and config.cnn.batch_norm and config.description.count(".") == 18

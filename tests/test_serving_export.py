@@ -29,7 +29,7 @@ def recomputed_parity(run_dir, format, artifact, count):
 
     run = Run.open_finished(run_dir)
     images = parity_sample(run, count)
-    expected = run.load_model().predict(images, batch_size=32, verbose=0).astype(np.float64)
+    expected = run.load_model(run.settings().class_names).predict(images, batch_size=32, verbose=0).astype(np.float64)
     answered = np.concatenate([load_artifact(format, artifact)(images[start:start + 32])
                                for start in range(0, len(images), 32)])
     assert answered.shape == expected.shape

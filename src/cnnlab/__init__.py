@@ -1,4 +1,4 @@
-"""cnnlab: train a CNN from scratch on CIFAR-10, fine-tune VGG16, and compare the two honestly.
+"""cnnlab: train a CNN from scratch on CIFAR-10, fine-tune a pretrained backbone, and compare them honestly.
 
 The pipeline, in the order data flows (each a package of its own):
     config -> data -> models -> runs -> training -> evaluation -> report -> serving; experiment.py runs whole jobs,

@@ -580,7 +580,7 @@ def _predict(args) -> int:
         model = load_onnx(args.run_dir, settings.class_names)
     else:
         _import_keras_quietly()
-        model = run.load_model()
+        model = run.load_model(settings.class_names)
     results = predict_images(model, args.images, settings.class_names,
                              min(args.top, len(settings.class_names)), settings.augmentation, settings.resize)
     if args.json:

@@ -28,7 +28,7 @@ from cnnlab.runs import rundir
 from cnnlab.runs import provenance
 from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
                                        predict_probabilities, score_corruptions)
-from cnnlab.models import KINDS, kind_of  # the registry alone: no Keras until a model is built
+from cnnlab.models import KINDS, compared_kinds, kind_of  # the registry alone: no Keras until a model is built
 from cnnlab.runs.run import Run
 
 COMPARE_PLAN = "compare.json"  # in a comparison's folder: the models it trains, in order, for --resume
@@ -171,10 +171,7 @@ def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | No
     run = Run.open_finished(run_dir)
     config = run.config
     data = run.load_data(data_source, sha256)
-    model = run.load_model()
-    if model.output_shape[-1] != len(data.class_names):
-        raise CnnlabError(f"the data at {data.record.path} has {len(data.class_names)} classes, but this run's model "
-                          f"answers for {model.output_shape[-1]}")
+    model = run.load_model(data.class_names)
     with run.locked():
         metrics = _training_summary(run)
         record = provenance.metrics_record(data)
@@ -283,9 +280,10 @@ def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Pa
     return report(run_dirs, out)
 
 
-def compare(config: RunConfig, models: list[str], out: Path | None = None) -> Path:
-    """Train each of `models` under one preset into `out/<model>`, one after the other, then write the report on
-    them all in `out`."""
+def compare(config: RunConfig, models: list[str] | None = None, out: Path | None = None) -> Path:
+    """Train each of `models` (default: `models.compared_kinds()`, the CNN and a pretrained backbone) under one
+    preset into `out/<model>`, one after the other, then write the report on them all in `out`."""
+    models = list(models or compared_kinds())
     if config.model not in models:
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for the others.
         named = f"{', '.join(models[:-1])} and {models[-1]}"

@@ -50,15 +50,26 @@ def write_json(path: Path, payload: Any) -> None:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
+# cnnlab's own JSON files (a run's config, metrics, status, a plan) are a few hundred KB at most: a bigger one is
+# not one of them, and is never read whole (a 1.5 GB sparse metrics.json took predict to 3.15 GB before).
+MAX_JSON_BYTES = 64 << 20
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as file:
+            payload = file.read(MAX_JSON_BYTES + 1)
+        if len(payload) > MAX_JSON_BYTES:
+            raise CnnlabError(f"{path} is over {MAX_JSON_BYTES >> 20} MiB: not a cnnlab file")
+        return json.loads(payload.decode("utf-8"))
     except FileNotFoundError:
         raise CnnlabError(f"{path} not found") from None
     except OSError as exc:
         raise CnnlabError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CnnlabError(f"{path} is not valid JSON") from None
+    except RecursionError:  # json reads nested arrays and objects recursively
+        raise CnnlabError(f"{path} is not a cnnlab file: its values are nested too deeply") from None
 
 
 def remove_leftover_temporaries(folder: Path) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -220,13 +220,22 @@ class Run:
             self.check_data(data)
         return data
 
-    def load_model(self) -> keras.Model:
-        """The run's model.keras, read safely (sizes checked first, no code runs)."""
+    def load_model(self, class_names: Sequence[str]) -> keras.Model:
+        """The run's model.keras, read safely (sizes checked first, no code runs), and checked to answer for
+        `class_names` (the run's own, or the data's): one probability each, or every label after the count is
+        wrong."""
         from cnnlab.models.saving import load_model
 
-        return load_model(self.model_path)
+        model = load_model(self.model_path)
+        outputs = model.output_shape[-1]
+        if outputs != len(class_names):
+            raise CnnlabError(f"{self.model_path} answers for {outputs} classes, but there are {len(class_names)} "
+                              f"class names ({', '.join(map(str, class_names[:3]))}{', ...' * (len(class_names) > 3)})"
+                              "; the model and the run's classes do not belong together")
+        return model
 
 
 def load_run_model(run_dir: Path) -> keras.Model:
-    """The model of the run in `run_dir`, read safely: `Run(run_dir).load_model()`."""
-    return Run(run_dir).load_model()
+    """The model of the run in `run_dir`, read safely and checked against its class names."""
+    run = Run(run_dir)
+    return run.load_model(run.settings().class_names)

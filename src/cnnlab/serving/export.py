@@ -69,7 +69,7 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
     fails the check is not kept, and the error carries its record's numbers."""
     out, run, settings = _checked(run_dir, format, out, parity_images)
     images = parity_sample(run, parity_images)
-    model = _load_probability_model(run)
+    model = _load_probability_model(run, settings.class_names)
     # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
     with run.locked(), _folders_made_for(out.parent), \
             tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out.parent) as staging:
@@ -158,12 +158,12 @@ def parity_sample(run: Run, count: int) -> np.ndarray:
     return data.x_test[index].astype(np.float32)
 
 
-def _load_probability_model(run: Run):
-    """The run's Keras model, checked to end in a softmax: every cnnlab kind returns probabilities, and an artifact
-    must too."""
+def _load_probability_model(run: Run, class_names) -> object:
+    """The run's Keras model, checked to answer for its classes and to end in a softmax: every cnnlab kind returns
+    probabilities, and an artifact must too."""
     import keras
 
-    model = run.load_model()
+    model = run.load_model(class_names)
     last = model.layers[-1]
     if getattr(last, "activation", None) is not keras.activations.softmax:
         raise CnnlabError(f"the model's last layer ({last.name}) is not a softmax; cnnlab exports probabilities")

@@ -80,7 +80,7 @@ def check_runs(run_dirs: list[Path]) -> list[tuple[Run, RunSettings]]:
 
 
 def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
-    runs = [ServedRun(name, run.load_model(), settings, threading.Lock())
+    runs = [ServedRun(name, run.load_model(settings.class_names), settings, threading.Lock())
             for name, (run, settings) in zip(run_names(run_dirs), check_runs(run_dirs))]
     for run in runs:  # Keras builds its predict function on the first call: at start, not in a user's request
         run.top_classes([np.zeros((*run.input_size, 3), dtype=np.uint8)], 1)
