@@ -24,21 +24,21 @@ import numpy as np
 
 from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset, make_splits
-from cnnlab.models.vgg16 import Vgg16Config
-from cnnlab.models.vgg16 import NUM_BLOCKS
-from cnnlab.models.vgg16.network import build_vgg16_base, caffe_preprocessing
+from cnnlab.models.transfer import CAFFE
+from cnnlab.models.transfer.network import affine_preprocessing, build_trunk
+from cnnlab.models.vgg16 import BACKBONE, NUM_BLOCKS, Vgg16Config
 
 
 def block_features(size: int, weights: str, images: np.ndarray, seed: int) -> tuple[list[np.ndarray], float]:
     """Each block's pooled output, averaged over positions, for `images`; and the images per second."""
     keras.utils.set_random_seed(seed)
-    base = build_vgg16_base(Vgg16Config(weights=weights, image_size=size))
+    base = build_trunk(BACKBONE, Vgg16Config(weights=weights, image_size=size))
     pooled = [keras.layers.GlobalAveragePooling2D()(base.get_layer(f"block{block}_pool").output)
               for block in range(1, NUM_BLOCKS + 1)]
     pooled_base = keras.Model(base.input, pooled)
     inputs = keras.Input(shape=images.shape[1:])
     x = keras.layers.Resizing(size, size)(inputs) if images.shape[1] != size else inputs
-    extractor = keras.Model(inputs, pooled_base(caffe_preprocessing()(x)))
+    extractor = keras.Model(inputs, pooled_base(affine_preprocessing(CAFFE)(x)))
     extractor.predict(images[:32], batch_size=32, verbose=0)  # build and warm up outside the timing
     started = time.perf_counter()
     features = extractor.predict(images, batch_size=128, verbose=0)

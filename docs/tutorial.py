@@ -196,7 +196,7 @@ cnn.summary()
 # %%
 vgg16 = cnnlab.build_model(vgg16_config, len(data.class_names), image_shape)
 vgg16.summary()
-trunk = vgg16.get_layer("vgg16").count_params()
+trunk = vgg16.get_layer("trunk").count_params()
 head = sum(layer.count_params() for layer in vgg16.layers if layer.name.startswith("head_")
            or layer.name == "probabilities")
 print(f"{cnnlab.model_label(vgg16_config)}: {trunk:,} parameters in the trunk (frozen while the head trains), "

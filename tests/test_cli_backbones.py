@@ -41,7 +41,9 @@ def test_compare_trains_three_models_reports_on_all_and_resumes_from_its_plan(sy
     done = run_cnnlab("compare", "--models", ",".join(models), "--preset", "quick", "--data", synthetic_archive,
                       *TINY_DATA, *TINY_MODEL, *TINY_BACKBONES, *FLOAT32, "--out", out)
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "compare.json").read_text()) == {"models": models}
+    plan = json.loads((out / "compare.json").read_text())
+    assert plan["models"] == models and plan["config"]["preset"] == "quick"  # and the settings each model trains with
+    assert plan["config"]["efficientnet_lite0"]["top_block"] == plan["config"]["mobilenetv3small"]["top_block"] == 2
     assert "model 3 of 3: MobileNetV3Small to block 2 from scratch" in done.stderr
     markdown = (out / "report.md").read_text()
     for name in models:
@@ -70,3 +72,28 @@ def test_bad_model_lists_are_refused_in_one_line_before_anything_trains(models, 
     done = run_cnnlab("compare", "--models", models, "--out", tmp_path / "out")
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_comparison_that_failed_before_its_first_run_resumes_from_its_plan_alone(synthetic_archive, tmp_path):
+    """The data is missing: compare stops before any run, leaving its plan (models and configuration) alone in the
+    folder; once the data is there, --resume trains every model from that plan."""
+    archive = tmp_path / "later" / "cifar-10-python.tar.gz"
+    out = tmp_path / "both"
+    failed = run_cnnlab("compare", "--models", "cnn,efficientnet_lite0", "--preset", "quick", "--data", archive,
+                        *TINY_DATA, *TINY_MODEL, *TINY_BACKBONES, *FLOAT32, "--out", out)
+    assert failed.returncode != 0 and [path.name for path in out.iterdir()] == ["compare.json"]
+    archive.parent.mkdir()
+    shutil.copy(synthetic_archive, archive)
+    resumed = run_cnnlab("compare", "--resume", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_metrics(out / "efficientnet_lite0")["label"] == "EfficientNet-Lite0 to block 2 from scratch"
+    assert f"{run_metrics(out / 'cnn')['test_accuracy']:.2%}" in (out / "report.md").read_text()
+
+
+def test_one_weights_file_for_two_backbones_is_refused_in_one_line(tmp_path):
+    weights = tmp_path / "lite0.weights.h5"
+    weights.write_bytes(b"")
+    done = run_cnnlab("compare", "--models", "cnn,vgg16,efficientnet_lite0", "--weights", weights, "--print-config")
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"cnnlab: error: --weights {weights} would start vgg16 and efficientnet_lite0 from one file; set each "
+        "backbone's weights in a preset ([NAME] weights = ...) or --set NAME.weights=PATH"]

@@ -61,10 +61,94 @@ def test_the_reader_refuses_a_file_that_names_any_other_callable(tmp_path):
     assert not (tmp_path / "hacked").exists() and not Path("hacked").exists()
 
 
+def test_the_reader_runs_nothing_even_from_the_files_first_pickle(tmp_path):
+    path = tmp_path / "evil-first.pth"
+    path.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(CnnlabError, match=r"it names (posix|nt)\.system"):
+        read_state_dict(path)
+    assert not (tmp_path / "hacked").exists() and not Path("hacked").exists()
+
+
+def _legacy_file(path, tensors: dict, storages: dict) -> None:
+    """A file in PyTorch's older format: the four pickles, then each storage's count and bytes. `tensors`: name ->
+    (storage key, offset, shape, stride); `storages`: key -> float32 values."""
+
+    class Rebuild:
+        def __init__(self, *args):
+            self.args = args
+
+        def __reduce__(self):
+            return (_torch_global("torch._utils", "_rebuild_tensor_v2"), self.args)
+
+    class Pickler(pickle._Pickler):  # Python's own pickler, whose save_global can write a global it cannot import
+        def save_global(self, obj, name=None):
+            if hasattr(obj, "pickled_as"):
+                module, qualified = obj.pickled_as
+                self.write(pickle.GLOBAL + f"{module}\n{qualified}\n".encode())
+                self.memoize(obj)
+            else:
+                super().save_global(obj, name)
+
+        def persistent_id(self, obj):
+            if isinstance(obj, StorageRef):
+                return ("storage", _torch_global("torch", "FloatStorage"), obj.key, "cpu", len(storages[obj.key]))
+            return None
+
+    class StorageRef:
+        def __init__(self, key):
+            self.key = key
+
+    state = collections.OrderedDict(
+        (name, Rebuild(StorageRef(key), offset, shape, stride, False, collections.OrderedDict()))
+        for name, (key, offset, shape, stride) in tensors.items())
+    with open(path, "wb") as file:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001}):
+            pickle.dump(header, file)
+        Pickler(file).dump(state)
+        pickle.dump(list(storages), file)
+        for values in storages.values():
+            file.write(len(values).to_bytes(8, "little"))
+            file.write(np.asarray(values, dtype="<f4").tobytes())
+
+
+def _torch_global(module: str, name: str):
+    """A stand-in that `_legacy_file`'s pickler writes as the global `module.name`, as PyTorch's objects pickle;
+    nothing of PyTorch is imported or faked."""
+    return type(name, (), {"pickled_as": (module, name)})
+
+
+def test_the_reader_reads_a_legacy_file_it_did_not_make_with_torch(tmp_path):
+    path = tmp_path / "made.pth"
+    _legacy_file(path, {"w": ("0", 0, (2, 3), (3, 1)), "wt": ("0", 0, (3, 2), (1, 3))}, {"0": list(range(6))})
+    read = read_state_dict(path)
+    assert read["w"].tolist() == [[0, 1, 2], [3, 4, 5]] and read["wt"].tolist() == [[0, 3], [1, 4], [2, 5]]
+
+
+@pytest.mark.parametrize("offset, shape, stride", [
+    (-1, (4,), (1,)),  # starts before its storage
+    (0, (4,), (-1,)),  # walks backwards out of it
+    (2, (4,), (1,)),  # ends past it
+    (0, (100_000, 100_000), (0, 0)),  # 10^10 elements (40 GB) from 4 values
+])
+def test_a_tensor_outside_its_storage_is_refused_before_any_memory_is_read(tmp_path, offset, shape, stride):
+    path = tmp_path / "outside.pth"
+    _legacy_file(path, {"w": ("0", offset, shape, stride)}, {"0": [1, 2, 3, 4]})
+    with pytest.raises(CnnlabError, match="the file is damaged"):
+        read_state_dict(path)
+
+
 def test_a_damaged_or_foreign_file_is_one_clear_error(tmp_path):
     (tmp_path / "text.pth").write_text("hello")
     with pytest.raises(CnnlabError, match="is not a readable PyTorch state dict"):
         read_state_dict(tmp_path / "text.pth")
+    _legacy_file(tmp_path / "cut.pth", {"w": ("0", 0, (4,), (1,))}, {"0": [1, 2, 3, 4]})
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "cut.pth").read_bytes()[:-5])  # the last storage cut short
+    with pytest.raises(CnnlabError, match="cut.pth: a storage's size does not match its header"):
+        read_state_dict(tmp_path / "cut.pth")
+    with open(tmp_path / "huge.pth", "wb") as file:
+        file.truncate(300 << 20)
+    with pytest.raises(CnnlabError, match="over 256 MiB"):
+        read_state_dict(tmp_path / "huge.pth")
 
 
 @needs_weights

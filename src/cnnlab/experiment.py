@@ -3,7 +3,8 @@
 - `train_run` (`cnnlab train`): data -> splits -> model -> train -> evaluate -> figures, in one run directory.
 - `evaluate_run` (`cnnlab evaluate`): re-score a finished run (on its own data source or another copy), and on request
   under the common corruptions (`--corruptions`).
-- `compare` (`cnnlab compare`): train the CNN and VGG16 under one preset, then `report` on both.
+- `compare` (`cnnlab compare`): train several models (the CNN and a pretrained backbone by default) under one
+  preset, then `report` on them all; `resume_compare` finishes an interrupted one from its plan.
 - `report` (`cnnlab report`): the comparison report of any finished runs.
 """
 
@@ -21,14 +22,14 @@ from cnnlab.backends import machine
 from cnnlab.common.errors import CnnlabError, first_line, one_line
 from cnnlab.common.files import read_json, write_json
 from cnnlab.common.text import terminal_text
-from cnnlab.config import RunConfig, preset_measured
+from cnnlab.config import RunConfig, config_from_dict, preset_measured
 from cnnlab.data import Dataset, load_dataset, make_splits
 from cnnlab.evaluation import figures
 from cnnlab.runs import rundir
 from cnnlab.runs import provenance
 from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
                                        predict_probabilities, score_corruptions)
-from cnnlab.models import KINDS, compared_kinds, kind_of  # the registry alone: no Keras until a model is built
+from cnnlab.models import check_model_list, compared_kinds, kind_of  # the registry alone: no Keras until a model is built
 from cnnlab.runs.run import Run
 
 COMPARE_PLAN = "compare.json"  # in a comparison's folder: the models it trains, in order, for --resume
@@ -244,11 +245,8 @@ def resume_compare(out: Path) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
     out = Path(out)
-    models = _compared_models(out)
+    config, models = _compare_plan(out)
     runs = [Run(out / name) for name in models]
-    if not runs[0].has_config():
-        raise CnnlabError(f"{out} is not an interrupted comparison (no {models[0]}/{rundir.CONFIG})")
-    config = runs[0].config
     for name, run in zip(models, runs):
         if not run.has_status():
             if run.path.exists() and any(run.path.iterdir()):
@@ -259,18 +257,21 @@ def resume_compare(out: Path) -> Path:
     return _report_from_chief(config, [run.path for run in runs], out)
 
 
-def _compared_models(out: Path) -> list[str]:
-    """The models a comparison in `out` trains, as its plan file says; a comparison from before there was one
-    trained the CNN and VGG16."""
+def _compare_plan(out: Path) -> tuple[RunConfig, list[str]]:
+    """The configuration and the models of the comparison in `out`, as its plan file says; a comparison from before
+    there was one trained the CNN and VGG16, with the CNN's configuration."""
     plan = out / COMPARE_PLAN
     if not plan.is_file():
-        return list(LEGACY_COMPARED)
-    models = read_json(plan)
-    models = models.get("models") if isinstance(models, dict) else None
-    if not isinstance(models, list) or not models or not all(isinstance(name, str) and name in KINDS
-                                                             for name in models):
-        raise CnnlabError(f"{plan} does not list the models of a comparison")
-    return models
+        first = Run(out / LEGACY_COMPARED[0])
+        if not first.has_config():
+            raise CnnlabError(f"{out} is not an interrupted comparison (no {COMPARE_PLAN})")
+        return first.config, list(LEGACY_COMPARED)
+    recorded = read_json(plan)
+    models = recorded.get("models") if isinstance(recorded, dict) else None
+    if not isinstance(models, list) or not isinstance(recorded.get("config"), dict):
+        raise CnnlabError(f"{plan} is not the plan of a comparison (its models and configuration)")
+    check_model_list(models)
+    return config_from_dict(recorded["config"]), models
 
 
 def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Path:
@@ -284,6 +285,7 @@ def compare(config: RunConfig, models: list[str] | None = None, out: Path | None
     """Train each of `models` (default: `models.compared_kinds()`, the CNN and a pretrained backbone) under one
     preset into `out/<model>`, one after the other, then write the report on them all in `out`."""
     models = list(models or compared_kinds())
+    check_model_list(models)
     if config.model not in models:
         # Such a preset's recipe (the fast net's SGD at lr 1.5, say) is tuned for its own net, not for the others.
         named = f"{', '.join(models[:-1])} and {models[-1]}"
@@ -298,9 +300,9 @@ def compare(config: RunConfig, models: list[str] | None = None, out: Path | None
     for each in configs:  # missing or mismatched weights fail now, not after the first model has trained
         kind_of(each).check_weights(each)
     _say_the_plan(configs)
-    if chief:  # what --resume will train, should this be interrupted
+    if chief:  # what --resume will train, should this be interrupted, and how: all it needs, before any run starts
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / COMPARE_PLAN, {"models": models})
+        write_json(out / COMPARE_PLAN, {"models": models, "config": config.to_dict()})
     run_dirs = []
     for number, each in enumerate(configs, 1):
         print(f"model {number} of {len(configs)}: {kind_of(each).label(each)}", file=sys.stderr)

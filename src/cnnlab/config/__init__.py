@@ -40,7 +40,7 @@ MAX_PRESET_BYTES = 1 << 20  # presets are a few hundred bytes: a bigger file is 
 # took 1.6 GB, 200 KB was killed at 22 GB. A cnnlab key has two parts ("train.epochs"): more than this is refused
 # before parsing.
 MAX_KEY_PARTS = 16
-_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""  # a bare, a basic (with escapes) or a literal key
 _LONG_KEY = re.compile(rf"(?:^|[\[{{,])[ \t]*(?:{_KEY_PART}[ \t]*\.[ \t]*){{{MAX_KEY_PARTS}}}", re.MULTILINE)
 
 
@@ -167,7 +167,7 @@ def to_toml(config: RunConfig) -> str:
     lines = [f"{key} = {toml_value(settings[key])}" for key in TOP_LEVEL]
     for section in SECTIONS:
         if section in KINDS and section != config.model and getattr(config, section) == SECTIONS[section]():
-            continue  # another kind's section at its defaults: left out, it reads back the same (eleven kinds)
+            continue  # another kind's section at its defaults: left out, it reads back the same
         lines += ["", f"[{section}]"]
         lines += [f"{key} = {toml_value(value)}" for key, value in settings[section].items() if value is not None]
     return "\n".join(lines) + "\n"

@@ -8,9 +8,9 @@ building a model does (`factory`, each kind's `network.py`).
 from __future__ import annotations
 
 from cnnlab.models.kind import ModelKind, Phase
-from cnnlab.models.registry import KINDS, compared_kinds, kind_of
+from cnnlab.models.registry import KINDS, check_model_list, compared_kinds, kind_of
 
-__all__ = ["KINDS", "compared_kinds", "ModelKind", "Phase", "check_image_size", "kind_of",
+__all__ = ["KINDS", "check_model_list", "compared_kinds", "ModelKind", "Phase", "check_image_size", "kind_of",
            "model_label", "prepare_with_data"]
 
 

@@ -1,11 +1,12 @@
 """What a model kind declares: `ModelKind`, everything the rest of cnnlab asks of one, and `Phase`, one stretch of
 its training.
 
-A kind lives in its own package under `models/` (`models/cnn/`, `models/vgg16/`, `models/fastnet/`): its
-`__init__.py` declares the kind (its settings section, with defaults and bounds, and a `KIND`), imports no Keras and
-nothing of cnnlab's config, so that `cnnlab.config` can build its tables from the kinds; its `network.py` builds the
-Keras model and is imported only when a model is built. A new kind is one such package, one line in
-`models/registry.py`, a preset and a test.
+A kind is declared under `models/`, in its own package (`models/cnn/`, `models/fastnet/`) or, for a pretrained
+backbone, as a `transfer.Backbone` made a kind by `transfer.transfer_kind` (`models/vgg16/`, `models/applications/`,
+`models/efficientnet_lite0/`). A declaration (its settings section, with defaults and bounds, and a `KIND`) imports
+no Keras and nothing of cnnlab's config, so that `cnnlab.config` can build its tables from the kinds; the Keras side
+(`<kind>/network.py`, `transfer/network.py`) is imported only when a model is built. A new kind is one such
+declaration, one line in `models/registry.py`, a preset and a test.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cnnlab.common.errors import CnnlabError
 from cnnlab.models import applications, cnn, efficientnet_lite0, fastnet, vgg16
 from cnnlab.models.kind import ModelKind
 
@@ -38,3 +39,12 @@ def compared_kinds() -> tuple[str, str]:
 def kind_of(config: RunConfig) -> ModelKind:
     """The kind `config.model` names (config accepts only these names)."""
     return KINDS[config.model]
+
+
+def check_model_list(names: list[str]) -> None:
+    """Models to train side by side: two or more, each a kind and named once (each trains into its own folder)."""
+    unknown = [name for name in names if name not in KINDS]
+    if unknown:
+        raise CnnlabError(f"unknown model {unknown[0]!r}; `cnnlab models` lists them")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise CnnlabError("name two or more different models, comma-separated")

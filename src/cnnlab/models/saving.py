@@ -36,7 +36,7 @@ def float32_copy(model: keras.Model, onnx_safe: bool = False) -> keras.Model:
     """The same function as `model` computed in float32 throughout, with its weights: the portable form to export.
 
     A mixed-precision model (bfloat16 or float16 compute) keeps its weights in float32 already, so only each layer's
-    dtype policy changes; nested models (VGG16's base) are copied layer by layer too. `onnx_safe` also rewrites each
+    dtype policy changes; nested models (a backbone's trunk) are copied layer by layer too. `onnx_safe` also rewrites each
     activation that tf2onnx cannot convert as an equal function of operations it can (`ONNX_SAFE_ACTIVATIONS`).
     """
     swaps = ONNX_SAFE_ACTIVATIONS if onnx_safe else {}

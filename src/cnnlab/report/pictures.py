@@ -41,7 +41,7 @@ def _curves_caption(runs: list, marks) -> str:
     else:
         caption = "Training per epoch (these runs kept no validation set)."
     if any(mark.phase_starts for mark in marks):
-        caption += " A dotted vertical line marks where a new phase began (VGG16's fine-tuning)."
+        caption += " A dotted vertical line marks where a new phase began (a pretrained backbone's fine-tuning)."
     if any(mark.best_epoch for mark in marks):
         caption += " A star marks the epoch whose weights the run kept (its best validation accuracy)."
     if any("learning_rate" in run.history for run in runs):

@@ -14,12 +14,12 @@ This module imports no Keras (see `models.kind`); `transfer/network.py` builds t
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from cnnlab.common.settings import FRACTION, LEARNING_RATE, MAX_EPOCHS, MAX_LAYER_WIDTH, MAX_LAYERS, Range, setting
-from cnnlab.models.kind import ModelKind
+from cnnlab.models.kind import ModelKind, network_of
 
 HEAD_POOLINGS = ("flatten", "avg")
 MAX_IMAGE_SIZE = 1024
@@ -66,7 +66,7 @@ class Backbone:
     head_dropout: float = 0.2
     finetune_learning_rate: float = 1e-5  # phase 2's default
     # Whether pretrained ImageNet weights can be had without a download; None: only Keras's download gives them
-    imagenet_offline: object = None  # () -> bool
+    imagenet_offline: Callable[[], bool] | None = None
 
 
 def transfer_settings(backbone: Backbone) -> type:
@@ -118,8 +118,8 @@ def transfer_kind(backbone: Backbone, settings: type | None = None) -> ModelKind
     def section(config):
         return getattr(config, name)
 
-    def network():  # Keras: imported by name when a model is built, as `models.kind.network_of` does
-        return importlib.import_module("cnnlab.models.transfer.network")
+    def network():  # Keras: imported when a model is built
+        return network_of("transfer")
 
     def clashes(values) -> list[str]:
         if values.unfreeze_blocks <= values.top_block:

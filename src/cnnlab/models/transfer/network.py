@@ -9,8 +9,8 @@ computes each backbone's affine normalisation exactly with a built-in layer, so 
 from __future__ import annotations
 
 import functools
-import importlib
 import math
+from types import SimpleNamespace
 from pathlib import Path
 
 import keras
@@ -19,7 +19,7 @@ import numpy as np
 from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.config import RunConfig
 from cnnlab.models.footprint import Tally
-from cnnlab.models.kind import Phase
+from cnnlab.models.kind import Phase, network_of
 from cnnlab.models.transfer import Backbone, Preprocessing
 
 TRUNK_NAME = "trunk"
@@ -27,6 +27,8 @@ PREPROCESS_NAME = "preprocess"
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "probabilities"
 REFERENCE_SIZE = 224  # the size the blocks are found at: every backbone's ImageNet size, where no map shrinks to 1
+# The settings `build_trunk` reads, for a trunk built to be measured: random weights, nothing loaded
+NO_WEIGHTS = SimpleNamespace(weights="none", image_size=REFERENCE_SIZE)
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -55,8 +57,8 @@ def build_trunk(backbone: Backbone, settings, image_size: int | None = None) -> 
     weights = resolve_weights(settings.weights)
     size = image_size or settings.image_size
     try:
-        if backbone.application is None:
-            trunk = importlib.import_module(f"cnnlab.models.{backbone.name}.network").build_trunk(weights, size)
+        if backbone.application is None:  # one of cnnlab's own networks, in the backbone's package
+            trunk = network_of(backbone.name).build_trunk(weights, size)
         else:
             constructor = getattr(keras.applications, backbone.application)
             trunk = constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
@@ -133,7 +135,7 @@ def _found_block_ends(backbone: Backbone) -> tuple[int, ...]:
     """The blocks of a trunk, found from its structure at the reference size: for each resolution (a halving of
     the input), the last operation that every later one depends on alone; a stretch without weights (padding, a
     rescaling) joins the next block. Operation order does not depend on the input size, so the indices hold at any."""
-    trunk = build_trunk(backbone, _no_weights(backbone), REFERENCE_SIZE)
+    trunk = build_trunk(backbone, NO_WEIGHTS, REFERENCE_SIZE)
     operations = trunk.operations
     cuts = set(_single_tensor_cuts(operations))
     ends: dict[int, int] = {}  # resolution level -> the last cut there
@@ -148,12 +150,6 @@ def _found_block_ends(backbone: Backbone) -> tuple[int, ...]:
             start = end + 1
     blocks[-1] = len(operations) - 1  # the trunk's end ends its last block, whatever follows the last cut
     return tuple(blocks)
-
-
-def _no_weights(backbone: Backbone):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(weights="none", image_size=REFERENCE_SIZE)
 
 
 def _single_tensor_cuts(operations: list) -> list[int]:
@@ -307,7 +303,7 @@ def tally_transfer(backbone: Backbone, settings, num_classes: int, image_shape: 
 def _trunk_size(backbone: Backbone, image_size: int, top_block: int) -> tuple[int, int, tuple[int, ...]]:
     """The parameters of the trunk cut after `top_block`, the values its layers output per image, and its output
     shape."""
-    trunk = build_trunk(backbone, _no_weights(backbone), image_size)
+    trunk = build_trunk(backbone, NO_WEIGHTS, image_size)
     end = block_ends(backbone, trunk)[top_block - 1]
     kept = [operation for operation in trunk.operations[: end + 1]
             if not isinstance(operation, keras.layers.InputLayer)]
