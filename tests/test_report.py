@@ -63,6 +63,25 @@ def test_verdict_names_the_winner_and_the_margin():
     assert "tie" not in text and "random weights" not in text
 
 
+def test_verdict_of_three_runs_holm_corrects_the_winners_comparisons():
+    """The winner is tested against each of two others: their p-values are Holm-corrected over the two tests, so
+    gaps that one test alone would call significant (p about 0.04 each) are ties among two."""
+    from cnnlab.report.verdict import p_text
+
+    best = fake_run(np.arange(7000), 60)
+    # each loses 100 of the winner's images and gains 72 others, different ones
+    others = [fake_run(np.r_[0:6900, 7000:7072], 60, "vgg16"), fake_run(np.r_[100:7000, 8000:8072], 60, "fastnet")]
+    raw = [stats.mcnemar_p_value(best.probabilities.argmax(1) == 0, run.probabilities.argmax(1) == 0)
+           for run in others]
+    adjusted = stats.holm_adjusted(raw)
+    assert max(raw) < 0.05 < min(adjusted)
+    text = verdict_paragraph([best, *others], ["CNN", "VGG16", "FAST"])
+    for name, p_value in zip(("VGG16", "FAST"), adjusted):
+        assert (f"against 69.72% for {name}, 0.3 points higher, a difference McNemar's test, Holm-corrected over 2 "
+                f"comparisons, on the same 10,000 test images cannot tell from chance ({p_text(p_value)}): call it a "
+                "tie") in text
+
+
 def test_verdict_calls_a_gap_within_chance_a_tie_and_flags_random_vgg16():
     # 0.5 points apart, but each model gets about 1,000 images right that the other gets wrong: no real difference.
     runs = [fake_run(np.arange(7000), 60), fake_run(np.r_[0:6000, 7000:8050], 90, "vgg16", "none")]

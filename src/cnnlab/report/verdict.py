@@ -31,26 +31,28 @@ def _runs_verdict(runs: list, labels: list[str]) -> list[str]:
     n = len(best.labels)
     if not others:
         return [f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy on {n:,} test images."]
+    # The winner is tested against each other run: with several, the p-values are Holm-corrected over those tests.
+    p_values = stats.holm_adjusted([stats.mcnemar_p_value(_right(best), _right(run)) for _, run in others])
+    test = "McNemar's test" + (f", Holm-corrected over {len(others)} comparisons," if len(others) > 1 else "")
     sentences = []
-    for label, run in others:
-        sentences.append(_comparison(best_label, best, label, run) + ".")
+    for (label, run), p_value in zip(others, p_values):
+        sentences.append(_comparison(best_label, best, label, run, p_value, test) + ".")
         sentences += _speed_sentence([(label, run.metrics.get("train_seconds")),
                                       (best_label, best.metrics.get("train_seconds"))])
     return sentences
 
 
-def _comparison(best_label: str, best, label: str, run) -> str:
-    """The winner against one other run: both accuracies, the gap, and McNemar's test of it."""
+def _comparison(best_label: str, best, label: str, run, p_value: float, test: str) -> str:
+    """The winner against one other run: both accuracies, the gap, and the test of it."""
     n = len(best.labels)
     gap = best.metrics["test_accuracy"] - run.metrics["test_accuracy"]
-    p_value = stats.mcnemar_p_value(_right(best), _right(run))
     comparison = (
         f"{best_label} reached {best.metrics['test_accuracy']:.2%} test accuracy against "
         f"{run.metrics['test_accuracy']:.2%} for {label}, {gap * 100:.1f} points higher"
     )
     if p_value < 0.05:
-        return comparison + f" (McNemar's test on the same {n:,} test images: {p_text(p_value)})"
-    return comparison + (f", a difference McNemar's test on the same {n:,} test images cannot tell from chance "
+        return comparison + f" ({test} on the same {n:,} test images: {p_text(p_value)})"
+    return comparison + (f", a difference {test} on the same {n:,} test images cannot tell from chance "
                          f"({p_text(p_value)}): call it a tie")
 
 
