@@ -52,6 +52,24 @@ def test_export_records_the_parity_its_artifact_shows(run_copy, tmp_path):
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
+def test_a_run_that_cannot_be_written_to_still_exports_elsewhere_but_not_into_itself(run_copy, tmp_path, monkeypatch):
+    """A run on a read-only mount: its lock cannot be taken (simulated, as root may write anywhere). An export to
+    another folder needs no lock and succeeds; one into the run (its export/ folder) is refused in one line."""
+    from cnnlab.common.errors import CnnlabError
+    from cnnlab.runs import rundir
+    from cnnlab.serving.export import export_run
+
+    def read_only(run_dir):
+        raise CnnlabError(f"cannot write in {run_dir}: Read-only file system")
+
+    monkeypatch.setattr(rundir, "locked", read_only)
+    record = export_run(run_copy, "onnx", tmp_path / "elsewhere" / "model.onnx", parity_images=16)
+    assert record["passed"] and (tmp_path / "elsewhere" / "model.onnx").is_file()
+    with pytest.raises(CnnlabError, match="Read-only file system"):
+        export_run(run_copy, "onnx", parity_images=16)
+    assert not (run_copy / "export" / "model.onnx").exists()
+
+
 def test_a_parity_failure_keeps_no_artifact_but_records_why(run_copy, tmp_path, monkeypatch, capsys):
     from cnnlab.cli import main
     from cnnlab.serving import export

@@ -70,8 +70,10 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
     out, run, settings = _checked(run_dir, format, out, parity_images)
     images = parity_sample(run, parity_images)
     model = _load_probability_model(run, settings.class_names)
-    # Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
-    with run.locked(), _folders_made_for(out.parent), \
+    # The run's lock only when writing into the run (its export/ folder): a run on a read-only mount still exports
+    # elsewhere. Exits in reverse: the staging folder goes first, then any folder made for `out` if the export failed.
+    writes_into_run = out.resolve().is_relative_to(run.path.resolve())
+    with run.locked() if writes_into_run else contextlib.nullcontext(), _folders_made_for(out.parent), \
             tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out.parent) as staging:
         staged = Path(staging) / FORMATS[format].file_name
         log(f"exporting {format} with Keras (a minute or more for a large model)")
