@@ -354,3 +354,16 @@ def test_fuzz_any_folder_tree(tmp_path_factory, tree, seed, val_size):
         assert len(str(error).splitlines()) == 1
     else:
         assert len(dataset.x_train) >= len(dataset.class_names) >= 2
+
+
+def test_a_class_folder_name_over_64_characters_is_refused(tmp_path):
+    """One rule for every source: CIFAR-10's meta names and a folder's class names alike, at most 64 characters."""
+    for length in (64, 65):
+        folder = tmp_path / str(length)
+        class_folder(folder, "cat")
+        class_folder(folder, "x" * length)
+        if length == 64:
+            assert "x" * 64 in load(folder)[0].class_names
+        else:
+            with pytest.raises(CnnlabError, match="its name has 65 characters, over the 64 a class name may have"):
+                load(folder)

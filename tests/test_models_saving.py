@@ -139,3 +139,15 @@ def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path, content):
     (tmp_path / "model.keras").write_bytes(content)
     with pytest.raises(CnnlabError, match="cannot load .*model.keras"):
         load_model(tmp_path / "model.keras")
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/etc/evil", "assets/../../up.txt"])
+def test_a_model_file_with_members_outside_the_archive_is_one_line_not_four_warnings(tmp_path, member, recwarn):
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", b"{}")
+        archive.writestr(member, b"x")
+    with pytest.raises(CnnlabError, match=r"points outside the archive; not a Keras model file"):
+        load_model(path)
+    assert not [warning for warning in recwarn if issubclass(warning.category, UserWarning)]
+    assert not (tmp_path.parent / "escape.txt").exists()

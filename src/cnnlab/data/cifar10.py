@@ -31,7 +31,7 @@ from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.common.files import atomic_path
 from cnnlab.data.archive import MAX_MEMBER_BYTES, read_tar_members
 from cnnlab.data.cache import cache_dir as cache_root
-from cnnlab.data.dataset import Dataset, SourceRecord
+from cnnlab.data.dataset import MAX_CLASS_NAME_CHARS, Dataset, SourceRecord
 from cnnlab.data.safe_pickle import UnsafePickleError, safe_loads
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ META_FILE = "batches.meta"
 BATCH_FILES = (*TRAIN_BATCHES, TEST_BATCH)
 IMAGES_PER_BATCH = 10_000
 NUM_CLASSES = 10
-MAX_CLASS_NAME_CHARS = 64  # the official names have at most 10; the cache stores them at this fixed width
 CLASS_NAMES_DTYPE = np.dtype(f"<U{MAX_CLASS_NAME_CHARS}")
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 IMAGE_SIZE = 32

@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# The longest class name any source may give, a CIFAR-10 archive's meta file or an image folder's class folder: the
+# names go into tables, figures and caches (CIFAR-10's at this fixed width); the official names have at most 10.
+MAX_CLASS_NAME_CHARS = 64
+
 
 @dataclass(frozen=True)
 class SourceRecord:

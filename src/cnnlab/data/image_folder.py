@@ -45,7 +45,7 @@ from cnnlab.common.text import terminal_text
 from cnnlab.config import DataConfig
 from cnnlab.data import images
 from cnnlab.data.cache import cache_dir as cache_root
-from cnnlab.data.dataset import Dataset, SourceRecord
+from cnnlab.data.dataset import MAX_CLASS_NAME_CHARS, Dataset, SourceRecord
 from cnnlab.data.sampling import count_of, stratified_sample
 
 # Without data.image_size, folders become 64 x 64: 4x CIFAR-10's pixels, enough to tell most photographed objects
@@ -193,6 +193,10 @@ def _enough_classes(folder: Path, classes: dict[str, Path]) -> tuple[str, ...]:
         found = f"only {next(iter(classes))}/" if classes else "none"
         raise _refusal(f"{folder} needs a subfolder per class, at least 2 (found {found}); the layout is "
                           f"{folder}/<class>/<images>, or {folder}/train/<class>/ and {folder}/test/<class>/")
+    for name in classes:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise _refusal(f"class folder {name[:40]}... of {folder}: its name has {len(name)} characters, over the "
+                           f"{MAX_CLASS_NAME_CHARS} a class name may have; rename the folder")
     return tuple(sorted(classes))
 
 

@@ -100,6 +100,10 @@ def _check_sizes(path: Path) -> None:
     if unpacked > MAX_MODEL_BYTES:
         raise CnnlabError(f"cannot load {path}: it unpacks to {unpacked:,} bytes, over the {MAX_MODEL_BYTES:,} limit")
     for member in members:
+        if member.filename.startswith(("/", "\\")) or ".." in member.filename.replace("\\", "/").split("/"):
+            # Keras extracts nothing outside its folder, but warns four times: one line of ours instead
+            raise CnnlabError(f"cannot load {path}: member {member.filename[:80]!r} points outside the archive; "
+                              "not a Keras model file")
         if member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1024):
             raise CnnlabError(f"cannot load {path}: member {member.filename!r} inflates {member.compress_size:,} "
                               f"bytes to {member.file_size:,}; not a Keras model file")
