@@ -166,3 +166,32 @@ def test_vgg16_killed_while_fine_tuning_on_cached_features_resumes_every_epoch_o
     assert [phase["name"] for phase in metrics["phases"]] == ["head", "finetune"]
     assert metrics["phases"][1]["feature_cache_seconds"] > 0  # computed again after the kill
     assert state(run_dir)["state"] == "finished"
+
+
+def test_a_start_that_failed_on_a_full_disk_leaves_a_folder_the_same_out_takes_again(synthetic_archive, tmp_path,
+                                                                                      monkeypatch):
+    """The disk fills as the run writes its first file: the folder holds only empty figures/ and checkpoints/ and
+    the lock. Retrying the same --out trains there (it was refused as "not empty"), and --resume says what happened
+    (it said "not a cnnlab run directory")."""
+    from cnnlab.common.errors import CnnlabError
+    from cnnlab.config import load_config
+    from cnnlab.experiment import resume_run, train_run
+    from cnnlab.runs.run import Run
+
+    config = load_config("seed", {"data.source": str(synthetic_archive), "cnn.conv_blocks": [[4]],
+                                  "cnn.dense_units": [8], "train.epochs": 1, "data.train_limit": 200,
+                                  "data.val_size": 100, "data.test_limit": 100, "train.precision": "float32"})
+    out = tmp_path / "run"
+
+    def full_disk(self, *args):
+        raise CnnlabError(f"cannot write {self.path / 'config.json'}: No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Run, "write_config", full_disk)
+        with pytest.raises(CnnlabError, match="No space left on device"):
+            train_run(config, out)
+    assert sorted(path.name for path in out.iterdir()) == [".lock", "checkpoints", "figures"]
+    with pytest.raises(CnnlabError, match=f"{out} holds no run: its start failed before anything was written; start "
+                                          f"it again with --out {out}"):
+        resume_run(out)
+    assert train_run(config, out) == out and Run(out).state() == "finished"

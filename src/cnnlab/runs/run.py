@@ -59,6 +59,9 @@ class Run:
         """A run directory in any state (to resume it)."""
         run = cls(path)
         if not run.has_config() or not run.has_status():
+            if run.path.is_dir() and rundir.never_started(run.path):
+                raise CnnlabError(f"{run.path} holds no run: its start failed before anything was written; start it "
+                                  f"again with --out {run.path}")
             raise CnnlabError(f"{run.path} is not a cnnlab run directory (no {rundir.STATUS} or {rundir.CONFIG})")
         return run
 

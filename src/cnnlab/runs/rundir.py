@@ -68,13 +68,24 @@ def create_run_dir(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise CnnlabError(f"--out {path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
-        raise CnnlabError(f"--out {path} already exists and is not empty; choose another folder")
+        if not never_started(path):
+            raise CnnlabError(f"--out {path} already exists and is not empty; choose another folder")
+        with locked(path):  # a start that failed before its first write (a full disk): taken again, unless in use
+            pass
     try:
         (path / FIGURES).mkdir(parents=True, exist_ok=True)
         (path / CHECKPOINTS).mkdir(exist_ok=True)
     except OSError as exc:
         raise CnnlabError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+def never_started(path: Path) -> bool:
+    """Whether `path` holds only what `create_run_dir` makes and the lock, all empty: a run whose start failed before
+    its first file was written (a full disk), which a new start may take over."""
+    entries = list(Path(path).iterdir())
+    return all(entry.name in (FIGURES, CHECKPOINTS, LOCK) for entry in entries) and not any(
+        any(entry.iterdir()) for entry in entries if entry.is_dir())
 
 
 @contextlib.contextmanager
