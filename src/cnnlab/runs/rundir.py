@@ -84,7 +84,7 @@ def never_started(path: Path) -> bool:
     """Whether `path` holds only what `create_run_dir` makes and the lock, all empty: a run whose start failed before
     its first file was written (a full disk), which a new start may take over."""
     entries = list(Path(path).iterdir())
-    return all(entry.name in (FIGURES, CHECKPOINTS, LOCK) for entry in entries) and not any(
+    return bool(entries) and all(entry.name in (FIGURES, CHECKPOINTS, LOCK) for entry in entries) and not any(
         any(entry.iterdir()) for entry in entries if entry.is_dir())
 
 
