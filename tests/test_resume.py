@@ -103,16 +103,23 @@ def test_kills_at_random_moments_and_in_every_save_still_give_every_epoch_once(t
     assert keras.saving.load_model(run_dir / "model.keras").output_shape == (None, 10)
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_a_schedulers_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, synthetic_archive, capsys,
+                                                                             signum):
+    """Ctrl-C, or the SIGTERM with which Slurm, Kubernetes and systemd stop a job (was: exit 143 at once, nothing
+    said, status left "running"): the epoch finishes and its state is saved, the run is marked stopped, one line
+    says how to continue, the exit status is the shell's for that signal, and --resume continues exactly."""
     run_dir = tmp_path / "run"
     process = start_training(synthetic_archive, run_dir)
     wait_for_epochs(run_dir / "history.csv", 1, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and "Traceback" not in err
-    assert f"Continue with: cnnlab train --resume {run_dir}" in err
-    assert "stopping at the end of this epoch, once its state is saved" in err
-    assert state(run_dir)["state"] == "failed" and "--resume" in state(run_dir)["reason"]
+    name = signal.Signals(signum).name
+    assert process.returncode == 128 + signum and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"stopped by {name}; the last saved state is kept. Continue with: "
+                                                 f"cnnlab train --resume {run_dir}")
+    assert f"{name}: stopping at the end of this epoch, once its state is saved" in err
+    assert state(run_dir)["state"] == "stopped" and f"stopped by {name}" in state(run_dir)["reason"]
     assert main(["train", "--resume", str(run_dir)]) == 0
     resumed_at = int(re.search(r"resuming at epoch (\d+)", capsys.readouterr().err).group(1))
     assert resumed_at >= 2  # the interrupted epoch was finished and saved before stopping

@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"cnnlab: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if hasattr(exc, "signum"):  # a run stopped by SIGINT or SIGTERM (experiment.Stopped), which said so itself
+            return 128 + exc.signum
         print("cnnlab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`cnnlab ... | head`): nothing left to say, and no one to say it to

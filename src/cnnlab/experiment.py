@@ -110,6 +110,7 @@ def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, sp
     run.record_data(data)
     run.set_status("running")
     print(f"run directory: {run.path}", file=sys.stderr)
+    stop_requested = _StopRequest()
     try:
         with _interrupts_finish_the_epoch() as stop_requested:
             result = train_model(config, model, splits, run, resume=resume, stop_requested=stop_requested,
@@ -127,37 +128,65 @@ def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, sp
             "data": provenance.metrics_record(data),
         }
         _evaluate_and_record(run, result.model, data, metrics, config)
-    except KeyboardInterrupt:
-        run.set_status("failed", f"interrupted; continue with: cnnlab train --resume {run.path}")
-        print(f"stopped; the last saved state is kept. Continue with: cnnlab train --resume {run.path}",
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", None) or stop_requested.signum or signal.SIGINT
+        name = signal.Signals(signum).name
+        run.set_status("stopped", f"stopped by {name}; continue with: cnnlab train --resume {run.path}")
+        print(f"stopped by {name}; the last saved state is kept. Continue with: cnnlab train --resume {run.path}",
               file=sys.stderr)
-        raise
+        raise Stopped(signum) from None
     except Exception as exc:
         run.record_failure(exc)
         raise
     run.set_status("finished")
 
 
+class Stopped(KeyboardInterrupt):
+    """Training stopped by a signal (Ctrl-C's SIGINT, or the SIGTERM with which Slurm, Kubernetes and systemd stop a
+    job), its state saved; the command exits with 128 + the signal's number, as a shell reports such a stop."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# The signals that stop a run cleanly: the first asks training to stop once the current epoch's state is saved,
+# which a scheduler's grace period must cover (or `train.save_every_steps` keep short); a second stops at once.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopRequest:
+    """What the trainer asks after each step (`stop_requested()`): whether a stop signal came, and which."""
+
+    signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
 @contextlib.contextmanager
 def _interrupts_finish_the_epoch():
-    """The first Ctrl-C asks training to stop once the current epoch's state is saved; a second stops at once."""
-    asked = []
+    """The first SIGINT or SIGTERM asks training to stop once the current epoch's state is saved; a second stops at
+    once."""
+    request = _StopRequest()
 
-    def on_interrupt(signum, frame):
-        if asked:
-            raise KeyboardInterrupt
-        asked.append(True)
-        print("\nstopping at the end of this epoch, once its state is saved (Ctrl-C again to stop now)",
-              file=sys.stderr)
+    def on_signal(signum, frame):
+        if request():
+            raise Stopped(signum)
+        request.signum = signum
+        again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+        print(f"\n{signal.Signals(signum).name}: stopping at the end of this epoch, once its state is saved "
+              f"({again} again to stop now)", file=sys.stderr)
 
     if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
-        yield lambda: False
+        yield request
         return
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     try:
-        yield lambda: bool(asked)
+        yield request
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def evaluate_run(run_dir: Path, data_source: str | None = None, sha256: str | None = None, corruptions: bool = False,

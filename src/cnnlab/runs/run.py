@@ -144,7 +144,7 @@ class Run:
         return (self.path / rundir.STATUS).is_file()
 
     def state(self) -> str:
-        """"running", "finished" or "failed"."""
+        """"running", "finished", "failed" or "stopped" (by a signal, to resume)."""
         return rundir.read_status(self.path)["state"]
 
     def finished_at(self) -> str | None:

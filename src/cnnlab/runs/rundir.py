@@ -6,7 +6,7 @@ Layout:
                      files (cnnlab.runs.provenance); later commands refuse data that no longer matches it
     test_files.txt   an image folder's test images, one a line (only when the test set was carved from the folder)
     skipped_files.txt  unreadable files left out of the data, and why (only when there were any)
-    status.json      {"state": "running" | "finished" | "failed", "reason": ...}
+    status.json      {"state": "running" | "finished" | "failed" | "stopped", "reason": ...}
     history.csv      one row per epoch (Keras CSVLogger)
     checkpoints/     best epoch so far, by validation accuracy
     model.keras      the final model (loads with plain keras.saving.load_model)
@@ -42,6 +42,7 @@ METRICS = "metrics.json"
 HISTORY = "history.csv"
 MODEL = "model.keras"
 TEST_PREDICTIONS = "test_predictions.npz"
+STATES = ("running", "finished", "failed", "stopped")  # stopped: by a signal, its state saved, to resume
 CHECKPOINTS = "checkpoints"
 FIGURES = "figures"
 LEARNING_CURVES_PNG = "learning_curves.png"  # in figures/
@@ -153,7 +154,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     """status.json as {"state": ..., "reason": ...}; anything else in its place is an error naming the file."""
     path = Path(run_dir) / STATUS
     status = read_json(path)
-    if not isinstance(status, dict) or status.get("state") not in ("running", "finished", "failed"):
+    if not isinstance(status, dict) or status.get("state") not in STATES:
         raise CnnlabError(f"{path} is damaged (no valid 'state')")
     reason = status.get("reason")
     return {"state": status["state"], "reason": one_line(str(reason)) if reason else None}
