@@ -367,3 +367,23 @@ def test_a_class_folder_name_over_64_characters_is_refused(tmp_path):
         else:
             with pytest.raises(CnnlabError, match="its name has 65 characters, over the 64 a class name may have"):
                 load(folder)
+
+
+def test_a_cache_disk_too_full_for_the_decoded_images_is_one_line_and_leaves_nothing(photos, tmp_path, monkeypatch):
+    """The decoded images go to a memory-mapped file. Writing through a map to a file the disk cannot back killed
+    the process with SIGBUS (exit 135, nothing said, a .tmp-* folder left behind); the file's space is now reserved
+    first, so a full disk is an error like any other (here the reservation is made to fail, as root may write
+    anywhere and a real full disk cannot be had in a test)."""
+    import errno
+    import os
+
+    def no_space(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    cache = tmp_path / "cache"
+    with pytest.raises(CnnlabError, match="cannot write decoded images to .*No space left on device.*free some space"):
+        load_image_folder(photos, SETTINGS, 0, cache_dir=cache, warn=lambda message: None)
+    assert not list(cache.rglob(".tmp-*"))
+    monkeypatch.undo()
+    assert len(load_image_folder(photos, SETTINGS, 0, cache_dir=cache, warn=lambda message: None).class_names) == 3

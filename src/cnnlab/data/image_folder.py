@@ -21,6 +21,7 @@ What counts as an image, and what is left out:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -418,8 +419,7 @@ def _decode_into_cache(entry: Path, listing: Listing, size: int, data: DataConfi
 
 def _decode_into(staging: Path, listing: Listing, size: int, resize: str) -> Decoded:
     paths = [listing.root / file.relative for file in listing.files]
-    pixels = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(len(paths), size, size, 3))
+    pixels = _disk_backed_memmap(staging / "images.npy", np.uint8, (len(paths), size, size, 3))
     kept, unreadable, sizes = [], [], Counter()
     for index, (image, outcome) in enumerate(_decode_all(paths, size, resize)):
         if image is None:
@@ -449,10 +449,25 @@ def _shrink(path: Path, rows: int) -> None:
 
 def _copy_rows(source: np.ndarray, rows: np.ndarray, destination: Path) -> None:
     """`source[rows]` written to `destination` a piece at a time, never all in memory."""
-    out = np.lib.format.open_memmap(destination, mode="w+", dtype=source.dtype, shape=(len(rows), *source.shape[1:]))
+    out = _disk_backed_memmap(destination, source.dtype, (len(rows), *source.shape[1:]))
     for start in range(0, len(rows), COPY_ROWS):
         out[start:start + COPY_ROWS] = source[rows[start:start + COPY_ROWS]]
     out.flush()  # on disk before the folder holding it is renamed into place
+
+
+def _disk_backed_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy file mapped for writing, its blocks reserved on disk first: the file is made sparse, and a write
+    through a map to a page the disk cannot back kills the process with SIGBUS (exit 135, nothing said, the staging
+    folder left behind); reserving says "No space left on device" before any pixel is written."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):  # Linux and most Unixes; elsewhere the file is written as before
+        with open(path, "r+b") as file:
+            try:
+                os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot reserve: as before
+                    raise
+    return array
 
 
 def _write_synced(path: Path, content: bytes) -> None:
