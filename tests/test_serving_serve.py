@@ -22,7 +22,7 @@ def png_bytes(colour=(200, 30, 30), size=(40, 30)) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(trained_run):
-    return TestClient(create_app([trained_run], max_upload_bytes=2**20))
+    return TestClient(create_app([trained_run], max_upload_bytes=2**20), base_url="http://127.0.0.1")
 
 
 def test_predict_answers_what_predict_images_answers_for_the_same_file(client, trained_run, tmp_path):
@@ -101,7 +101,7 @@ def test_the_page_shows_no_image_before_one_is_chosen(client):
 
 def test_several_runs_are_served_side_by_side_under_names_that_tell_them_apart(trained_run, tmp_path):
     other = copy_of(trained_run, tmp_path / "copy")
-    client = TestClient(create_app([trained_run, other]))
+    client = TestClient(create_app([trained_run, other]), base_url="http://127.0.0.1")
     names = [run["name"] for run in client.get("/health").json()["runs"]]
     assert names == [f"{trained_run.parent.name}/{trained_run.name}", f"copy/{trained_run.name}"]
     (image,) = client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")}).json()["images"]
@@ -120,3 +120,38 @@ def test_an_unfinished_run_is_refused_before_any_model_loads(trained_run, tmp_pa
     with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
         create_app([trained_run, tmp_path])  # the finished run first: its model must not load either
     assert loaded == []
+
+
+def test_a_request_is_bounded_by_its_decoded_pixels_and_files_not_its_bytes(client):
+    """A 1-bit PNG of 8000x8000 is a few KB and 64 M pixels to decode: refused from its header, before decoding;
+    so are many images that together hold too many, and more files than a request may carry."""
+    from cnnlab.serving.serve import MAX_FILES, MAX_REQUEST_PIXELS
+
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, "PNG", optimize=True)
+    assert len(buffer.getvalue()) < 20_000
+    one = client.post("/predict", files={"file": ("bomb.png", buffer.getvalue(), "image/png")})
+    assert one.status_code == 413 and "64,000,000 pixels, over the 50,000,000" in one.json()["detail"]
+    buffer = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(buffer, "PNG", optimize=True)  # 25 M pixels each: three are too many
+    several = client.post("/predict", files=[("file", (f"{i}.png", buffer.getvalue(), "image/png")) for i in range(3)])
+    assert several.status_code == 413
+    assert several.json()["detail"] == (f"the request's images hold 75,000,000 pixels, over the "
+                                        f"{MAX_REQUEST_PIXELS:,} a request may hold")
+    many = client.post("/predict", files=[("file", (f"{i}.png", png_bytes(), "image/png")) for i in range(MAX_FILES + 1)])
+    assert many.status_code == 413 and f"over the {MAX_FILES} a request may hold" in many.json()["detail"]
+    assert client.get("/health").json()["ok"]
+
+
+def test_other_hosts_and_other_origins_are_refused_and_the_api_docs_are_closed(client):
+    """Any web page the user visits could post to a server on their machine (another origin) or reach it under a
+    name of its own (DNS rebinding: another Host); neither is answered. FastAPI's /docs and /openapi.json are off."""
+    image = {"file": ("red.png", png_bytes(), "image/png")}
+    assert client.post("/predict", files=image, headers={"Origin": "http://127.0.0.1"}).status_code == 200
+    other = client.post("/predict", files=image, headers={"Origin": "https://evil.example"})
+    assert other.status_code == 403 and other.json()["detail"] == (
+        "a post from another origin (https://evil.example) is refused")
+    assert client.get("/health", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404

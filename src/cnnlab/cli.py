@@ -642,10 +642,16 @@ def _serve(args) -> int:
         raise CnnlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     with listener:
         _import_keras_quietly()
-        app = serve.create_app(args.run_dirs, round(args.max_upload_mb * 2**20), args.top)
+        # Host headers answered: this machine's names, the address given, or any where it listens on all of them
+        wildcard = args.host in ("0.0.0.0", "::", "")
+        allowed = ("*",) if wildcard else (*serve.LOCAL_HOSTS, args.host)
+        app = serve.create_app(args.run_dirs, round(args.max_upload_mb * 2**20), args.top, allowed)
         host, port = listener.getsockname()[:2]
         print(f"serving {len(args.run_dirs)} run(s) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+        # Idle keep-alive connections closed after 5 s, and past 64 connections a 503 at once: a crowd of idle
+        # clients cannot hold every file descriptor
+        config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=64)
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 

@@ -65,6 +65,24 @@ def load_image_bytes(content: bytes, name: str, size: tuple[int, int], resize: s
     return _decode_checked(io.BytesIO(content), name, size, resize)[0]
 
 
+def pixel_count(content: bytes, name: str) -> int:
+    """Width x height of the image in `content`, from its header alone (nothing is decoded): what decoding it will
+    cost, known before paying it. Refused as `load_image_bytes` refuses a file that is no image."""
+    if not content:
+        raise NotAnImage(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(content), formats=ALLOWED_FORMATS) as image:
+                return image.width * image.height
+    except UnidentifiedImageError:
+        raise NotAnImage(f"{name}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"{name}: over the {MAX_PIXELS:,}-pixel limit") from None
+    except DECODER_ERRORS as exc:
+        raise CnnlabError(f"{name}: damaged or truncated image ({type(exc).__name__})") from None
+
+
 def _decode_checked(file, name, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         return _decode(file, name, size, resize)

@@ -11,8 +11,10 @@ Endpoints:
 Uploads are decoded by the loader `predict` uses (cnnlab.data.images), brought to each model's size by its run's resize
 mode and scored with its run's test-time augmentation, so the page answers what `cnnlab predict` answers. Every
 refusal is an HTTP 4xx with {"detail": "<one line>"}: a missing file or bad parameter (400), an empty or damaged
-image (400), a request without a length (411), a request body over the upload limit or an image over the pixel limit
-(413), a file that is no image of an allowed format (415).
+image (400), a Host header that names no host this server answers for (400), a post from a page of another origin
+(403), a request without a length (411), a request body over the upload limit, more than MAX_FILES images, an image
+over the pixel limit or images over MAX_REQUEST_PIXELS together (413), a file that is no image of an allowed format
+(415). At most DECODING_AT_ONCE requests decode images at a time, so memory stays bounded under any load.
 """
 
 from __future__ import annotations
@@ -20,20 +22,28 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cnnlab.common.errors import CnnlabError, one_line
-from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes
+from cnnlab.data.images import ImageTooLarge, NotAnImage, load_image_bytes, pixel_count
 from cnnlab.runs.run import Run, RunSettings
 from cnnlab.serving.predict import classify
 
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 2**20  # a large phone photo; the model sees it at 32 to 224 px anyway
 DEFAULT_TOP = 3
+# What one request may make the server do. Bytes do not bound it: a 6 KB 1-bit PNG of 7000x7000 decodes to 147 MB of
+# RGB (about 290 MB with Pillow's working copies, 0.4 s), and a request could carry a thousand files.
+MAX_FILES = 32
+MAX_REQUEST_PIXELS = 50_000_000  # over all of a request's images: one at the per-image limit, or many small ones
+DECODING_AT_ONCE = 2  # requests decoding at the same time; others wait: memory stays within two requests' worth
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,23 @@ def load_runs(run_dirs: list[Path]) -> list[ServedRun]:
 
 
 def create_app(run_dirs: list[Path], max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               top: int = DEFAULT_TOP) -> FastAPI:
-    """The app serving `run_dirs`, each run's model loaded once, here."""
+               top: int = DEFAULT_TOP, allowed_hosts: tuple[str, ...] = LOCAL_HOSTS) -> FastAPI:
+    """The app serving `run_dirs`, each run's model loaded once, here. Requests naming another host than
+    `allowed_hosts` in their Host header are refused (a web page's DNS rebinding), and so are posts from a page of
+    another origin (any site the user visits could otherwise post to this one)."""
     runs = load_runs(run_dirs)
-    app = FastAPI(title="cnnlab serve", summary="Top classes of your images by each served run's model")
+    # No /docs, /redoc or /openapi.json: the page and /health say what the server does
+    app = FastAPI(title="cnnlab serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     page = _render_page(runs, top, max_upload_bytes)
+    decoding = threading.BoundedSemaphore(DECODING_AT_ONCE)
+
+    @app.middleware("http")
+    async def same_origin_posts_only(request: Request, call_next):
+        origin = request.headers.get("origin")
+        if request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            return _refusal(403, f"a post from another origin ({one_line(origin)[:100]}) is refused")
+        return await call_next(request)
 
     @app.middleware("http")
     async def limit_request_body(request: Request, call_next):
@@ -122,8 +144,16 @@ def create_app(run_dirs: list[Path], max_upload_bytes: int = DEFAULT_MAX_UPLOAD_
     @app.post("/predict")
     def predict(file: list[UploadFile] = File(description="one or more images"),
                 top: int = Query(top, ge=1, description="classes per image and run")) -> dict[str, object]:
+        if len(file) > MAX_FILES:
+            raise HTTPException(413, f"{len(file)} files in one request, over the {MAX_FILES} a request may hold")
         names = [one_line(upload.filename or f"file {index + 1}") for index, upload in enumerate(file)]
-        images = _decode_for_each_run([upload.file.read() for upload in file], names, runs)
+        contents = [upload.file.read() for upload in file]
+        pixels = sum(_checked_upload(pixel_count, content, name) for content, name in zip(contents, names))
+        if pixels > MAX_REQUEST_PIXELS:
+            raise HTTPException(413, f"the request's images hold {pixels:,} pixels, over the {MAX_REQUEST_PIXELS:,} "
+                                     "a request may hold")
+        with decoding:
+            images = _decode_for_each_run(contents, names, runs)
         answers = {run.name: run.top_classes(images[run.name], top) for run in runs}
         return {"images": [{"image": name, "runs": {run.name: answers[run.name][index] for run in runs}}
                            for index, name in enumerate(names)]}
@@ -143,8 +173,13 @@ def _decode_for_each_run(contents: list[bytes], names: list[str], runs: list[Ser
 
 
 def _decode_upload(content: bytes, name: str, size: tuple[int, int], resize: str) -> np.ndarray:
+    return _checked_upload(load_image_bytes, content, name, size, resize)
+
+
+def _checked_upload(read, content: bytes, name: str, *args):
+    """`read(content, name, *args)`, its refusals as HTTP statuses: empty or damaged 400, too large 413, no image 415."""
     try:
-        return load_image_bytes(content, name, size, resize)
+        return read(content, name, *args)
     except NotAnImage as exc:
         status = 400 if not content else 415
         raise HTTPException(status, one_line(exc)) from None
