@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import answers_of_run, copy_of, kind_params, run_cnnlab, run_metrics
+from conftest import TINY_KINDS, answers_of_run, copy_of, kind_params, run_cnnlab, run_metrics
 
 ONNX_ONLY = ["--format", "onnx", "--parity-images", "64"]
 
@@ -175,7 +175,11 @@ def test_the_fast_nets_exact_gelu_survives_onnx(tmp_path):
 # every model kind, end to end in fresh processes
 
 # Of conftest.KIND_RUNS; exports go to export/ in each run. The bfloat16 CNN (exported as float32) in the full tier.
-KINDS = [*kind_params(), pytest.param("cnn-bfloat16", marks=pytest.mark.slow)]
+# tf2onnx 1.16 cannot convert two backbones: ConvNeXt's grouped convolutions ("StatefulPartitionedCall is not
+# supported"), and EfficientNetV2's normalisation constants become extra graph inputs; they export as SavedModel.
+NOT_ONNX = ("convnexttiny", "efficientnetv2b0")
+KINDS = [*kind_params(kind for kind in TINY_KINDS if kind not in NOT_ONNX),
+         pytest.param("cnn-bfloat16", marks=pytest.mark.slow)]
 
 
 def printed_parity(stdout: str) -> float:
@@ -203,6 +207,22 @@ def test_onnx_export_of_every_kind_answers_as_its_run(kind_runs, kind, tmp_path)
     for from_run, from_onnx in zip(on_run, json.loads(on_onnx.stdout)):
         assert from_onnx["top"][0]["class"] == from_run["top"][0]["class"]
         assert from_onnx["top"][0]["probability"] == pytest.approx(from_run["top"][0]["probability"], abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", NOT_ONNX)
+def test_a_model_tf2onnx_cannot_convert_is_refused_in_one_line_and_exports_as_savedmodel(kind_runs, kind, tmp_path):
+    refused = run_cnnlab("export", kind_runs[kind], *ONNX_ONLY, "--out", tmp_path / "model.onnx")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "cnnlab: error: the onnx file converted from this model does not run in its runtime (")
+    assert refused.stderr.strip().endswith("was not written; --format savedmodel or litert may work")
+    assert not list(tmp_path.iterdir())
+    artifact = tmp_path / "saved"
+    done = run_cnnlab("export", kind_runs[kind], "--format", "savedmodel", "--parity-images", "64", "--out", artifact)
+    assert done.returncode == 0, done.stderr
+    difference, agreement = recomputed_parity(kind_runs[kind], "savedmodel", artifact, 64)
+    assert printed_parity(done.stdout) == pytest.approx(difference, rel=0.01, abs=1e-9) and agreement == 1.0
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
         log(f"exporting {format} with Keras (a minute or more for a large model)")
         write_artifact(model, format, staged, _description(format, model, settings, run_dir))
         log(f"checking parity on {len(images)} test images")
-        record = {"format": format, "artifact": str(out), **check_parity(model, load_artifact(format, staged),
+        record = {"format": format, "artifact": str(out), **check_parity(model, _load_staged(format, staged, out),
                                                                          images)}
         if not record["passed"]:
             # A failed check writes no record file: the error line carries its numbers. A file would either sit
@@ -93,6 +93,19 @@ def export_run(run_dir: Path, format: str, out: Path | None = None, parity_image
         # artifact's path, so another export (another format, another --out) never overwrites it.
         write_json(parity_path(out), record)
     return record
+
+
+def _load_staged(format: str, staged: Path, out: Path):
+    """The artifact just written, in its runtime; a converter's output that its runtime cannot run is a one-line
+    refusal that names the export, not the staging file (tf2onnx 1.16, for one, cannot convert ConvNeXt's grouped
+    convolutions, and turns EfficientNetV2's normalisation constants into extra inputs)."""
+    try:
+        return load_artifact(format, staged)
+    except CnnlabError as exc:
+        reason = str(exc).replace(str(staged), staged.name)
+        reason = reason if len(reason) <= 200 else reason[:200] + "..."  # runtimes quote whole graph nodes
+        raise CnnlabError(f"the {format} file converted from this model does not run in its runtime ({reason}); "
+                          f"{out} was not written; --format savedmodel or litert may work") from None
 
 
 @contextlib.contextmanager
@@ -279,8 +292,11 @@ class OnnxModel:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own error types for a damaged or foreign file
             raise CnnlabError(f"cannot load {path}: {first_line(exc)}") from None
-        (source,) = self.session.get_inputs()
-        self.input_name, self.input_shape = source.name, tuple(source.shape)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise CnnlabError(f"{path} takes {len(inputs)} inputs, not one batch of images: not the ONNX file of a "
+                              "cnnlab model")
+        self.input_name, self.input_shape = inputs[0].name, tuple(inputs[0].shape)
         self.output_shape = tuple(self.session.get_outputs()[0].shape)
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
