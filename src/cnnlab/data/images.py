@@ -7,6 +7,7 @@ or hostile file makes the decoder raise becomes one CnnlabError.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import warnings
@@ -70,22 +71,22 @@ def pixel_count(content: bytes, name: str) -> int:
     cost, known before paying it. Refused as `load_image_bytes` refuses a file that is no image."""
     if not content:
         raise NotAnImage(f"{name}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(content), formats=ALLOWED_FORMATS) as image:
-                return image.width * image.height
-    except UnidentifiedImageError:
-        raise NotAnImage(f"{name}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"{name}: over the {MAX_PIXELS:,}-pixel limit") from None
-    except DECODER_ERRORS as exc:
-        raise CnnlabError(f"{name}: damaged or truncated image ({type(exc).__name__})") from None
+    with _refusals(name), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(content), formats=ALLOWED_FORMATS) as image:
+            return image.width * image.height
 
 
 def _decode_checked(file, name, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[int, int]]:
-    try:
+    with _refusals(name):
         return _decode(file, name, size, resize)
+
+
+@contextlib.contextmanager
+def _refusals(name):
+    """Pillow's failures on a file as cnnlab's one-line refusals: no image of an allowed format, too large, damaged."""
+    try:
+        yield
     except UnidentifiedImageError:
         raise NotAnImage(f"{name}: not a readable image (not one of {', '.join(ALLOWED_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
