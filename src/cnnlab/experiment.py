@@ -341,7 +341,8 @@ def compare(config: RunConfig, models: list[str] | None = None, out: Path | None
 
 def _say_the_plan(configs: list[RunConfig]) -> None:
     """What compare will do, and what its preset measured before (each line names its machine: speed varies)."""
-    labels = ", ".join(kind_of(each).label(each) for each in configs)
+    labels = [kind_of(each).label(each) for each in configs]
+    labels = f"{', '.join(labels[:-1])} and {labels[-1]}"
     print(f"compare under preset {configs[0].preset}: {labels}, one after the other, then the report",
           file=sys.stderr)
     for line in preset_measured().get(configs[0].preset, []):
