@@ -181,7 +181,7 @@ def test_report_compares_the_three_runs(runs, tmp_path):
 
 def test_compare_runs_the_tutorial_comparison_on_the_folder(photos, tmp_path):
     out = tmp_path / "both"
-    done = run_cnnlab("compare", "--preset", "quick", "--data", photos, *SIZE, "--epochs", "1", *TINY_MODEL,
+    done = run_cnnlab("compare", "--models", "cnn,vgg16", "--preset", "quick", "--data", photos, *SIZE, "--epochs", "1", *TINY_MODEL,
                       *TINY_VGG16, "--out", out)
     assert done.returncode == 0, done.stderr
     markdown = (out / "report.md").read_text()
