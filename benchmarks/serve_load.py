@@ -14,6 +14,7 @@ non-zero on any error.
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from collections import Counter
 from pathlib import Path
 
@@ -51,13 +53,26 @@ class ServerFailed(RuntimeError):
     """The server exited, or did not answer /health in time; the message ends with what it wrote to stderr."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    url: str  # http://127.0.0.1:PORT
+    pid: int
+    stderr: typing.IO[str]  # what the server has written to stderr so far: Served.said()
+
+    def said(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+
 @contextlib.contextmanager
-def served(*run_dirs: Path, timeout: float = START_SECONDS):
-    """`python -m cnnlab serve RUN_DIRS` on a free port of 127.0.0.1, as a user starts it, yielding its base URL once
-    /health answers; stopped after (SIGTERM: uvicorn shuts down cleanly). tests/conftest.py hands it to the tests."""
+def served(*run_dirs: Path, options: tuple = (), timeout: float = START_SECONDS):
+    """`python -m cnnlab serve RUN_DIRS OPTIONS` on a free port of 127.0.0.1, as a user starts it, yielding a Served
+    once /health answers; stopped after (SIGTERM: uvicorn shuts down cleanly). tests/conftest.py hands it to the
+    tests."""
     port = free_port()
     with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: a server that writes much never blocks
-        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, run_dirs), "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, run_dirs), "--port", str(port),
+                                    *map(str, options)],
                                    stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         url = f"http://127.0.0.1:{port}"
@@ -74,7 +89,7 @@ def served(*run_dirs: Path, timeout: float = START_SECONDS):
                 if time.monotonic() > deadline:
                     raise failed(f"the server did not answer /health within {timeout:g} s")
                 time.sleep(0.5)
-            yield url
+            yield Served(url, process.pid, stderr)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -121,7 +136,8 @@ def main() -> int:
     args = parser.parse_args()
     image = args.image.read_bytes() if args.image else generated_jpeg()
     try:
-        with served(args.run_dir) as url:
+        with served(args.run_dir) as server:
+            url = server.url
             httpx.post(f"{url}/predict", files={"file": ("warm.jpg", image, "image/jpeg")}, timeout=60)  # not timed
             latencies, errors, elapsed = asyncio.run(load(url, image, args.clients, args.seconds))
     except ServerFailed as exc:

@@ -87,6 +87,22 @@ def test_serve_load_reports_throughput_and_latency_with_no_errors(trained_run):
     assert lines[2] == "errors: 0"
 
 
+@pytest.mark.slow  # a minute of valid, hostile and slow clients against one server
+def test_serve_soak_answers_every_request_keeps_health_up_and_gives_memory_back(trained_run):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "serve_soak.py"), str(trained_run), "--seconds", "60"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = result.stdout
+    requests, unanswered = map(int, re.search(r"requests: (\d+), without a status: (\d+)", said).groups())
+    asked, failed = map(int, re.search(r"/health: (\d+) asked, failed (\d+)", said).groups())
+    idle, peak, settled = map(int, re.search(r"memory: idle (\d+) MB, peak (\d+) MB, settled (\d+) MB", said).groups())
+    assert requests > 1000 and unanswered == 0 and asked >= 100 and failed == 0, said
+    assert idle < peak and settled <= idle + 150, said  # the bound serve_soak.py checks by default
+    for kind, status in [("pixel bomb", 413), ("another origin", 403), ("half a body", 408), ("valid photo", 200),
+                         ("valid 48 M pixels", 200), ("idle crowd", 503)]:
+        assert re.search(rf"  {kind}: .*\d+ x {status}", said), (kind, said)
+
+
 def test_levers_times_each_variant_of_a_lever_against_the_first(synthetic_archive):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "levers.py"), "--data", str(synthetic_archive), "--images", "64",

@@ -31,7 +31,8 @@ def predicted_class(run_dir, image) -> str:
 def test_one_server_answers_what_predict_answers_for_every_model_kind(kind_runs, kinds, tmp_path):
     run_dirs = [kind_runs[kind] for kind in kinds]
     image = class_colour_png(tmp_path / "ship.png", "ship")
-    with served(*run_dirs) as url:
+    with served(*run_dirs) as server:
+        url = server.url
         health = httpx.get(f"{url}/health").json()
         response = httpx.post(f"{url}/predict", files={"file": ("ship.png", image.read_bytes(), "image/png")},
                               timeout=60)
@@ -72,7 +73,8 @@ def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_
     truth = a_test_image_the_run_gets_right(trained_run, image)
     assert predicted_class(trained_run, image) == truth  # the image the run was tested on, and predict gets it right
     requests = []
-    with served(trained_run) as url, sync_playwright() as playwright:
+    with served(trained_run) as server, sync_playwright() as playwright:
+        url = server.url
         browser = launch_chromium(playwright, chromium, tmp_path / "profile", viewport=(1200, 800))
         page = browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
@@ -95,6 +97,50 @@ def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_
         assert len(np.unique(np.asarray(screenshot.convert("L")))) > 10  # drawn, not a blank page
 
 
+def status_line(connection: socket.socket) -> bytes:
+    """The status line of the answer the server sends next on `connection`, read whole; b"" where it closes the
+    connection without a word."""
+    connection.settimeout(30)
+    reader = connection.makefile("rb")
+    status = reader.readline().rstrip()
+    if not status:
+        return status
+    headers = iter(reader.readline, b"\r\n")
+    length = next((int(line.split(b":")[1]) for line in headers if line.lower().startswith(b"content-length")), 0)
+    list(headers)
+    reader.read(length)
+    return status
+
+
+def test_slow_and_idle_clients_are_timed_out_or_evicted_and_health_still_answers(trained_run):
+    """uvicorn alone kept connections that send nothing, half a header or half a body open for ever: 300 of them took
+    every file descriptor. Here each waits --request-timeout at most (408), past --max-connections the one that
+    waited longest is closed (503, or quietly for a kept-alive one with nothing sent since its answer), and a
+    condition is logged once, not per event."""
+    with served(trained_run, options=("--request-timeout", "3", "--max-connections", "4")) as server:
+        address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        kept_alive = socket.create_connection(address)
+        kept_alive.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_line(kept_alive) == b"HTTP/1.1 200 OK"
+        half_header = socket.create_connection(address)
+        half_header.sendall(b"GET /health HTTP/1.1\r\nHost: 12")
+        idle = [socket.create_connection(address) for _ in range(3)]  # five open: over the cap of four
+        assert status_line(kept_alive) == b""  # the longest waiting, closed without a word
+        crowd = [socket.create_connection(address) for _ in range(8)]
+        health = httpx.get(f"{server.url}/health", timeout=10)  # a new client: it gets an answer, not the crowd
+        evicted = [status_line(connection) for connection in [half_header, *idle]]
+        last = status_line(crowd[-1])  # the newest of the crowd: no newer one evicted it, the deadline closed it
+        for _ in range(50):
+            with socket.create_connection(address) as garbage:
+                garbage.sendall(b"\x16\x03\x01 no HTTP\r\n\r\n")
+                assert status_line(garbage) == b"HTTP/1.1 400 Bad Request"
+        said = server.said()
+    assert health.status_code == 200 and health.json()["ok"]
+    assert evicted == [b"HTTP/1.1 503 Service Unavailable"] * 4
+    assert last == b"HTTP/1.1 408 Request Timeout"
+    assert said.count("Invalid HTTP request received") == 1 and "Traceback" not in said
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--port", "70000", "--port must be 0 to 65535, not 70000"),
     ("--port", "-1", "--port must be 0 to 65535, not -1"),
@@ -102,6 +148,9 @@ def test_the_page_shows_the_true_label_of_a_real_test_image_in_chromium(trained_
     ("--max-upload-mb", "nan", "--max-upload-mb must be a finite number above 0, not nan"),
     ("--max-upload-mb", "1e308", "--max-upload-mb must be a finite number above 0, not 1e+308"),
     ("--max-upload-mb", "0", "--max-upload-mb must be a finite number above 0, not 0"),
+    ("--request-timeout", "0", "--request-timeout must be a finite number above 0, not 0"),
+    ("--request-timeout", "inf", "--request-timeout must be a finite number above 0, not inf"),
+    ("--max-connections", "0", "--max-connections must be positive, not 0"),
 ])
 def test_serve_refuses_an_out_of_range_port_or_upload_limit_in_one_line(option, value, message, tmp_path):
     done = run_cnnlab("serve", tmp_path, f"{option}={value}", timeout=120)

@@ -268,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, metavar="N", help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--top", type=int, default=3, metavar="N", help="classes the page shows per run (default: 3)")
     serve.add_argument("--max-upload-mb", type=float, default=8, metavar="X", help="largest request accepted (default: 8)")
+    serve.add_argument("--request-timeout", type=float, default=30, metavar="S",
+                       help="seconds a client has to send a whole request, upload included; slower ones get 408 "
+                            "(default: 30)")
+    serve.add_argument("--max-connections", type=int, default=64, metavar="N",
+                       help="connections open at once; one more closes the one that waited longest for its request "
+                            "(default: 64)")
     serve.set_defaults(handler=_serve)
 
     data = _command(commands, "data", help="inspect the data set")
@@ -615,32 +621,24 @@ def _export(args) -> int:
 def _serve(args) -> int:
     import importlib.util
     import math
-    import socket
 
     if args.top <= 0:
         raise CnnlabError("--top must be positive")
-    if not (math.isfinite(args.max_upload_mb * 2**20) and args.max_upload_mb > 0):  # nan, inf: round() would fail
-        raise CnnlabError(f"--max-upload-mb must be a finite number above 0, not {args.max_upload_mb:g}")
+    for option, value in (("--max-upload-mb", args.max_upload_mb), ("--request-timeout", args.request_timeout)):
+        if not (math.isfinite(value * 2**20) and value > 0):  # nan, inf: round() and the timers would fail
+            raise CnnlabError(f"{option} must be a finite number above 0, not {value:g}")
+    if args.max_connections <= 0:
+        raise CnnlabError(f"--max-connections must be positive, not {args.max_connections}")
     if not 0 <= args.port <= 65535:  # socket.bind would raise OverflowError
         raise CnnlabError(f"--port must be 0 to 65535, not {args.port}")
     found = importlib.util.find_spec
     # python-multipart: its module was `multipart` before 0.0.13
     if not (found("fastapi") and found("uvicorn") and (found("python_multipart") or found("multipart"))):
         raise CnnlabError("cnnlab serve needs the serve extra: " + install_hint("serve"))
-    import uvicorn
-
-    from cnnlab.serving import serve
+    from cnnlab.serving import serve, server
 
     serve.check_runs(args.run_dirs)  # before the port and the models: bad input costs nothing
-    listener = socket.socket()
-    try:  # bound here, before the models load, so that a port in use is one line at once
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart gets the port
-        listener.bind((args.host, args.port))
-        listener.listen()
-    except OSError as exc:
-        listener.close()
-        raise CnnlabError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    with listener:
+    with server.listen(args.host, args.port) as listener:
         _import_keras_quietly()
         # Host headers answered: this machine's names, the address given, or any where it listens on all of them
         wildcard = args.host in ("0.0.0.0", "::", "")
@@ -648,10 +646,7 @@ def _serve(args) -> int:
         app = serve.create_app(args.run_dirs, round(args.max_upload_mb * 2**20), args.top, allowed)
         host, port = listener.getsockname()[:2]
         print(f"serving {len(args.run_dirs)} run(s) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        # Idle keep-alive connections closed after 5 s, and past 64 connections a 503 at once: a crowd of idle
-        # clients cannot hold every file descriptor
-        config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5, limit_concurrency=64)
-        uvicorn.Server(config).run(sockets=[listener])
+        server.serve_forever(app, listener, args.request_timeout, args.max_connections)
     return 0
 
 

@@ -19,6 +19,7 @@ over the pixel limit or images over MAX_REQUEST_PIXELS together (413), a file th
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,12 +154,34 @@ def create_app(run_dirs: list[Path], max_upload_bytes: int = DEFAULT_MAX_UPLOAD_
             raise HTTPException(413, f"the request's images hold {pixels:,} pixels, over the {MAX_REQUEST_PIXELS:,} "
                                      "a request may hold")
         with decoding:
-            images = _decode_for_each_run(contents, names, runs)
+            try:
+                images = _decode_for_each_run(contents, names, runs)
+            finally:  # the full-size decodes are freed by now, the images at the models' sizes are small
+                give_freed_memory_back()
         answers = {run.name: run.top_classes(images[run.name], top) for run in runs}
         return {"images": [{"image": name, "runs": {run.name: answers[run.name][index] for run in runs}}
                            for index, name in enumerate(names)]}
 
     return app
+
+
+def give_freed_memory_back() -> None:
+    """Hand the memory freed by a request's decoded images back to the system. glibc keeps freed heap memory for
+    later use: after bursts of large images the server stayed 334 MB above its idle size 20 s later (measured,
+    benchmarks/serve_soak.py). Without glibc (macOS, Windows, musl) there is no such call, and nothing is done."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def _decode_for_each_run(contents: list[bytes], names: list[str], runs: list[ServedRun]) -> dict[str, list]:
