@@ -170,9 +170,12 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.write(f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\nconnection: close\r\n"
                              f"content-length: {len(body)}\r\n\r\n".encode() + body)
         self._deadline.cancel()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
         self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:  # the client is gone already (ENOTCONN)
+            self.transport.abort()
 
     def _await_request(self) -> None:
         if self._deadline is not None:
@@ -201,8 +204,9 @@ class OncePerCondition(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exception = record.exc_info[1] if record.exc_info else None
-        condition = (record.name, str(record.msg) if isinstance(record.msg, str) else type(record.msg).__name__,
-                     type(exception).__name__)
+        # The format's first line: asyncio writes its context (sockets, callbacks) in lines below it
+        form = record.msg.splitlines()[0] if isinstance(record.msg, str) and record.msg else type(record.msg).__name__
+        condition = (record.name, form, type(exception).__name__)
         now = time.monotonic()
         seen = self.conditions.setdefault(condition, [-float("inf"), 0])
         if now - seen[0] < self.period:
