@@ -118,6 +118,8 @@ def valid_corruptions() -> dict:
     (lambda m: m.update(test_time_augmentation=True), "test_time_augmentation"),
     (lambda m: m.update(train_seconds=-1), "train_seconds is not a number of seconds"),
     (lambda m: m.update(hardware=[]), "hardware is not an object"),
+    (lambda m: m.update(flops="a lot"), "flops are not numbers of FLOPs"),
+    (lambda m: m.update(flops={"train": -1.0}), "flops are not numbers of FLOPs"),
     (lambda m: m.update(corruptions=[]), "corruptions is not an object"),
     (lambda m: m["corruptions"].update(seed=-1), "corruptions.seed is not a seed"),
     (lambda m: m["corruptions"].update(images=0), "corruptions.images is not a count"),

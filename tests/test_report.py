@@ -268,7 +268,7 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert html.escape("<script>alert(1)</script>") in page and html.escape("(<script>alert(1))") in page
     assert [src for src in re.findall(r'src="([^"]*)"', page) if not src.startswith("data:image/png")] == []
     results = page.split('<table class="results">')[1].split("</table>")[0]
-    assert results.count("<tr>") == 3 and all(row.count("<td>") == 15 for row in results.split("<tr>")[2:])
+    assert results.count("<tr>") == 3 and all(row.count("<td>") == 16 for row in results.split("<tr>")[2:])
 
     markdown = (out / "report.md").read_text()
     rendered = REPORT_RENDERER.render(markdown)
@@ -276,7 +276,7 @@ def test_report_of_runs_with_hostile_names_escapes_html_and_markdown(tmp_path):
     assert re.findall(r'<img src="([^"]*)"', rendered) == [f"figures/{name}.png" for name in (
         "learning_curves", "per_class_accuracy", "confusion_matrix_1", "confusion_matrix_2")]
     rows = rendered.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
-    assert len(rows) == 2 and all(row.count("<td>") == 15 for row in rows)
+    assert len(rows) == 2 and all(row.count("<td>") == 16 for row in rows)
     cells = [[html.unescape(cell.split("</td>")[0]) for cell in row.split("<td>")[1:3]] for row in rows]
     assert cells == [["[x](javascript:alert(1))-1", f"{label} (<script>alert(1))"],
                      ["[x](javascript:alert(1))-2", f"{label} (a|b **bold** [x](javascript:alert(1))\\n$\\nosuch$)"]]
@@ -601,6 +601,17 @@ def test_each_time_column_of_the_results_is_in_one_unit(tmp_path):
     build_report(runs, tmp_path / "seconds")  # all under 2 minutes: seconds
     table = markdown_table((tmp_path / "seconds" / "report.md").read_text(), "## Results")
     assert [row[9:11] for row in table] == [["training time (s)", "time per epoch (s)"], ["112", "56"], ["90", "10"]]
+
+
+def test_the_results_give_the_flops_each_run_spent_training_and_testing(tmp_path):
+    runs = [with_metrics(write_finished_run(tmp_path / "a"),
+                         flops={"train": 4.1e14, "validation": 0.2e14, "test": 2.4e12, "forward_per_image": 2.4e8}),
+            with_metrics(write_finished_run(tmp_path / "bb"), flops={"train": 5.0e9, "validation": 0, "test": 3.1e6}),
+            write_finished_run(tmp_path / "ccc")]  # a run from before cnnlab counted them
+    build_report(runs, tmp_path / "report")
+    table = markdown_table((tmp_path / "report" / "report.md").read_text(), "## Results")
+    column = table[0].index("FLOPs: training; test")
+    assert [row[column] for row in table[1:]] == ["430 TFLOP; 2.4 TFLOP", "5 GFLOP; 3.1 MFLOP", "-; -"]
 
 
 def test_headings_use_short_names_and_the_results_the_weights_file_name(long_label_report):

@@ -27,8 +27,8 @@ from cnnlab.data import Dataset, load_dataset, make_splits
 from cnnlab.evaluation import figures
 from cnnlab.runs import rundir
 from cnnlab.runs import provenance
-from cnnlab.evaluation.scoring import (check_corruption_settings, corruption_sample, metrics_from_probabilities,
-                                       predict_probabilities, score_corruptions)
+from cnnlab.evaluation.scoring import (TTA_VARIANTS, check_corruption_settings, corruption_sample,
+                                       metrics_from_probabilities, predict_probabilities, score_corruptions)
 from cnnlab.models import check_model_list, compared_kinds, kind_of  # the registry alone: no Keras until a model is built
 from cnnlab.runs.run import Run
 
@@ -247,12 +247,17 @@ def _training_summary(run: Run) -> dict:
 
 
 def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
+    from cnnlab.models.flops import forward_flops  # Keras: imported once a model is at hand
+
     start = time.perf_counter()
     probabilities = predict_probabilities(model, data.x_test, batch_size=config.train.evaluation_batch_size,
                                           shown_as="test set",
                                           augmentation=config.train.test_time_augmentation)
     metrics["test_seconds"] = round(time.perf_counter() - start, 2)
     metrics["test_time_augmentation"] = config.train.test_time_augmentation
+    forward = forward_flops(model)
+    metrics["flops"] = {**metrics.get("flops", {}), "forward_per_image": forward,
+                        "test": forward * len(data.x_test) * TTA_VARIANTS[config.train.test_time_augmentation]}
     run.write_predictions(probabilities, data.y_test)
     metrics.update(metrics_from_probabilities(probabilities, data.y_test, data.class_names))
     metrics["versions"] = machine.library_versions()

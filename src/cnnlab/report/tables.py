@@ -36,7 +36,7 @@ def results_table(runs: list, labels: list[str], names: list[str]) -> Table:
              _time_unit([seconds for run in runs for _, seconds in _epoch_times(run.metrics)]))
     header = ["name", "model", "test accuracy", "95% interval (Wilson)"] + (["top-5 accuracy"] if top_five else []) + [
         "test loss", "parameters", "trainable", "epochs", f"training time ({units[0].name})",
-        f"time per epoch ({units[1].name})", "inference", "model size", "weights", "preset"]
+        f"time per epoch ({units[1].name})", "FLOPs: training; test", "inference", "model size", "weights", "preset"]
     return Table(header, [[name, *_results_row(run, label, top_five, units)]
                           for name, label, run in zip(names, labels, runs)], "results")
 
@@ -49,8 +49,23 @@ def _results_row(run, label: str, top_five: bool, units: tuple[_TimeUnit, _TimeU
             + ([f"{stats.top_k_accuracy(run.probabilities, run.labels, 5):.2%}"] if top_five else [])
             + [f"{metrics['test_loss']:.3f}", _count(metrics.get("parameters")),
                _count(metrics.get("trainable_parameters")), _count(metrics.get("epochs")),
-               units[0].text(metrics.get("train_seconds")), per_epoch or "-", _inference_speed(metrics, images),
+               units[0].text(metrics.get("train_seconds")), per_epoch or "-", _flops_spent(metrics.get("flops", {})),
+               _inference_speed(metrics, images),
                _file_size(run.model_path), _weights_file(run.config), run.config.preset])
+
+
+def _flops_spent(flops: dict) -> str:
+    """What training (its validation passes included) and scoring the test set cost (models/flops.py), each in the
+    unit it reads best in; "-" for a run from before cnnlab counted them."""
+    train = None if flops.get("train") is None else flops["train"] + (flops.get("validation") or 0)
+    return "; ".join(_flop_text(value) for value in (train, flops.get("test")))
+
+
+def _flop_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    exponent = min(max(int(np.log10(max(value, 1))) // 3, 2), 5)  # M, G, T or P
+    return f"{value / 1000**exponent:.3g} {'MGTP'[exponent - 2]}FLOP"
 
 
 def _count(value: int | None) -> str:

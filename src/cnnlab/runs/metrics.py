@@ -73,6 +73,9 @@ def _training_problem(metrics: dict) -> str | None:
             and (phase.get("seconds_per_epoch") is None or _is_number(phase["seconds_per_epoch"]))
             for phase in phases)):
         return "phases are not a list of named phases"
+    flops = metrics.get("flops", {})  # runs from before cnnlab counted FLOPs: none
+    if not (isinstance(flops, dict) and all(value is None or _is_number(value) for value in flops.values())):
+        return "flops are not numbers of FLOPs"
     for name in ("label", "preset"):
         if not isinstance(metrics.get(name, ""), str):
             return f"{name} is not text"

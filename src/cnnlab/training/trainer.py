@@ -31,6 +31,7 @@ from cnnlab.data.batches import ShuffledBatches, one_hot
 from cnnlab.evaluation.progress import PassProgress, batches_of
 from cnnlab.models import Phase, kind_of
 from cnnlab.models.factory import ModelFactory
+from cnnlab.models.flops import forward_flops, training_step_flops
 from cnnlab.models.recipe import Lookahead
 from cnnlab.models.saving import portable_copy
 from cnnlab.runs.history import history_number, read_rows, write_rows
@@ -59,12 +60,18 @@ class TrainingResult:
             "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2) if self.epoch_seconds else None,
             "epoch_seconds": [round(seconds, 2) for seconds in self.epoch_seconds],
             "phases": self.phases,
+            "flops": {stage: _phases_total(self.phases, f"{stage}_flops") for stage in ("train", "validation")},
             "parameters": int(self.model.count_params()),
             # The most any phase trained: the saved model's own flags depend on which phase had the best epoch.
             "trainable_parameters": max(
                 (phase["trainable_parameters"] for phase in self.phases), default=trainable_parameters(self.model)
             ),
         }
+
+
+def _phases_total(phases: list[dict], key: str) -> int | None:
+    """The phases' `key` added up; None where a phase has none (its record was written by an older cnnlab)."""
+    return sum(phase[key] for phase in phases) if all(key in phase for phase in phases) else None
 
 
 def trainable_parameters(model: keras.Model) -> int:
@@ -260,10 +267,12 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
     start_epoch = (_backed_up_epoch(run.state_dir / phase.name, epochs_before, phase.epochs) if resume else None) \
         or epochs_before
     fit_model, x_train, x_val, augmentation = run.model, run.splits.x_train, run.splits.x_val, run.augmentation
-    feature_seconds = None
+    feature_seconds, feature_flops = None, 0
     if phase.cached_features:
         extractor, fit_model = run.factory.cached_feature_models(run.model, phase)
         x_train, x_val, augmentation, feature_seconds = _cached_features(run, extractor)
+        if feature_seconds is not None:  # computed for this phase, not reused from the last
+            feature_flops = forward_flops(extractor) * _feature_images(run)
     splits, num_classes = run.splits, run.num_classes
     batches = ShuffledBatches(x_train, splits.y_train, num_classes, run.config.train.batch_size, run.config.train.seed,
                               epoch=start_epoch, augmentation=augmentation)
@@ -298,6 +307,9 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
         "trainable_parameters": trainable_parameters(fit_model),
         "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
         "feature_cache_seconds": feature_seconds,
+        # What the phase's recipe costs (models/flops.py): epochs repeated after a crash are not counted again
+        "train_flops": training_step_flops(fit_model) * len(splits.y_train) * phase.epochs + feature_flops,
+        "validation_flops": forward_flops(fit_model) * len(splits.y_val) * phase.epochs,
     }
 
 
@@ -428,6 +440,11 @@ def _restore_history(history_csv: Path, resume_epoch: int, checkpoint: BestCheck
     return [0.0 if np.isnan(seconds) else seconds for seconds in (history_number(row.get("seconds")) for row in rows)]
 
 
+def _feature_images(run: _Training) -> int:
+    """How many images go through a phase's frozen layers once: training (and their mirrors), validation."""
+    return len(run.splits.y_train) * (2 if run.config.data.flip else 1) + len(run.splits.y_val)
+
+
 def _cached_features(run: _Training, extractor: keras.Model):
     """The training and validation images through `extractor`, computed once per phase (a phase that cuts the model
     where the last one did reuses them), with the flips `data.flip` asks for served from the mirror images' features;
@@ -437,7 +454,7 @@ def _cached_features(run: _Training, extractor: keras.Model):
     run.features.clear()  # another phase's features: not needed again, and they can be large
     started = time.perf_counter()
     splits, flip = run.splits, run.config.data.flip
-    count = len(splits.y_train) * (2 if flip else 1) + len(splits.y_val)
+    count = _feature_images(run)
     print(f"computing the frozen layers' features once for {count:,} images" + (" (and mirror images)" if flip else ""),
           file=sys.stderr)
     batch = max(run.config.train.batch_size, 128)
