@@ -5,8 +5,8 @@ import re
 import pytest
 
 from cnnlab import cli
-from cnnlab.training.bench import (BACKENDS, BASELINE, BackendRow, format_backend_rows, format_results, run_backends,
-                          run_bench)
+from cnnlab.training.bench import (BACKENDS, BASELINE, BackendRow, attainable_peaks, format_backend_rows, format_peaks,
+                                   format_results, run_backends, run_bench)
 from cnnlab.config import load_config
 from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
@@ -28,10 +28,23 @@ def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
         assert len(contender.train_seconds) == len(contender.eval_seconds) == 3  # a warm-up round and two timed ones
         assert contender.train_images_per_second > 0 and contender.eval_images_per_second > 0
     assert len(lines) == 3 and "warm-up" in lines[0]
-    table = format_results(contenders)
+    assert contenders[0].train_flops_per_image == contenders[1].train_flops_per_image > 0  # the same network
+    peaks = {"conv 3x3 float32": 100.0, "conv 3x3 bfloat16": 400.0}
+    table = format_results(contenders, peaks)
     assert table.splitlines()[1].count("1.00x") == 2  # the baseline against itself
     ratio = contenders[2].train_images_per_second / contenders[0].train_images_per_second
     assert f"{ratio:5.2f}x" in table.splitlines()[3]
+    for line, contender in zip(table.splitlines()[1:], contenders):
+        achieved = contender.train_flops_per_image * contender.train_images_per_second / 1e9
+        peak = peaks[f"conv 3x3 {contender.precision}"]
+        assert line.split()[-2:] == [f"{achieved:,.1f}", f"{achieved / peak:.0%}"]
+
+
+def test_attainable_peaks_time_a_matmul_and_a_convolution_in_each_precision():
+    peaks = attainable_peaks(["float32", "float32", "bfloat16"], seconds=0.05)
+    assert list(peaks) == ["matmul float32", "conv 3x3 float32", "matmul bfloat16", "conv 3x3 bfloat16"]
+    assert all(0 < rate < 1e6 for rate in peaks.values())  # GFLOP/s: no CPU core reaches a PFLOP/s
+    assert format_peaks({"matmul float32": 1234.5}) == "attainable here: matmul float32 1,234 GFLOP/s"
 
 
 def test_float32_everywhere_times_cnnlab_once(synthetic_archive):
@@ -51,7 +64,8 @@ def test_bench_command_prints_the_table(synthetic_archive, capsys):
                      "--whole-epochs", "0", "--set", "data.test_limit=512"]) == 0
     out = capsys.readouterr().out
     assert "and 512 test images each" in out
-    assert "native bfloat16" in out and "train img/s" in out
+    assert "native bfloat16" in out and "train img/s" in out and "train GFLOP/s" in out
+    assert re.search(r"attainable here: matmul float32 [\d,]+ GFLOP/s, conv 3x3 float32 [\d,]+ GFLOP/s", out)
     assert re.search(r"plain Keras.*\d+\s+1\.00x", out)
     assert "whole epochs" not in out  # 0 skips them
 
@@ -81,8 +95,9 @@ def test_bench_on_every_backend_times_both_presets_in_a_process_each(synthetic_a
     for row in rows:
         if importlib.util.find_spec(row[0]) is None:
             assert row[-2:] == ["not", "installed"]
-        else:  # batch 16, then training and evaluation images/s, both measured
-            assert row[-3] == "16" and float(row[-2].replace(",", "")) > 0 and float(row[-1].replace(",", "")) > 0
+        else:  # batch 16, then training and evaluation images/s, training GFLOP/s and share of the peak, measured
+            assert row[-5] == "16" and all(float(value.replace(",", "")) > 0 for value in row[-4:-1])
+            assert row[-1].endswith("%")
     # each child's own progress, in its own backend: its Keras reported the backend it was started with
     for backend in BACKENDS:
         if importlib.util.find_spec(backend) is not None:
@@ -105,6 +120,6 @@ def test_a_backend_that_is_not_installed_or_fails_gets_a_row_saying_why(monkeypa
 
 
 def test_backend_rows_show_the_measured_rates():
-    rows = [BackendRow("jax", "seed", "CNN from scratch", 32, 1234.4, 5678.6)]
+    rows = [BackendRow("jax", "seed", "CNN from scratch", 32, 1234.4, 5678.6, 194.6, 389.2)]
     row = format_backend_rows(rows).splitlines()[1]
-    assert row.split() == ["jax", "CNN", "from", "scratch", "32", "1,234", "5,679"]
+    assert row.split() == ["jax", "CNN", "from", "scratch", "32", "1,234", "5,679", "194.6", "50%"]

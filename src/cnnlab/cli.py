@@ -654,7 +654,7 @@ def _bench(args) -> int:
     from cnnlab.backends import machine
     from cnnlab.config import load_config
     from cnnlab.data import load_dataset
-    from cnnlab.training.bench import format_results, run_bench
+    from cnnlab.training.bench import attainable_peaks, format_peaks, format_results, run_bench
 
     if args.steps < 1 or args.rounds < 1 or args.whole_rounds < 1:
         raise CnnlabError("--steps, --rounds and --whole-rounds must be at least 1")
@@ -677,7 +677,9 @@ def _bench(args) -> int:
           f"{args.rounds} timed rounds of {args.steps} training steps (batch 32) and {len(data.y_test):,} test images "
           "each")
     contenders = run_bench(data, config, args.steps, args.rounds, log=lambda line: print(line, file=sys.stderr))
-    print(format_results(contenders))
+    peaks = attainable_peaks(contender.precision for contender in contenders)
+    print(format_peaks(peaks))
+    print(format_results(contenders, peaks))
     if args.whole_epochs:
         _bench_whole_epochs(args, data, config)
     return 0

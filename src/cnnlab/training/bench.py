@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +38,8 @@ BASELINE = "plain Keras (float32 arrays, defaults)"
 @dataclass
 class Contender:
     name: str
+    precision: str = "float32"
+    train_flops_per_image: float = 0.0  # a training step's (models/flops.py)
     train_images_per_second: float = 0.0
     eval_images_per_second: float = 0.0
     train_seconds: list[float] = dataclasses.field(default_factory=list)  # per round, the warm-up first
@@ -76,6 +79,7 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
     from cnnlab.data.batches import ShuffledBatches, one_hot
     from cnnlab.evaluation.scoring import predict_probabilities
     from cnnlab.models.factory import build_model
+    from cnnlab.models.flops import training_step_flops
     from cnnlab.models.recipe import compile_for_phase
 
     config = config or load_config("seed")
@@ -103,7 +107,7 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
 
     configured = placement_for(config).precision
     entries = [
-        (Contender(BASELINE),
+        (Contender(BASELINE, "float32", training_step_flops(baseline)),
          lambda: baseline.fit(x_float, y_one_hot, batch_size=batch_size, epochs=1, verbose=0),
          lambda: baseline.predict(x_test_float, verbose=0)),
     ]
@@ -112,7 +116,8 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
         batches = ShuffledBatches(data.x_train[:count], data.y_train[:count], num_classes, batch_size,
                                   config.train.seed)
         entries.append((
-            Contender(f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}"),
+            Contender(f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}", precision,
+                      training_step_flops(model)),
             lambda model=model, batches=batches: _train_one_epoch(model, batches),
             lambda model=model: predict_probabilities(model, data.x_test),
         ))
@@ -145,17 +150,61 @@ def _train_one_epoch(model, batches) -> None:
     model.fit(data, epochs=1, shuffle=False, callbacks=callbacks, verbose=0)
 
 
-def format_results(contenders: list[Contender]) -> str:
+def format_results(contenders: list[Contender], peaks: dict[str, float]) -> str:
+    """The table: images/s and ratios to the baseline, and the GFLOP/s each one's training achieves, with its share
+    of the convolution peak measured here in its precision (`attainable_peaks`)."""
     baseline = contenders[0]
-    lines = [f"{'':58} {'train img/s':>12} {'ratio':>6} {'eval img/s':>11} {'ratio':>6}"]
+    lines = [f"{'':58} {'train img/s':>12} {'ratio':>6} {'eval img/s':>11} {'ratio':>6} {'train GFLOP/s':>14} "
+             f"{'of peak':>7}"]
     for contender in contenders:
+        achieved = contender.train_flops_per_image * contender.train_images_per_second / 1e9
         lines.append(
             f"{contender.name:58} {contender.train_images_per_second:12,.0f} "
             f"{contender.train_images_per_second / baseline.train_images_per_second:5.2f}x "
             f"{contender.eval_images_per_second:11,.0f} "
-            f"{contender.eval_images_per_second / baseline.eval_images_per_second:5.2f}x"
+            f"{contender.eval_images_per_second / baseline.eval_images_per_second:5.2f}x "
+            f"{achieved:14,.1f} {_share(achieved, peaks.get(f'conv 3x3 {contender.precision}')):>7}"
         )
     return "\n".join(lines)
+
+
+def _share(achieved: float, peak: float | None) -> str:
+    return "-" if not peak else f"{achieved / peak:.0%}"
+
+
+# Sizes at which this machine's attainable rate shows: a square matmul, and a 3x3 convolution of the size the fast
+# net's middle layers run at (a batch of 64 at 16x16 with 256 channels).
+MATMUL_SIZE = 2048
+CONV_SHAPE, CONV_CHANNELS = (64, 16, 16, 256), 256
+
+
+def attainable_peaks(precisions, seconds: float = 1.0) -> dict[str, float]:
+    """GFLOP/s of a large matmul and a 3x3 convolution through `keras.ops` on this backend and machine, in each
+    precision, each repeated for about `seconds` after a warm-up call: the most the models' own layers could hope
+    for here, measured, not taken from a datasheet."""
+    import keras
+    from keras import ops
+
+    peaks = {}
+    for precision in dict.fromkeys(precisions):
+        a, b = (ops.cast(keras.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=seed), precision) for seed in (1, 2))
+        images = ops.cast(keras.random.normal(CONV_SHAPE, seed=3), precision)
+        kernel = ops.cast(keras.random.normal((3, 3, CONV_SHAPE[-1], CONV_CHANNELS), seed=4), precision)
+        jobs = {"matmul": (lambda: ops.matmul(a, b), 2 * MATMUL_SIZE**3),
+                "conv 3x3": (lambda: ops.conv(images, kernel, padding="same"),
+                             2 * math.prod(CONV_SHAPE[:3]) * 9 * CONV_SHAPE[-1] * CONV_CHANNELS)}
+        for name, (job, flops) in jobs.items():
+            ops.convert_to_numpy(job())  # warm-up: kernels chosen, memory pools filled
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                result, calls = job(), calls + 1
+            ops.convert_to_numpy(result)  # asynchronous backends (JAX) finish here
+            peaks[f"{name} {precision}"] = flops * calls / (time.perf_counter() - start) / 1e9
+    return peaks
+
+
+def format_peaks(peaks: dict[str, float]) -> str:
+    return "attainable here: " + ", ".join(f"{name} {rate:,.0f} GFLOP/s" for name, rate in peaks.items())
 
 
 # ---- every backend, each in its own process -------------------------------------------------------------------------
@@ -172,6 +221,8 @@ class BackendRow:
     batch_size: int = 0
     train_images_per_second: float | None = None
     eval_images_per_second: float | None = None
+    train_gflops_per_second: float | None = None  # what its training achieved (models/flops.py)
+    peak_gflops_per_second: float | None = None  # a 3x3 convolution's, in its precision (attainable_peaks)
     problem: str | None = None  # why there is no number: not installed, or the one-line error
 
 
@@ -181,13 +232,15 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
     round."""
     import keras
 
+    from cnnlab.backends import placement_for
     from cnnlab.evaluation.scoring import predict_probabilities
     from cnnlab.models import model_label
+    from cnnlab.models.flops import training_step_flops
 
     rows = []
     for preset in presets:
         config = load_config(preset, overrides)
-        train = config.train
+        train, precision = config.train, placement_for(config).precision
         setup = preset_setup(config, steps * train.batch_size, total_steps=steps * (rounds + 1))
         timed = Contender(preset)
         alternate_rounds([(timed, lambda: _train_one_epoch(setup.model, setup.batches),
@@ -195,9 +248,11 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
                                                          batch_size=train.evaluation_batch_size,
                                                          augmentation=train.test_time_augmentation))],
                          rounds, log, name=f"{keras.backend.backend()} {preset}: round")
-        rows.append(BackendRow(keras.backend.backend(), preset, model_label(config), train.batch_size,
-                               len(setup.y_train) * rounds / sum(timed.train_seconds[1:]),
-                               len(setup.x_test) * rounds / sum(timed.eval_seconds[1:])))
+        train_rate = len(setup.y_train) * rounds / sum(timed.train_seconds[1:])
+        rows.append(BackendRow(keras.backend.backend(), preset, model_label(config), train.batch_size, train_rate,
+                               len(setup.x_test) * rounds / sum(timed.eval_seconds[1:]),
+                               training_step_flops(setup.model) * train_rate / 1e9,
+                               attainable_peaks([precision])[f"conv 3x3 {precision}"]))
     return rows
 
 
@@ -265,13 +320,15 @@ def run_backends(backends, overrides: dict, steps: int, rounds: int, log=print) 
 
 
 def format_backend_rows(rows: list[BackendRow]) -> str:
-    lines = [f"{'backend':11} {'model':34} {'batch':>5} {'train img/s':>12} {'eval img/s':>11}"]
+    lines = [f"{'backend':11} {'model':34} {'batch':>5} {'train img/s':>12} {'eval img/s':>11} {'train GFLOP/s':>14} "
+             f"{'of peak':>7}"]
     for row in rows:
         if row.problem:
             lines.append(f"{row.backend:11} {row.preset + ' preset':34} {row.problem}")
         else:
             lines.append(f"{row.backend:11} {row.model:34} {row.batch_size:5} {row.train_images_per_second:12,.0f} "
-                         f"{row.eval_images_per_second:11,.0f}")
+                         f"{row.eval_images_per_second:11,.0f} {row.train_gflops_per_second:14,.1f} "
+                         f"{_share(row.train_gflops_per_second, row.peak_gflops_per_second):>7}")
     return "\n".join(lines)
 
 
