@@ -29,7 +29,7 @@ from cnnlab.common.settings import (FRACTION, LEARNING_RATE, MAX_EPOCHS, MAX_IMA
 from cnnlab.models.registry import KINDS
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "muon")
 LR_SCHEDULES = ("constant", "warmup_linear")
 RESIZE_MODES = ("crop", "pad", "stretch")
 TTA_LEVELS = (0, 1, 2)  # see TrainConfig.test_time_augmentation
@@ -77,9 +77,13 @@ class TrainConfig:
     tensorboard: bool = False
     # Resume state is saved every epoch, and also every N steps when N > 0
     save_every_steps: int = setting(0, bounds=Range(0, MAX_STEPS))
-    optimizer: str = setting("adam", choices=OPTIMIZERS)  # "sgd" has momentum
-    momentum: float = setting(0.9, bounds=FRACTION)  # sgd only
-    nesterov: bool = False  # sgd only
+    # "sgd" has momentum; "muon" is sgd with Muon's orthogonalised steps for convolution kernels (models/recipe.py)
+    optimizer: str = setting("adam", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, bounds=FRACTION)  # sgd and muon
+    nesterov: bool = False  # sgd and muon
+    # muon only: the kernels' step is this times the scheduled learning rate, with this momentum (Nesterov's)
+    muon_lr_scale: float = setting(0.16, bounds=Range(0.0, 1_000.0, low_open=True))
+    muon_momentum: float = setting(0.6, bounds=FRACTION)
     label_smoothing: float = setting(0.0, bounds=FRACTION)
     # Or "warmup_linear": up from lr*warmup_start, then linearly down to lr*final
     lr_schedule: str = setting("constant", choices=LR_SCHEDULES)
