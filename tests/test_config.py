@@ -226,7 +226,7 @@ def test_messages_show_long_and_multiline_values_briefly():
         load_config("seed", {"train.optimizer": "adam\n" + "x" * 100_000, "model": "\x1b[2J"})
     message = str(caught.value)
     assert "\n" not in message and "\x1b" not in message and len(message) < 400
-    assert "train.optimizer must be one of adam, sgd, got 'adam\\nxxx" in message
+    assert "train.optimizer must be one of adam, sgd, muon, got 'adam\\nxxx" in message
 
 
 def test_unknown_keys_are_shown_briefly(tmp_path):

@@ -141,3 +141,12 @@ def test_the_fast_net_trains_with_muon_in_a_users_process(synthetic_archive, tmp
     assert done.returncode == 0, done.stderr
     assert json.loads((run_dir / "config.json").read_text())["train"]["optimizer"] == "muon"
     assert run_metrics(run_dir)["test_accuracy"] > 0.3  # ten colours: chance is 10% (SGD: 20% in these 16 steps)
+
+
+def test_conv_muon_keeps_kernel_momentum_even_where_sgd_has_none():
+    kernel = keras.Variable(np.ones((3, 3, 2, 4), "float32"))
+    optimizer = ConvMuon(0.1, momentum=0.0, muon_momentum=0.5)
+    for _ in range(2):
+        optimizer.apply_gradients([(np.ones((3, 3, 2, 4), "float32"), kernel)])
+    assert np.all(np.isfinite(kernel.numpy())) and not np.allclose(kernel.numpy(), 1.0)
+    assert len(optimizer.momentums) == 1 and np.allclose(optimizer.momentums[0].numpy(), 1.5)  # 0.5 x 1 + 1

@@ -28,7 +28,7 @@ from cnnlab.models.footprint import Tally
 from cnnlab.models.saving import MAX_MODEL_BYTES
 
 BYTES_PER_WEIGHT = 4
-OPTIMIZER_SLOTS = {"adam": 2, "sgd": 1, "muon": 2}  # copies of the weights each optimizer keeps (muon: at most)
+OPTIMIZER_SLOTS = {"adam": 2, "sgd": 1, "muon": 1}  # copies of the weights each optimizer keeps
 ACTIVATION_FACTOR = 2
 GIB = 2**30
 # A container's memory limit, when it has one (cgroup v2, then v1); v1 writes a huge number for "no limit".

@@ -106,13 +106,13 @@ class ConvMuon(keras.optimizers.SGD):
         if self.built:
             return
         super().build(variables)
-        self.kernel_momentums = [self.add_variable_from_reference(variable, "kernel_momentum")
-                                 if len(variable.shape) == 4 else None for variable in variables]
+        if not self.momentums:  # SGD keeps none at momentum 0; the kernels' Muon momentum lives in the same slots
+            self.momentums = self.add_optimizer_variables(variables, "momentum")
 
     def update_step(self, gradient, variable, learning_rate):
         if len(variable.shape) != 4:
             return super().update_step(gradient, variable, learning_rate)
-        momentum = self.kernel_momentums[self._get_variable_index(variable)]
+        momentum = self.momentums[self._get_variable_index(variable)]
         gradient = keras.ops.cast(gradient, variable.dtype)
         self.assign(momentum, self.muon_momentum * momentum + gradient)
         direction = gradient + self.muon_momentum * momentum if self.nesterov else momentum
