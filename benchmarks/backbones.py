@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cnnlab.runs.run import Run
 from preset_seeds import train_seed
-from vgg16_transfer import _verdict
+from vgg16_transfer import report_verdict
 
 ARMS = {  # name: (what the table calls it, cnnlab train options)
     "lite0": ("EfficientNet-Lite0 from ImageNet weights", lambda args: ["--model", "efficientnet_lite0"]),
@@ -108,7 +108,7 @@ def main() -> None:
     print("| model | test accuracy, each seed | mean ± sd, % | wall time per run, min | GFLOP per image (forward) |")
     print("|---|---|---:|---:|---:|")
     print("\n".join(rows))
-    paragraph = _verdict([args.out / args.preset / f"{arm}-seed{args.seeds[0]}" for arm in args.arms],
+    paragraph = report_verdict([args.out / args.preset / f"{arm}-seed{args.seeds[0]}" for arm in args.arms],
                          args.out / args.preset / f"report-seed{args.seeds[0]}")
     print(f"\nseed {args.seeds[0]}, as `cnnlab report` says it: {paragraph}")
 

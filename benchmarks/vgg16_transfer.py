@@ -50,7 +50,7 @@ def main() -> None:
             rows.append(f"| {preset} | {label} | {', '.join(map(str, args.seeds))} | "
                         f"{statistics.mean(accuracies):.2f}{spread} | {minutes:.1f} |")
             print(rows[-1], flush=True)
-        verdicts.append((preset, _verdict([args.out / preset / f"{arm}-seed{args.seeds[0]}" for arm in args.arms],
+        verdicts.append((preset, report_verdict([args.out / preset / f"{arm}-seed{args.seeds[0]}" for arm in args.arms],
                                           args.out / preset / f"report-seed{args.seeds[0]}-{'-'.join(args.arms)}")))
     print("\n| preset | model | seeds | test accuracy % (mean +- sd) | wall time per run, min |")
     print("|---|---|---|---:|---:|")
@@ -59,13 +59,13 @@ def main() -> None:
         print(f"\n{preset}, seed {args.seeds[0]}, as `cnnlab report` says it: {paragraph}")
 
 
-def _verdict(run_dirs: list[Path], out: Path) -> str:
+def report_verdict(run_dirs: list[Path], out: Path) -> str:
     """The verdict paragraph of `cnnlab report` on these runs (the report is made once and then read back)."""
     report = out / "report.md"
     if not report.is_file() and len(run_dirs) > 1:
         command = [sys.executable, "-m", "cnnlab", "report", *map(str, run_dirs), "--out", str(out)]
         if subprocess.run(command).returncode:
-            sys.exit("vgg16_transfer: cnnlab report failed (its error is above)")
+            sys.exit("cnnlab report failed (its error is above)")
     if not report.is_file():
         return "(one arm: nothing to compare)"
     paragraphs = report.read_text(encoding="utf-8").split("\n\n")
