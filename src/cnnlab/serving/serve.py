@@ -177,7 +177,7 @@ def _glibc():
     try:
         libc = ctypes.CDLL(None)
         return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
+    except (OSError, TypeError):  # Windows takes no None for "this process"
         return None
 
 

@@ -237,10 +237,12 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
     from cnnlab.models import model_label
     from cnnlab.models.flops import training_step_flops
 
-    rows = []
+    rows, conv_peaks = [], {}  # the peak of each precision, measured once in this process
     for preset in presets:
         config = load_config(preset, overrides)
         train, precision = config.train, placement_for(config).precision
+        if precision not in conv_peaks:
+            conv_peaks[precision] = attainable_peaks([precision])[f"conv 3x3 {precision}"]
         setup = preset_setup(config, steps * train.batch_size, total_steps=steps * (rounds + 1))
         timed = Contender(preset)
         alternate_rounds([(timed, lambda: _train_one_epoch(setup.model, setup.batches),
@@ -251,8 +253,7 @@ def time_presets(overrides: dict, steps: int, rounds: int, presets=BACKEND_PRESE
         train_rate = len(setup.y_train) * rounds / sum(timed.train_seconds[1:])
         rows.append(BackendRow(keras.backend.backend(), preset, model_label(config), train.batch_size, train_rate,
                                len(setup.x_test) * rounds / sum(timed.eval_seconds[1:]),
-                               training_step_flops(setup.model) * train_rate / 1e9,
-                               attainable_peaks([precision])[f"conv 3x3 {precision}"]))
+                               training_step_flops(setup.model) * train_rate / 1e9, conv_peaks[precision]))
     return rows
 
 
