@@ -21,7 +21,7 @@ WEIGHTS ?=
 ARGS ?=
 MODELS ?=
 EXTRAS ?= tensorflow
-TEST_EXTRAS := tensorflow,jax,torch,export,serve,imagenet,test
+TEST_EXTRAS := tensorflow,jax,torch,export,serve,imagenet,search,track,test
 
 # Both tiers print their 25 slowest tests, so that what a test costs stays in sight.
 PYTEST := $(VENV)/bin/python -m pytest --durations=25

@@ -14,6 +14,8 @@ from cnnlab.models.factory import build_model
 from cnnlab.models.transfer.network import HEAD_PREFIX, TRUNK_NAME
 from cnnlab.runs import rundir
 from cnnlab.runs.run import Run
+from cnnlab.models.flops import training_step_flops
+from cnnlab.training.observer import RunObserver
 from cnnlab.training.trainer import PROGRESS, StopOnNonFiniteLoss, read_progress, train_model
 from conftest import JSON_VALUES, learnable_splits
 
@@ -335,3 +337,36 @@ def test_fast_recipe_trains_the_fast_net_without_a_validation_set(tmp_path):
     assert result.best_epoch is None and result.epochs == 3
     accuracy = (result.model.predict(splits.x_test, verbose=0).argmax(axis=1) == splits.y_test).mean()
     assert accuracy > 0.5, accuracy
+
+
+class EndAfter(RunObserver):
+    """Records every epoch it is told of; ends training after epoch `last`."""
+
+    def __init__(self, last: int):
+        self.last, self.seen = last, []
+
+    def epoch_ended(self, epoch, logs):
+        self.seen.append((epoch, logs["val_accuracy"]))
+        return epoch == self.last
+
+
+@pytest.mark.parametrize("config", [tiny_config(**{"train.epochs": 3}),
+                                    load_config("seed", {**TINY_VGG, "train.epochs": 2, "vgg16.finetune_epochs": 2})],
+                         ids=["cnn", "vgg16-two-phases"])
+def test_an_observer_that_ends_training_leaves_a_finished_run_of_the_epochs_it_trained(tmp_path, config):
+    run_dir = rundir.create_run_dir(tmp_path / "run")
+    splits = learnable_splits(train=256, val=64, test=16)
+    observers = [EndAfter(last=1), EndAfter(last=99)]  # both are told of every epoch; the first ends it
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config, len(splits.class_names), splits.x_train.shape[1:])
+    result = train_model(config, model, splits, Run(run_dir), observers=observers)
+    with open(run_dir / rundir.HISTORY, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert observers[1].seen == [(1, pytest.approx(float(rows[0]["val_accuracy"])))]  # its logged values
+    assert result.epochs == 1 and result.cut_short and len(rows) == 1 and len(result.phases) == 1  # no later phase
+    one_epoch = result.phases[0]
+    assert one_epoch["epochs"] == 1
+    assert result.summary()["flops"]["train"] == one_epoch["train_flops"]
+    if config.model == "cnn":  # one phase on the whole model: one epoch's training steps, not three
+        assert one_epoch["train_flops"] == training_step_flops(model) * 256
+    assert (run_dir / rundir.MODEL).is_file() and result.summary()["cut_short"] is True

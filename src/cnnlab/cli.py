@@ -6,6 +6,9 @@ commands:
     cnnlab train --model vgg16 [--weights imagenet|none|PATH] [--backbone-size N]   fine-tune a backbone instead
     cnnlab train --preset fast                                              the fast net: 94% from scratch
     cnnlab compare [--preset quick] [--models cnn,efficientnet_lite0]        models side by side, with a report
+    cnnlab search --space SPACE.toml [--preset quick] [--trials N]          search a preset's settings (Optuna)
+    cnnlab search --resume DIR                                              go on with a killed search
+    cnnlab track RUN_DIR...                                                 mirror finished runs to MLflow
     cnnlab models                                                           the nets from scratch and the backbones
     cnnlab report RUN_DIR... [--out DIR]                                     the comparison report of finished runs
     cnnlab evaluate RUN_DIR                                                  re-score a finished run on the test set
@@ -147,6 +150,18 @@ COMMANDS = {
                 ["cnnlab compare", "cnnlab compare --models cnn,vgg16,efficientnet_lite0 --data cifar-10-python.tar.gz",
                  "cnnlab compare --preset transfer --models cnn,vgg16 --weights vgg16_notop.h5",
                  "cnnlab compare --runs runs/a runs/b --out reports/ab"]),
+    "search": ("Search a preset's settings: trials drawn from a search space (a TOML file: a distribution per "
+               "setting, e.g. train.learning_rate = {log_uniform = [1e-4, 1e-2]}) by Optuna, each a run directory "
+               "scored on the validation split, trials that trail pruned after their first epochs. Then the best "
+               "trial's settings as a preset (DIR/best.toml), its model scored once on the test set, and a report. "
+               "A killed search goes on with --resume.",
+               ["cnnlab search --space space.toml --trials 12 --train-limit 10000 --epochs 6",
+                "cnnlab search --resume runs/search-quick-cnn-20261206-150000",
+                "cnnlab train --preset runs/search-quick-cnn-20261206-150000/best.toml"]),
+    "track": ("Mirror finished (or stopped) runs to MLflow from their directories: settings, every epoch, scores, "
+              "figures. For runs trained without --track mlflow, or while the tracker was down; a run logged "
+              "before goes on in the same MLflow run. Where: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here.",
+              ["cnnlab track runs/my-run", "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 cnnlab track runs/*"]),
     "report": ("The comparison report (report.html, one self-contained page, and report.md) of finished runs: a "
                "verdict with its statistics, the results table, learning curves, per-class accuracy, mistakes.",
                ["cnnlab report runs/cnn runs/vgg16", "cnnlab report runs/seed-0 runs/seed-1 --out reports/seeds"]),
@@ -219,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resume", type=Path, metavar="DIR", help="finish an interrupted comparison")
     _add_cluster_arguments(compare)
     compare.set_defaults(handler=_compare)
+
+    search = _command(commands, "search", help="search a preset's settings over a space (Optuna), best trial "
+                                               "scored and reported")
+    _add_config_arguments(search, default_preset="quick")
+    search.add_argument("--space", type=Path, metavar="SPACE.toml", help="the search space: a distribution per "
+                        "setting (log_uniform, uniform, int or choice)")
+    search.add_argument("--trials", type=int, default=20, metavar="N", help="trials in all (default: 20)")
+    search.add_argument("--no-prune", dest="prune", action="store_false",
+                        help="let every trial train all its epochs (default: stop those that trail after an epoch)")
+    search.add_argument("--out", type=Path, metavar="DIR", help="the search folder (default: runs/search-PRESET-...)")
+    search.add_argument("--resume", type=Path, metavar="DIR", help="go on with an interrupted search (or join one "
+                        "from another process)")
+    search.set_defaults(handler=_search)
+
+    track = _command(commands, "track", help="mirror finished runs to MLflow from their directories")
+    track.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="runs to log")
+    track.set_defaults(handler=_track)
 
     report = _command(commands, "report", help="the comparison report (HTML and Markdown) of finished runs")
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="finished runs, in the order shown")
@@ -317,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tracker_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _model_list(text: str) -> list[str]:
     """--models: kind names, comma-separated, each once, two or more."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -333,7 +369,11 @@ def _add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, 
                              f"--print-config writes (default: {default_preset})")
     _add_data_arguments(parser)
     _add_overrides(parser, {flag: spec for flag, spec in TRAIN_OVERRIDES.items() if choose_model or flag != "--model"})
-    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to RUN_DIR/tensorboard "
+                        "(per epoch, and the settings against the scores for its HParams dashboard)")
+    parser.add_argument("--track", type=_tracker_list, default=[], metavar="mlflow",
+                        help="also mirror each run to MLflow as it trains ($MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlflow.db here); a tracker that is down is a warning, never a failed run")
     _add_set_argument(parser, "any preset value, e.g. --set cnn.conv_blocks='[[16],[32]]'")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as a preset file (TOML; --preset takes it back) and "
@@ -482,14 +522,16 @@ def _train(args) -> int:
     cluster = _cluster(args)
     if args.resume:
         _refuse_training_options(args, "--resume continues a run with its own saved settings", extra=["--out"])
+        observers = _trackers(args)
         _import_keras_quietly(cluster)
-        run_dir = resume_run(args.resume)
+        run_dir = resume_run(args.resume, observers=observers)
     else:
         config = _resolved_config(args)
         if args.print_config:
             return _print_config(config)
+        observers = _trackers(args)
         _import_keras_quietly(cluster)
-        run_dir = train_run(config, args.out)
+        run_dir = train_run(config, args.out, observers=observers)
     if _worker_done(cluster):
         return 0
     metrics = Run(run_dir).metrics()
@@ -510,18 +552,60 @@ def _compare(args) -> int:
         if args.resume:
             _refuse_training_options(args, "--resume continues a comparison with its own saved settings",
                                      extra=["--out"])
+            observers = _trackers(args)
             _import_keras_quietly(cluster)
-            html_path = experiment.resume_compare(args.resume)
+            html_path = experiment.resume_compare(args.resume, observers)
         else:
             models = args.models or list(compared_kinds())
             config = _resolved_config(args, models)
             if args.print_config:
                 return _print_config(config)
+            observers = _trackers(args)
             _import_keras_quietly(cluster)
-            html_path = experiment.compare(config, models, args.out)
+            html_path = experiment.compare(config, models, args.out, observers)
         if _worker_done(cluster):
             return 0
     print(f"report: {html_path} (and report.md beside it)")
+    return 0
+
+
+def _trackers(args) -> tuple:
+    from cnnlab.tracking import trackers
+
+    return trackers(args.track)
+
+
+def _search(args) -> int:
+    from cnnlab.tuning.search import make_plan, resume_search, search
+
+    if args.resume:
+        _refuse_training_options(args, "--resume goes on with a search's own plan", extra=["--out", "--space"])
+        observers = _trackers(args)
+        _import_keras_quietly()
+        html_path = resume_search(args.resume, observers)
+    else:
+        if args.space is None:
+            raise CnnlabError("search needs --space SPACE.toml (or --resume DIR)")
+        config = _resolved_config(args)
+        if args.print_config:
+            return _print_config(config)
+        plan = make_plan(config, args.space, args.trials, args.prune)
+        observers = _trackers(args)
+        _import_keras_quietly()
+        html_path = search(plan, args.out, observers)
+    print(f"report: {html_path}; the best settings: {html_path.parent / 'best.toml'} (--preset takes it)")
+    return 0
+
+
+def _track(args) -> int:
+    from cnnlab.tracking import trackers
+
+    (tracker,) = trackers(["mlflow"])
+    for run_dir in args.run_dirs:
+        tracker.replay(run_dir)
+        if tracker.failed:
+            raise CnnlabError(f"{run_dir} was not logged to MLflow at {tracker.uri}")
+        print(f"{run_dir}: logged to MLflow at {tracker.uri} (experiment {tracker.experiment})")
     return 0
 
 
@@ -529,6 +613,7 @@ def _refuse_training_options(args, why: str, extra: list[str] = ()) -> None:
     given = [flag for flag, spec in TRAIN_OVERRIDES.items() if getattr(args, spec.key, None) is not None]
     given += ["--set"] * bool(args.set) + ["--data"] * bool(args.data) + ["--sha256"] * bool(args.sha256)
     given += ["--tensorboard"] * args.tensorboard + ["--print-config"] * args.print_config
+    given += ["--trials"] * (getattr(args, "trials", 20) != 20) + ["--no-prune"] * (not getattr(args, "prune", True))
     given += [flag for flag in extra if getattr(args, flag[2:]) is not None]
     given += ["--models"] * bool(getattr(args, "models", None))
     if given:

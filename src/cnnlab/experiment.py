@@ -1,6 +1,7 @@
 """Whole jobs, start to finish, each recorded in run directories.
 
-- `train_run` (`cnnlab train`): data -> splits -> model -> train -> evaluate -> figures, in one run directory.
+- `train_run` (`cnnlab train`): data -> splits -> model -> train -> evaluate -> figures, in one run directory. A
+  search's trial (`cnnlab.tuning`) is one too, unscored: only the best trial's model meets the test set.
 - `evaluate_run` (`cnnlab evaluate`): re-score a finished run (on its own data source or another copy), and on request
   under the common corruptions (`--corruptions`).
 - `compare` (`cnnlab compare`): train several models (the CNN and a pretrained backbone by default) under one
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 from cnnlab.backends import machine
 from cnnlab.common.errors import CnnlabError, first_line, one_line
@@ -30,17 +32,22 @@ from cnnlab.runs import provenance
 from cnnlab.evaluation.scoring import (TTA_VARIANTS, check_corruption_settings, corruption_sample,
                                        metrics_from_probabilities, predict_probabilities, score_corruptions)
 from cnnlab.models import check_model_list, compared_kinds, kind_of  # the registry alone: no Keras until a model is built
+from cnnlab.runs.metrics import TEST_SCORED
 from cnnlab.runs.run import Run
+from cnnlab.training.observer import RunObserver
 
 COMPARE_PLAN = "compare.json"  # in a comparison's folder: the models it trains, in order, for --resume
 LEGACY_COMPARED = ("cnn", "vgg16")  # what a comparison trained before it wrote its plan
 
 
-def train_run(config: RunConfig, out: Path | None = None) -> Path:
+def train_run(config: RunConfig, out: Path | None = None, *, score_test: bool = True,
+              observers: Sequence[RunObserver] = ()) -> Path:
     """Train and evaluate one model; return its run directory. Data problems surface before anything is written.
 
     With several processes (many machines) every process trains, and only process 0 writes the run directory: the
     others write into scratch copies (`Placement.working_dir`) and return the path process 0 wrote.
+    Without `score_test` the run finishes unscored (metrics.json says so, and `cnnlab evaluate` scores it later).
+    `observers` are told of the run's start, each epoch and its end (`training.observer`).
     """
     data, splits, placement, model = _data_and_model(config)
     # The model is built before the run directory exists, so a bad weights file or setting leaves nothing behind.
@@ -48,12 +55,13 @@ def train_run(config: RunConfig, out: Path | None = None) -> Path:
     with placement.working_dir(target) as where:
         run = Run.create(where)
         with run.locked():
-            _train_into(run, config, placement, model, data, splits)
+            _train_into(run, config, placement, model, data, splits, score_test=score_test, observers=observers)
     return target
 
 
-def resume_run(run_dir: Path) -> Path:
-    """Continue an interrupted run (killed, crashed or stopped with Ctrl-C) from its last saved state."""
+def resume_run(run_dir: Path, *, score_test: bool = True, observers: Sequence[RunObserver] = ()) -> Path:
+    """Continue an interrupted run (killed, crashed or stopped with Ctrl-C) from its last saved state (`score_test`
+    and `observers` as `train_run` takes them)."""
     config = Run.open(run_dir).config
     placement = _placement(config)
     # A process other than 0 resumes from a copy of the run directory: the same state, written nowhere shared.
@@ -66,7 +74,8 @@ def resume_run(run_dir: Path) -> Path:
             # Pretrained weights are not needed: they come back from the saved state, so no download happens.
             data, splits, placement, model = _data_and_model(config, architecture_only=True, trained_in=run,
                                                              placement=placement)
-            _train_into(run, config, placement, model, data, splits, resume=True)
+            _train_into(run, config, placement, model, data, splits, resume=True, score_test=score_test,
+                        observers=observers)
     return Path(run_dir)
 
 
@@ -103,18 +112,39 @@ def _data_and_model(config: RunConfig, architecture_only: bool = False, trained_
     return data, splits, placement, model
 
 
-def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool = False) -> None:
-    from cnnlab.training.trainer import train_model
-
+def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool = False,
+                score_test: bool = True, observers: Sequence[RunObserver] = ()) -> None:
     config = run.write_config(config, data)
     run.record_data(data)
     run.set_status("running")
     print(f"run directory: {run.path}", file=sys.stderr)
+    if config.train.tensorboard:  # TensorBoard's HParams dashboard: the run's settings against its final scores
+        from cnnlab.tracking.tensorboard import HParamsSummary
+
+        observers = (*observers, HParamsSummary())
+    for observer in observers:
+        observer.run_started(run.path, config, resume)
+    state = "failed"
+    try:
+        _train_and_score(run, config, placement, model, data, splits, resume, score_test, observers)
+        state = "finished"
+    except Stopped:
+        state = "stopped"
+        raise
+    finally:
+        for observer in observers:
+            observer.run_ended(run.path, state)
+
+
+def _train_and_score(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool,
+                     score_test: bool, observers: Sequence[RunObserver]) -> None:
+    from cnnlab.training.trainer import train_model
+
     stop_requested = _StopRequest()
     try:
         with _interrupts_finish_the_epoch() as stop_requested:
             result = train_model(config, model, splits, run, resume=resume, stop_requested=stop_requested,
-                                 placement=placement)
+                                 placement=placement, observers=observers, scores_test=score_test)
         kind = kind_of(config)
         metrics = {
             "model": config.model,
@@ -127,7 +157,10 @@ def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, sp
             "val_images": int(len(splits.y_val)),
             "data": provenance.metrics_record(data),
         }
-        _evaluate_and_record(run, result.model, data, metrics, config)
+        if score_test:
+            _evaluate_and_record(run, result.model, data, metrics, config)
+        else:
+            _record_unscored(run, metrics)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", None) or stop_requested.signum or signal.SIGINT
         name = signal.Signals(signum).name
@@ -240,15 +273,25 @@ def _training_summary(run: Run) -> dict:
     if not run.has_metrics():
         return {}
     try:
-        return run.metrics()
+        return run.metrics(require_test=False)  # a search's trial is scored here
     except CnnlabError as exc:
         print(f"warning: {one_line(exc)}; writing it anew from the test set", file=sys.stderr)
         return {}
 
 
+def _record_unscored(run: Run, metrics: dict) -> None:
+    """metrics.json of a run kept from the test set (a search's trial): its training, best validation accuracy and
+    learning curves; `cnnlab evaluate` scores it."""
+    metrics.update({TEST_SCORED: False, "best_val_accuracy": run.best_val_accuracy(),
+                    "versions": machine.library_versions(), "hardware": machine.hardware()})
+    run.write_metrics(metrics)
+    _draw(run, lambda: figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name))
+
+
 def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
     from cnnlab.models.flops import forward_flops  # Keras: imported once a model is at hand
 
+    metrics.pop(TEST_SCORED, None)  # a search's trial, scored now
     start = time.perf_counter()
     probabilities = predict_probabilities(model, data.x_test, batch_size=config.train.evaluation_batch_size,
                                           shown_as="test set",
@@ -263,19 +306,29 @@ def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: 
     metrics["versions"] = machine.library_versions()
     metrics["hardware"] = machine.hardware()
     run.write_metrics(metrics)  # before the figures: a plotting problem cannot lose them
-    try:
-        run.figures_dir.mkdir(exist_ok=True)
+
+    def draw():
         if run.history_path.is_file():
             figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name)
         figures.plot_confusion_matrix(metrics["confusion_matrix"], data.class_names, run.confusion_matrix_path,
                                       f"{run.name}: test set")
-    except Exception as exc:  # any plotting error: the model and its numbers are kept, the figures are extras
-        print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
-              f"(redraw them with: cnnlab evaluate {terminal_text(run.path)})", file=sys.stderr)
+
+    _draw(run, draw)
     return metrics
 
 
-def resume_compare(out: Path) -> Path:
+def _draw(run: Run, draw) -> None:
+    """Draw a run's figures; any plotting error is a warning: the model and its numbers are kept, figures are
+    extras."""
+    try:
+        run.figures_dir.mkdir(exist_ok=True)
+        draw()
+    except Exception as exc:
+        print(f"warning: figures not drawn: {terminal_text(first_line(exc))} "
+              f"(redraw them with: cnnlab evaluate {terminal_text(run.path)})", file=sys.stderr)
+
+
+def resume_compare(out: Path, observers: Sequence[RunObserver] = ()) -> Path:
     """Finish an interrupted `compare`: finished runs are kept as they are, an interrupted one is resumed, a
     missing one is trained, then the report is written."""
     out = Path(out)
@@ -285,10 +338,10 @@ def resume_compare(out: Path) -> Path:
         if not run.has_status():
             if run.path.exists() and any(run.path.iterdir()):
                 raise CnnlabError(f"{run.path} holds files but no run status; move it away and resume again")
-            train_run(dataclasses.replace(config, model=name), run.path)
+            train_run(dataclasses.replace(config, model=name), run.path, observers=observers)
         elif run.state() != "finished":
-            resume_run(run.path)
-    return _report_from_chief(config, [run.path for run in runs], out)
+            resume_run(run.path, observers=observers)
+    return _report_from_chief(config, [run.path for run in runs], out, observers)
 
 
 def _compare_plan(out: Path) -> tuple[RunConfig, list[str]]:
@@ -308,14 +361,19 @@ def _compare_plan(out: Path) -> tuple[RunConfig, list[str]]:
     return config_from_dict(recorded["config"]), models
 
 
-def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path) -> Path:
+def _report_from_chief(config: RunConfig, run_dirs: list[Path], out: Path,
+                       observers: Sequence[RunObserver] = ()) -> Path:
     """The comparison's report, written by process 0 alone; the others have trained their part and are done."""
     if not _placement(config).is_chief:
         return out
-    return report(run_dirs, out)
+    html_path = report(run_dirs, out)
+    for observer in observers:
+        observer.report_written(out, run_dirs)
+    return html_path
 
 
-def compare(config: RunConfig, models: list[str] | None = None, out: Path | None = None) -> Path:
+def compare(config: RunConfig, models: list[str] | None = None, out: Path | None = None,
+            observers: Sequence[RunObserver] = ()) -> Path:
     """Train each of `models` (default: `models.compared_kinds()`, the CNN and a pretrained backbone) under one
     preset into `out/<model>`, one after the other, then write the report on them all in `out`."""
     models = list(models or compared_kinds())
@@ -340,8 +398,8 @@ def compare(config: RunConfig, models: list[str] | None = None, out: Path | None
     run_dirs = []
     for number, each in enumerate(configs, 1):
         print(f"model {number} of {len(configs)}: {kind_of(each).label(each)}", file=sys.stderr)
-        run_dirs.append(train_run(each, out / each.model))
-    return _report_from_chief(config, run_dirs, out)
+        run_dirs.append(train_run(each, out / each.model, observers=observers))
+    return _report_from_chief(config, run_dirs, out, observers)
 
 
 def _say_the_plan(configs: list[RunConfig]) -> None:
@@ -354,9 +412,10 @@ def _say_the_plan(configs: list[RunConfig]) -> None:
         print(f"  measured before: {line}", file=sys.stderr)
 
 
-def report(run_dirs: list[Path], out: Path | None = None) -> Path:
+def report(run_dirs: list[Path], out: Path | None = None, search=None) -> Path:
     """The comparison report of finished runs; the test images for its pictures come from the first run's
-    data source, and those pictures are left out (with a warning) if that source is gone or changed."""
+    data source, and those pictures are left out (with a warning) if that source is gone or changed. `search`: the
+    summary of the search that found the run (`tuning.summary`), for its section."""
     from cnnlab.report.builder import REPORT_HTML, REPORT_MD, build_report
 
     first_run = Run.open_finished(run_dirs[0])
@@ -370,4 +429,4 @@ def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     except CnnlabError as exc:
         print(f"warning: no pictures of test images: cannot load them ({exc})", file=sys.stderr)
         test_set = None
-    return build_report(run_dirs, out, test_set)
+    return build_report(run_dirs, out, test_set, search)

@@ -145,8 +145,12 @@ def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
     """Resolve a preset name (or TOML path) plus `{"section.key": value}` overrides into a checked RunConfig."""
     raw = _read_preset(preset)
     name = Path(preset).stem if preset.endswith(".toml") else preset
-    config = _from_dict(raw, name)
-    for dotted, value in (overrides or {}).items():
+    return with_overrides(_from_dict(raw, name), overrides or {})
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """`config` with `{"section.key": value}` overrides applied, the result checked as `load_config` checks it."""
+    for dotted, value in overrides.items():
         config = _override(config, dotted, value)
     _check_ranges(config)
     return config
@@ -213,24 +217,31 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def _read_preset(preset: str) -> dict[str, Any]:
     if preset.endswith(".toml"):
-        path = Path(preset)
-        if not path.is_file():
-            raise CnnlabError(f"preset file not found: {_name(preset)}")
-        try:
-            if path.stat().st_size > MAX_PRESET_BYTES:
-                raise CnnlabError(f"preset file {_name(preset)} is over {MAX_PRESET_BYTES:,} bytes: not a preset")
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CnnlabError(f"cannot read preset file {_name(preset)}: {first_line(exc)}") from None
-    else:
-        resource = resources.files(__name__) / "presets" / f"{preset}.toml"
-        if not resource.is_file():
-            raise CnnlabError(f"unknown preset {_brief(preset)} (available: {', '.join(available_presets())})")
-        text = resource.read_text(encoding="utf-8")
+        return read_toml_file(Path(preset), "preset")
+    resource = resources.files(__name__) / "presets" / f"{preset}.toml"
+    if not resource.is_file():
+        raise CnnlabError(f"unknown preset {_brief(preset)} (available: {', '.join(available_presets())})")
+    return _toml_document(resource.read_text(encoding="utf-8"), f"preset {_brief(preset)}")
+
+
+def read_toml_file(path: Path, what: str) -> dict[str, Any]:
+    """A small TOML file of settings (`what`: "preset", "search space"), with one-line errors naming it."""
+    if not path.is_file():
+        raise CnnlabError(f"{what} file not found: {_name(str(path))}")
     try:
-        return _parse_toml(text, f"preset {_brief(preset)}")
+        if path.stat().st_size > MAX_PRESET_BYTES:
+            raise CnnlabError(f"{what} file {_name(str(path))} is over {MAX_PRESET_BYTES:,} bytes: not a {what}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"cannot read {what} file {_name(str(path))}: {first_line(exc)}") from None
+    return _toml_document(text, f"{what} {_brief(str(path))}")
+
+
+def _toml_document(text: str, what: str) -> dict[str, Any]:
+    try:
+        return _parse_toml(text, what)
     except tomllib.TOMLDecodeError as exc:
-        raise CnnlabError(f"preset {_brief(preset)} is not valid TOML: {first_line(exc)}") from None
+        raise CnnlabError(f"{what} is not valid TOML: {first_line(exc)}") from None
 
 
 def _parse_toml(text: str, what: str) -> dict[str, Any]:

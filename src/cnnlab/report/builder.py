@@ -52,17 +52,18 @@ def load_finished_run(path: Path) -> FinishedRun:
 
 
 def build_report(
-    run_dirs: list[Path], out_dir: Path, test_set: tuple[np.ndarray, np.ndarray] | None = None
+    run_dirs: list[Path], out_dir: Path, test_set: tuple[np.ndarray, np.ndarray] | None = None, search=None
 ) -> Path:
     """Write report.html, report.md and their figures into `out_dir`; return the HTML path.
 
     `test_set` (uint8 images and labels, in the order the runs were scored) enables the pictures of test images;
-    without it, or if its labels are not the ones the runs were scored on, they are left out.
+    without it, or if its labels are not the ones the runs were scored on, they are left out. `search` (a
+    `tuning.summary.SearchSummary`) adds the section of the search that found the run.
     """
     runs = [load_finished_run(Path(path)) for path in run_dirs]  # every run is checked before anything is written
     _check_comparable(runs)
     out_dir = Path(out_dir)
-    compared = Compared(runs, _unique_labels(runs), _figures_folder(out_dir), _test_images(runs, test_set))
+    compared = Compared(runs, _unique_labels(runs), _figures_folder(out_dir), _test_images(runs, test_set), search)
     built = build_sections(compared)  # writes the figures
     documents = {  # both rendered before either is written
         REPORT_HTML: html_document(title(compared), built),

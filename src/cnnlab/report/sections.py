@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.report import pictures, tables
-from cnnlab.report.blocks import BulletList, Code, Details, Notes, Paragraph, PerFormat
+from cnnlab.report.blocks import BulletList, Code, Details, Notes, Paragraph, PerFormat, Picture, Table
 from cnnlab.report.verdict import verdict_paragraph
 
 
@@ -29,6 +29,7 @@ class Compared:
     labels: list[str]
     figures_dir: Path
     test_images: np.ndarray | None = None
+    search: object | None = None  # a search's `tuning.summary.SearchSummary`, when the report is a search's
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -75,6 +76,25 @@ def _results(compared: Compared) -> list:
     return [tables.results_table(compared.runs, compared.labels, compared.names),
             Paragraph("The interval is the 95% Wilson score interval of the test accuracy over the test images. "
                       "Inference: test images scored per second during the run's evaluation.")]
+
+
+def _search(compared: Compared) -> list:
+    """A search's trials, its best settings against the preset's, and Optuna's pictures of the study."""
+    search = compared.search
+    if search is None:
+        return []
+    counts = ", ".join(f"{count} {state}" for state, count in sorted(search.counts.items()))
+    text = (f"Search {search.folder} tried {sum(search.counts.values())} settings of preset {search.preset} "
+            f"({counts}) in {search.minutes:.1f} minutes of training, each scored on the same "
+            f"{search.validation_images:,} validation images held out of the training set. The best, trial "
+            f"{search.best_trial}, reached {search.best_value:.2%} validation accuracy; its model alone was scored on "
+            "the test set, once: the results above. Its settings are the preset best.toml beside this report.")
+    return [Paragraph(text),
+            Table(["setting", f"preset {search.preset}", f"trial {search.best_trial} (best)"],
+                  [list(row) for row in search.settings]),
+            Details("Every trial", [Table(search.trial_header, search.trial_rows, "trials",
+                                          highlighted=(search.best_trial,))], "search-trials"),
+            *(Picture(heading, caption, path) for heading, caption, path in search.figures)]
 
 
 def _groups(compared: Compared) -> list:
@@ -128,6 +148,7 @@ def _environment(compared: Compared) -> list:
 SECTIONS = [
     Section("verdict", None, _verdict),
     Section("results", "Results", _results),
+    Section("search", "Search", _search),
     Section("groups", "Runs of one setup, grouped", _groups),
     Section("pairwise", "Every pair of runs", _pairwise),
     Section("robustness", "Robustness: the common corruptions", _robustness),

@@ -15,12 +15,23 @@ from cnnlab.common.files import read_json
 from cnnlab.config import TTA_LEVELS
 
 
-def read_metrics(path: Path) -> dict:
+# metrics.json's mark of a run that has not met the test set (a search's trial): false, and no test scores
+TEST_SCORED = "test_scored"
+
+
+def read_metrics(path: Path, require_test: bool = True) -> dict:
     """A run's metrics.json, checked to hold what later commands use, of the kind they use it as: the test scores
     (which `evaluate` always writes) and, where present, the training summary. Anything else is damage, reported in
-    one line naming the file and the value."""
+    one line naming the file and the value. A run kept from the test set (a search's trial) is refused, saying how to
+    score it, unless `require_test` is false."""
     metrics = read_json(path)
-    problem = _scores_problem(metrics) or _training_problem(metrics) or _corruptions_problem(metrics)
+    if isinstance(metrics, dict) and metrics.get(TEST_SCORED) is False:
+        if require_test:
+            raise CnnlabError(f"{path.parent} has not been scored on the test set (a search's trial: only the best "
+                              f"trial is); score it with `cnnlab evaluate {path.parent}`")
+        problem = _classes_problem(metrics) or _training_problem(metrics)
+    else:
+        problem = _scores_problem(metrics) or _training_problem(metrics) or _corruptions_problem(metrics)
     if problem:
         raise CnnlabError(f"{path} is damaged ({problem})")
     return metrics
@@ -34,14 +45,21 @@ def _is_count(value) -> bool:
     return type(value) is int and value >= 0
 
 
-def _scores_problem(metrics) -> str | None:
-    if not isinstance(metrics, dict):
-        return "not a JSON object"
+def _classes_problem(metrics: dict) -> str | None:
     data = metrics.get("data")
     classes = data.get("classes") if isinstance(data, dict) else None
     if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)
             and len(set(classes)) == len(classes)):
         return "no list of distinct class names"
+    return None
+
+
+def _scores_problem(metrics) -> str | None:
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    if problem := _classes_problem(metrics):
+        return problem
+    classes = metrics["data"]["classes"]
     matrix = metrics.get("confusion_matrix")
     if not (isinstance(matrix, list) and len(matrix) == len(classes) and all(
             isinstance(row, list) and len(row) == len(classes) and all(map(_is_count, row)) for row in matrix)):

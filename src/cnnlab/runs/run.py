@@ -164,9 +164,10 @@ class Run:
     def has_metrics(self) -> bool:
         return (self.path / rundir.METRICS).is_file()
 
-    def metrics(self) -> dict:
-        """metrics.json, checked to hold what later commands use (`runs.metrics.read_metrics`)."""
-        return read_metrics(self.path / rundir.METRICS)
+    def metrics(self, require_test: bool = True) -> dict:
+        """metrics.json, checked to hold what later commands use (`runs.metrics.read_metrics`); a run not scored on
+        the test set (a search's trial) is refused unless `require_test` is false."""
+        return read_metrics(self.path / rundir.METRICS, require_test)
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / rundir.METRICS, metrics)
@@ -175,13 +176,18 @@ class Run:
         """history.csv as columns; empty for a run without one."""
         return read_history(self.history_path) if self.history_path.is_file() else {}
 
+    def best_val_accuracy(self) -> float | None:
+        """The best validation accuracy of any epoch (the epoch its model.keras keeps); None without validation."""
+        scores = [value for value in self.history().get("val_accuracy", []) if np.isfinite(value)]
+        return max(scores) if scores else None
+
     def scores(self) -> tuple[dict, np.ndarray, np.ndarray]:
         """(metrics, class probabilities as float32, true labels as int) of the run's test set, each file checked
         against the others."""
         predictions = self.path / rundir.TEST_PREDICTIONS
-        if not self.has_metrics() or not predictions.is_file():
+        metrics = self.metrics() if self.has_metrics() else None  # first: a search's trial says why it has none
+        if metrics is None or not predictions.is_file():
             raise CnnlabError(f"{self.path} has no test results (run `cnnlab evaluate {self.path}` first)")
-        metrics = self.metrics()
         probabilities, labels = read_predictions(predictions, metrics, self.path / rundir.METRICS)
         return metrics, probabilities.astype(np.float32), labels.astype(int)
 

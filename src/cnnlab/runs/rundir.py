@@ -120,6 +120,21 @@ def locked(run_dir: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
+def in_use(run_dir: Path) -> bool:
+    """Whether a live process holds `run_dir`'s lock now (is writing there)."""
+    try:
+        descriptor = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: never written to, or not there at all
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # releases the lock if it was taken
+    return False
+
+
 def _take(descriptor: int, run_dir: Path) -> None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

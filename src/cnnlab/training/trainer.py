@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -36,6 +36,7 @@ from cnnlab.models.recipe import Lookahead
 from cnnlab.models.saving import portable_copy
 from cnnlab.runs.history import history_number, read_rows, write_rows
 from cnnlab.runs.run import Run
+from cnnlab.training.observer import RunObserver
 from cnnlab.training.progress import RunProgress
 
 BEST_CHECKPOINT = "best.keras"
@@ -51,10 +52,12 @@ class TrainingResult:
     train_seconds: float
     epoch_seconds: list[float] = field(default_factory=list)
     phases: list[dict[str, object]] = field(default_factory=list)
+    cut_short: bool = False  # an observer ended training before its planned epochs (a search's pruner)
 
     def summary(self) -> dict[str, object]:
         return {
             "epochs": self.epochs,
+            **({"cut_short": True} if self.cut_short else {}),
             "best_epoch": self.best_epoch,
             "train_seconds": round(self.train_seconds, 2),
             "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2) if self.epoch_seconds else None,
@@ -131,6 +134,21 @@ class StopWhenAsked(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TellObservers(keras.callbacks.Callback):
+    """Each epoch's logged values to the run's observers; the first that asks ends training after this epoch."""
+
+    def __init__(self, observers: Sequence[RunObserver]):
+        super().__init__()
+        self.observers = observers
+        self.ended_after: int | None = None  # the epoch (from 1) after which an observer ended training
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {key: float(value) for key, value in (logs or {}).items()}
+        if any([observer.epoch_ended(epoch + 1, values) for observer in self.observers]):  # every one is told
+            self.ended_after = epoch + 1
+            self.model.stop_training = True
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save `full_model` whenever validation accuracy improves, atomically.
 
@@ -182,6 +200,7 @@ class HistoryFile(keras.callbacks.Callback):
 def train_model(
     config: RunConfig, model: keras.Model, splits: Splits, directory: Run, resume: bool = False,
     stop_requested: Callable[[], bool] = lambda: False, placement: Placement | None = None,
+    observers: Sequence[RunObserver] = (), scores_test: bool = True,
 ) -> TrainingResult:
     """Train `model` (built by the caller, seeded, in `placement`) through its kind's phases; save the best to
     model.keras.
@@ -191,17 +210,19 @@ def train_model(
     phases are skipped, the phase in progress continues from its last saved state, and history.csv is cut back to
     the epochs that state includes, so that every epoch appears once. When `stop_requested()` turns true, training
     ends at the next epoch end, after its state is saved, by raising KeyboardInterrupt. `placement` defaults to
-    the one `config` gets in this process.
+    the one `config` gets in this process (`scores_test`: whether the caller scores the test set after, for the
+    first line's plan). `observers` are told of every epoch's end; one that answers True ends
+    training there, and the run finishes with the epochs it trained (phases not begun are skipped).
     """
     run = _Training(config, ModelFactory(config, placement or placement_for(config)), model, splits, directory,
-                    stop_requested)
+                    stop_requested, observers)
     phases = kind_of(config).phases(config)
     progress = read_progress(run.state_dir, phases) if resume else {"phases_done": [], "records": {}}
     if resume:
         _resume_position(run, phases, progress)
     steps_per_epoch = batches_of(len(splits.y_train), config.train.batch_size)
     run.progress = RunProgress(sum(phase.epochs for phase in phases), steps_per_epoch, len(run.timer.seconds))
-    print(what_it_will_do(config, phases, splits, steps_per_epoch), file=sys.stderr)
+    print(what_it_will_do(config, phases, splits, steps_per_epoch, scores_test), file=sys.stderr)
     earlier_seconds = sum(run.timer.seconds)  # training done before an interruption still counts
     start = time.perf_counter()
     records, epochs_done = [], 0
@@ -213,20 +234,24 @@ def train_model(
             run.progress.start_phase(phase.name if len(phases) > 1 else "")
             records.append(_fit_phase(run, phase, epochs_done, resume))
             _record_finished_phase(run, phase, records[-1], progress)
-        epochs_done += phase.epochs
+        epochs_done += records[-1].get("epochs", phase.epochs)
+        if run.observed.ended_after is not None:
+            break
     train_seconds = earlier_seconds + time.perf_counter() - start
     final = _save_final_model(run)
-    return TrainingResult(final, epochs_done, run.checkpoint.best_epoch, train_seconds, run.timer.seconds, records)
+    return TrainingResult(final, epochs_done, run.checkpoint.best_epoch, train_seconds, run.timer.seconds, records,
+                          cut_short=run.observed.ended_after is not None)
 
 
-def what_it_will_do(config: RunConfig, phases: list[Phase], splits: Splits, steps_per_epoch: int) -> str:
+def what_it_will_do(config: RunConfig, phases: list[Phase], splits: Splits, steps_per_epoch: int,
+                    scores_test: bool = True) -> str:
     """One line for the start of a run: the model, its epochs by phase, the steps each takes, the data."""
     epochs = sum(phase.epochs for phase in phases)
     by_phase = f" ({', '.join(f'{phase.name} {phase.epochs}' for phase in phases)})" if len(phases) > 1 else ""
     validation = f", validating on {len(splits.y_val):,}" if len(splits.y_val) else ", no validation set"
     return (f"training {kind_of(config).label(config)}: {epochs} epochs{by_phase} of {steps_per_epoch:,} steps "
             f"(batch {config.train.batch_size}) on {len(splits.y_train):,} training images{validation}; then "
-            f"scoring {len(splits.y_test):,} test images")
+            + (f"scoring {len(splits.y_test):,} test images" if scores_test else "not scoring the test set"))
 
 
 class _Training:
@@ -234,9 +259,10 @@ class _Training:
     its phases."""
 
     def __init__(self, config: RunConfig, factory: ModelFactory, model: keras.Model, splits: Splits, directory: Run,
-                 stop_requested: Callable[[], bool]):
+                 stop_requested: Callable[[], bool], observers: Sequence[RunObserver] = ()):
         self.config, self.factory, self.model, self.splits, self.directory = config, factory, model, splits, directory
         self.stop_requested = stop_requested
+        self.observed = TellObservers(observers)
         self.num_classes = len(splits.class_names)
         self.state_dir = directory.checkpoints_dir / RESUME_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -300,23 +326,24 @@ def _fit_phase(run: _Training, phase: Phase, epochs_before: int, resume: bool) -
     if run.stop_requested():
         raise KeyboardInterrupt
     phase_epoch_seconds = run.timer.seconds[epochs_before:]
+    epochs = (run.observed.ended_after or epochs_before + phase.epochs) - epochs_before  # fewer, if cut short
     return {
         "name": phase.name,
-        "epochs": phase.epochs,
+        "epochs": epochs,
         "learning_rate": phase.learning_rate,
         "trainable_parameters": trainable_parameters(fit_model),
         "seconds_per_epoch": round(float(np.mean(phase_epoch_seconds)), 2) if phase_epoch_seconds else None,
         "feature_cache_seconds": feature_seconds,
         # What the phase's recipe costs (models/flops.py): epochs repeated after a crash are not counted again
-        "train_flops": training_step_flops(fit_model) * len(splits.y_train) * phase.epochs + feature_flops,
-        "validation_flops": forward_flops(fit_model) * len(splits.y_val) * phase.epochs,
+        "train_flops": training_step_flops(fit_model) * len(splits.y_train) * epochs + feature_flops,
+        "validation_flops": forward_flops(fit_model) * len(splits.y_val) * epochs,
     }
 
 
 def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[keras.callbacks.Callback]:
     """In order: lookahead first (the epoch's last pull lands before anything saves), then timing, the learning
-    rate, the NaN guard, history, the best checkpoint, the resume state, and the stop a Ctrl-C asked for once that
-    state is saved."""
+    rate, the NaN guard, history, the best checkpoint, the resume state, the stop a Ctrl-C asked for once that
+    state is saved, and the observers (told once all is saved)."""
     train = run.config.train
     callbacks = []
     if train.lookahead_every:
@@ -330,7 +357,7 @@ def _phase_callbacks(run: _Training, phase: Phase, phase_steps: int) -> list[ker
         str(run.state_dir / phase.name), save_freq=train.save_every_steps or "epoch",
         double_checkpoint=True, delete_checkpoint=False,
     ))
-    callbacks.append(StopWhenAsked(run.stop_requested))
+    callbacks += [StopWhenAsked(run.stop_requested), run.observed]
     if train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.directory.tensorboard_dir)))
     return callbacks

@@ -1,0 +1,225 @@
+"""`cnnlab search`: trials of a preset's settings, drawn from a search space, each a run directory scored on the
+validation split; then the best trial's settings as a preset, its model scored once on the test set, and a report.
+
+Optuna does the search (not KerasTuner, which searches the hyperparameters of a Keras model-building function: a
+cnnlab search is over any preset setting, recipe and data augmentation included, and each trial is a whole cnnlab
+run). Optuna's ask-and-tell interface drives those runs as they are; its median pruner ends a trial whose first
+epochs trail the others'; its study lives in a SQLite file, so a killed search resumes where it stopped and more
+processes can join one study (`cnnlab search --resume DIR` in another terminal or machine sharing the folder).
+
+A search folder:
+    search.json        the plan: the configuration searched from, the space, the number of trials, pruning
+    study.db           Optuna's study (SQLite)
+    trials/trial-NNN/  each trial's run directory, not scored on the test set (but for the best trial's)
+    trials.csv         every trial: its state, validation accuracy, epochs, time and settings
+    best.toml          the best trial's settings as a preset: `cnnlab train --preset DIR/best.toml`
+    report.html, report.md, figures/   the best trial's report, with the search's own section
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from pathlib import Path
+
+from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.common.files import atomic_path, read_json, write_json
+from cnnlab.config import RunConfig, config_from_dict, to_toml, with_overrides
+from cnnlab.runs import rundir
+from cnnlab.runs.run import Run
+from cnnlab.training.observer import RunObserver
+from cnnlab.tuning.space import Dimension, read_space, space_from_dicts
+
+PLAN = "search.json"
+STUDY_DB = "study.db"
+TRIALS_DIR = "trials"
+TRIALS_CSV = "trials.csv"
+BEST_PRESET = "best.toml"
+STUDY_NAME = "cnnlab"
+# Trials the pruner lets finish before it judges others, and epochs of each trial before it judges that trial.
+PRUNER_STARTUP_TRIALS = 2
+PRUNER_WARMUP_EPOCHS = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    space: list[Dimension]
+    trials: int
+    prune: bool
+
+
+def make_plan(config: RunConfig, space_path: Path, trials: int, prune: bool = True) -> Plan:
+    """The plan of a search of `config`'s settings over the space in `space_path`, every problem with either found
+    here, before Keras is imported or anything is written."""
+    if trials < 1:
+        raise CnnlabError(f"--trials must be at least 1, got {trials}")
+    if config.data.val_size == 0:
+        raise CnnlabError(f"a search scores its trials on a validation split, and preset {config.preset!r} holds none "
+                          "out (data.val_size = 0); add --val-size (5000 images, or 0.1 of them)")
+    return Plan(config, read_space(space_path, config), trials, prune)
+
+
+def search(plan: Plan, out: Path | None = None, observers: tuple[RunObserver, ...] = ()) -> Path:
+    """Run the search `plan` into the folder `out` (new, or empty); returns its report."""
+    config = plan.config
+    out = Path(out) if out else rundir.default_run_dir(f"search-{config.preset}", config.model)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CnnlabError(f"--out {out} already exists and is not empty; choose another folder (or --resume it)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / PLAN, {"config": config.to_dict(), "space": [dimension.to_dict() for dimension in plan.space],
+                            "trials": plan.trials, "prune": plan.prune})
+    _say_the_plan(plan)
+    return _run(out, plan, observers)
+
+
+def resume_search(out: Path, observers: tuple[RunObserver, ...] = ()) -> Path:
+    """Go on with the search in `out`: an interrupted trial continues from its saved state, then new trials run
+    until the plan's number is reached; the report is written once the last one ends."""
+    return _run(Path(out), read_plan(out), observers)
+
+
+def read_plan(out: Path) -> Plan:
+    path = Path(out) / PLAN
+    if not path.is_file():
+        raise CnnlabError(f"{out} is not a search folder (no {PLAN})")
+    raw = read_json(path)
+    try:
+        return Plan(config_from_dict(raw["config"]), space_from_dicts(raw["space"]), int(raw["trials"]),
+                    bool(raw["prune"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CnnlabError(f"{path} is damaged ({one_line(exc)})") from None
+
+
+def _say_the_plan(plan: Plan) -> None:
+    print(f"search: {plan.trials} trials of preset {plan.config.preset} ({plan.config.model}), scored on the "
+          f"validation split, {'with' if plan.prune else 'without'} pruning, over:", file=sys.stderr)
+    for dimension in plan.space:
+        print(f"  {dimension.key}: {dimension}", file=sys.stderr)
+
+
+def _run(out: Path, plan: Plan, observers: tuple[RunObserver, ...]) -> Path:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnlab says what each trial did, in its own words
+    study = _study(out, plan)
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not rundir.in_use(_trial_dir(out, frozen.number)):  # else another process is training it now
+            # Optuna has no public way from a stored trial to a live one but its id.
+            _run_trial(out, plan, study, optuna.trial.Trial(study, frozen._trial_id), observers, resume=True)
+    while len(study.get_trials(deepcopy=False)) < plan.trials:
+        _run_trial(out, plan, study, study.ask(), observers)
+    return _finish(out, plan, study, observers)
+
+
+def _study(out: Path, plan: Plan):
+    import optuna
+
+    return optuna.create_study(storage=f"sqlite:///{(out / STUDY_DB).resolve()}", study_name=STUDY_NAME,
+                               direction="maximize", load_if_exists=True, pruner=trial_pruner(plan.prune),
+                               sampler=optuna.samplers.TPESampler(seed=plan.config.train.seed))
+
+
+def trial_pruner(prune: bool):
+    """Optuna's median pruner, as a search uses it (`PRUNER_*`), or one that never prunes."""
+    import optuna
+
+    if not prune:
+        return optuna.pruners.NopPruner()
+    # Optuna judges a step from n_warmup_steps on, and a trial's steps are its epochs, counted from 1.
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
+
+
+def _trial_dir(out: Path, number: int) -> Path:
+    return out / TRIALS_DIR / f"trial-{number:03d}"
+
+
+class PruneTrial(RunObserver):
+    """Reports each epoch's validation accuracy to the trial; ends the run when Optuna's pruner says so."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def epoch_ended(self, epoch: int, logs: dict[str, float]) -> bool:
+        value = logs.get("val_accuracy")
+        if value is None:
+            return False
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            print(f"trial {self.trial.number}: pruned after epoch {epoch}: its validation accuracy {value:.2%} trails "
+                  "the other trials' at that epoch", file=sys.stderr)
+            return True
+        return False
+
+
+def _run_trial(out: Path, plan: Plan, study, trial, observers: tuple[RunObserver, ...], resume: bool = False):
+    from optuna.trial import TrialState
+
+    from cnnlab.experiment import resume_run, train_run
+
+    settings = {dimension.key: dimension.suggest(trial) for dimension in plan.space}
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
+    print(f"trial {trial.number} of {plan.trials}{' (resumed)' * resume}: {shown}", file=sys.stderr)
+    run_dir, pruner = _trial_dir(out, trial.number), PruneTrial(trial)
+    try:
+        config = with_overrides(plan.config, settings)
+        if resume and Run(run_dir).has_status():
+            if Run(run_dir).state() != "finished":
+                resume_run(run_dir, score_test=False, observers=(pruner, *observers))
+        else:
+            train_run(config, run_dir, score_test=False, observers=(pruner, *observers))
+    except CnnlabError as exc:  # settings that do not combine, a run that diverged: this trial fails, the search goes on
+        print(f"trial {trial.number} failed: {one_line(exc)}", file=sys.stderr)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    if Run(run_dir).metrics(require_test=False).get("cut_short"):  # by the pruner, now or before a resume
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    value = Run(run_dir).best_val_accuracy()
+    study.tell(trial, value)
+    print(f"trial {trial.number}: best validation accuracy {value:.2%}", file=sys.stderr)
+
+
+def _finish(out: Path, plan: Plan, study, observers: tuple[RunObserver, ...]) -> Path:
+    """Write trials.csv and best.toml, score the best trial on the test set (once), and write the report."""
+    from cnnlab import experiment
+    from cnnlab.report.builder import REPORT_HTML
+    from cnnlab.tuning.summary import search_summary
+
+    completed = [trial for trial in study.trials if trial.value is not None and trial.state.name == "COMPLETE"]
+    if not completed:
+        raise CnnlabError(f"none of the {len(study.trials)} trials completed (see each under {out / TRIALS_DIR}); "
+                          "nothing to report")
+    _write_trials_csv(out, plan, study)
+    best = study.best_trial
+    best_dir = _trial_dir(out, best.number)
+    best_config = Run(best_dir).config
+    described = dataclasses.replace(best_config, description=f"The best of {len(study.trials)} trials of search "
+                                    f"{out.name} (trial {best.number}, validation accuracy {best.value:.2%}), "
+                                    f"from preset {plan.config.preset}.")
+    with atomic_path(out / BEST_PRESET) as temporary:
+        temporary.write_text(to_toml(described), encoding="utf-8")
+    if (out / REPORT_HTML).exists():
+        return out / REPORT_HTML
+    if "test_accuracy" not in Run(best_dir).metrics(require_test=False):
+        print(f"scoring the best trial, {best.number}, on the test set: the only trial that meets it",
+              file=sys.stderr)
+        experiment.evaluate_run(best_dir)
+    html_path = experiment.report([best_dir], out, search=search_summary(out, plan, study))
+    for observer in observers:
+        observer.report_written(out, [best_dir])
+    return html_path
+
+
+def _write_trials_csv(out: Path, plan: Plan, study) -> None:
+    keys = [dimension.key for dimension in plan.space]
+    with atomic_path(out / TRIALS_CSV) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["trial", "state", "val_accuracy", "epochs", "seconds", *keys])
+            for trial in study.trials:
+                seconds = trial.duration.total_seconds() if trial.duration else ""
+                epochs = max(trial.intermediate_values, default="")
+                writer.writerow([trial.number, trial.state.name.lower(), "" if trial.value is None else trial.value,
+                                 epochs, seconds, *(trial.params.get(key, "") for key in keys)])
