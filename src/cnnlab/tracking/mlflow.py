@@ -52,6 +52,7 @@ class MlflowTracker(RunObserver):
         self._jobs: queue.Queue = queue.Queue()
         self._failed = False
         self._client = self._run_id = None
+        self._logged_epochs: set[int] = set()  # of the MLflow run found again: not logged twice
         threading.Thread(target=self._work, name="mlflow-tracker", daemon=True).start()
 
     # ---- what the run tells it (never blocks, but at the run's end) ------------------------------------------------
@@ -60,7 +61,7 @@ class MlflowTracker(RunObserver):
         self._jobs.put((self._start, (Path(run_dir).resolve(), config)))
 
     def epoch_ended(self, epoch: int, logs: dict[str, float]) -> bool:
-        self._jobs.put((self._log_values, (dict(logs), epoch)))
+        self._jobs.put((self._log_epoch, (dict(logs), epoch)))
         return False
 
     def run_ended(self, run_dir: Path, state: str) -> None:
@@ -152,10 +153,16 @@ class MlflowTracker(RunObserver):
         experiment_id, run_id = self._find_run(run_dir)
         if run_id is not None:
             self._client.update_run(run_id, status="RUNNING")
+            self._logged_epochs = {metric.step for metric in self._client.get_metric_history(run_id, "loss")}
             return run_id
+        self._logged_epochs = set()
         experiment_id = experiment_id or self._client.create_experiment(self.experiment)
         tags = {RUN_DIR_TAG: str(run_dir), "cnnlab.model": config.model, "cnnlab.preset": config.preset}
         return self._client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
+
+    def _log_epoch(self, values: dict, epoch: int) -> None:
+        if epoch not in self._logged_epochs:
+            self._log_values(values, epoch)
 
     def _log_values(self, values: dict, step: int, run_id: str | None = None) -> None:
         from mlflow.entities import Metric
