@@ -325,7 +325,8 @@ def cnnlab_subprocess(*args):
     return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["data"], ["data", "info"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["data"], ["data", "info"], ["search"],
+                                     ["track"]])
 def test_every_command_has_help(command):
     result = cnnlab_subprocess(*command, "--help")
     assert result.returncode == 0 and "usage: cnnlab" in result.stdout

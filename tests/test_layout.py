@@ -29,9 +29,11 @@ LAYERS = [
     ["evaluation"],
     ["runs"],
     ["training"],
+    ["tracking"],  # told of runs as they train (training.observer)
     ["report"],
     ["serving"],
     ["experiment"],
+    ["tuning"],  # a search's trials are whole runs (experiment)
     ["cli", "__main__"],
 ]
 DECLARATIONS = set(LAYERS[1])
@@ -133,7 +135,7 @@ def test_the_checks_see_an_upward_import_and_a_cycle():
 def test_the_top_level_shows_the_pipeline():
     entries = sorted(path.name for path in PACKAGE.iterdir() if path.name != "__pycache__")
     assert entries == ["__init__.py", "__main__.py", "backends", "cli.py", "common", "config", "data", "evaluation",
-                       "experiment.py", "models", "report", "runs", "serving", "training"]
+                       "experiment.py", "models", "report", "runs", "serving", "tracking", "training", "tuning"]
 
 
 def test_config_names_no_model_kind():

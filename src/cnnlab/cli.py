@@ -161,7 +161,7 @@ COMMANDS = {
     "track": ("Mirror finished (or stopped) runs to MLflow from their directories: settings, every epoch, scores, "
               "figures. For runs trained without --track mlflow, or while the tracker was down; a run logged "
               "before goes on in the same MLflow run. Where: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here.",
-              ["cnnlab track runs/my-run", "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 cnnlab track runs/*"]),
+              ["cnnlab track runs/my-run", "cnnlab track runs/a runs/b"]),
     "report": ("The comparison report (report.html, one self-contained page, and report.md) of finished runs: a "
                "verdict with its statistics, the results table, learning curves, per-class accuracy, mistakes.",
                ["cnnlab report runs/cnn runs/vgg16", "cnnlab report runs/seed-0 runs/seed-1 --out reports/seeds"]),
