@@ -104,6 +104,20 @@ def test_a_killed_search_resumes_its_interrupted_trial_and_runs_the_rest(tmp_pat
     assert len(study.trials) == 3 and (out / "report.html").is_file()
 
 
+def test_a_failed_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, synthetic_archive):
+    out = tmp_path / "search"
+    space = write_space(tmp_path, "train.learning_rate = {choice = [1e10]}")  # every trial diverges
+    done = run_cnnlab("search", "--space", space, "--trials", "2", "--epochs", "1", "--data", synthetic_archive,
+                      *TINY_SEARCH_DATA, *TINY_MODEL, *FLOAT32, "--out", out)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (f"cnnlab: error: none of the 2 trials completed (why: {out / 'trials.csv'})"
+                                            "; nothing to report")
+    trials = trials_of(out)
+    assert [row["state"] for row in trials] == ["failed", "failed"]  # the second ran after the first failed
+    assert all(row["failure"].startswith("training diverged") for row in trials)
+    assert not (out / "best.toml").exists() and not (out / "report.html").exists()
+
+
 @pytest.mark.parametrize("space, arguments, message", [
     ("train.learning_rate = {uniform = [0.01, 0.001]}", [], "range [0.01, 0.001] is empty"),
     ("train.lerning_rate = {uniform = [0.1, 0.2]}", [], "unknown setting"),

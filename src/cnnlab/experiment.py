@@ -133,7 +133,17 @@ def _train_into(run: Run, config: RunConfig, placement, model, data: Dataset, sp
         raise
     finally:
         for observer in observers:
-            observer.run_ended(run.path, state)
+            _tell_the_end(observer, run, state)
+
+
+def _tell_the_end(observer: RunObserver, run: Run, state: str) -> None:
+    """An observer's work at a run's end (a tracker's last records) is a warning if it fails: the run and its
+    directory are done, and stay as they are."""
+    try:
+        observer.run_ended(run.path, state)
+    except Exception as exc:
+        print(f"warning: {type(observer).__name__} did not record {run.path}: {terminal_text(one_line(exc))}",
+              file=sys.stderr)
 
 
 def _train_and_score(run: Run, config: RunConfig, placement, model, data: Dataset, splits, resume: bool,
@@ -155,6 +165,7 @@ def _train_and_score(run: Run, config: RunConfig, placement, model, data: Datase
             **result.summary(),
             "train_images": int(len(splits.y_train)),
             "val_images": int(len(splits.y_val)),
+            "best_val_accuracy": run.best_val_accuracy(),
             "data": provenance.metrics_record(data),
         }
         if score_test:
@@ -280,10 +291,9 @@ def _training_summary(run: Run) -> dict:
 
 
 def _record_unscored(run: Run, metrics: dict) -> None:
-    """metrics.json of a run kept from the test set (a search's trial): its training, best validation accuracy and
-    learning curves; `cnnlab evaluate` scores it."""
-    metrics.update({TEST_SCORED: False, "best_val_accuracy": run.best_val_accuracy(),
-                    "versions": machine.library_versions(), "hardware": machine.hardware()})
+    """metrics.json of a run kept from the test set (a search's trial): its training (best validation accuracy
+    included) and learning curves; `cnnlab evaluate` scores it."""
+    metrics.update({TEST_SCORED: False, "versions": machine.library_versions(), "hardware": machine.hardware()})
     run.write_metrics(metrics)
     _draw(run, lambda: figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name))
 

@@ -85,6 +85,8 @@ def _training_problem(metrics: dict) -> str | None:
     for name in ("train_seconds", "seconds_per_epoch"):
         if metrics.get(name) is not None and not _is_number(metrics[name]):
             return f"{name} is not a number of seconds"
+    if metrics.get("best_val_accuracy") is not None and not _is_number(metrics["best_val_accuracy"], high=1):
+        return "best_val_accuracy is not an accuracy"
     phases = metrics.get("phases", [])
     if not (isinstance(phases, list) and all(
             isinstance(phase, dict) and isinstance(phase.get("name"), str)

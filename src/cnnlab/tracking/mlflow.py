@@ -35,6 +35,7 @@ FINISH_SECONDS = 30.0
 # MLflow retries a failed request for minutes by default; a tracker that is down should be a warning at once. Both
 # are read by MLflow per request; a value the user set is kept.
 QUICK_FAILURE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+REPORT_FILES = ("report.html", "report.md")
 PARAMS_PER_CALL = 100  # MLflow's limit for one log_batch
 STATES = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
 
@@ -49,8 +50,11 @@ class MlflowTracker(RunObserver):
     def __init__(self, uri: str | None = None, experiment: str | None = None):
         self.uri = uri or default_uri()
         self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        for name, value in QUICK_FAILURE.items():  # here, before the thread: os.environ is not safe to write there
+            os.environ.setdefault(name, value)
         self._jobs: queue.Queue = queue.Queue()
         self._failed = False
+        self._failing = threading.Lock()
         self._client = self._run_id = None
         self._logged_epochs: set[int] = set()  # of the MLflow run found again: not logged twice
         threading.Thread(target=self._work, name="mlflow-tracker", daemon=True).start()
@@ -89,7 +93,7 @@ class MlflowTracker(RunObserver):
         self._jobs.put((None, done))
         if done.wait(seconds):
             return True
-        self._fail(f"it took no records for {seconds:.0f} s; the rest of this run's are given up")
+        self._fail(f"it took no records for {seconds:.0f} s; what is left is given up")
         return False
 
     @property
@@ -112,10 +116,12 @@ class MlflowTracker(RunObserver):
                 self._fail(one_line(exc) or type(exc).__name__)
 
     def _fail(self, why: str) -> None:
-        if not self._failed:
+        with self._failing:  # the tracker's thread and a timed-out wait may both get here: one warning
+            if self._failed:
+                return
             self._failed = True
-            print(f"warning: MLflow tracking at {terminal_text(self.uri)} stopped: {terminal_text(why)} (training "
-                  "goes on; the run directory has everything: `cnnlab track RUN_DIR` logs it later)", file=sys.stderr)
+        print(f"warning: MLflow tracking at {terminal_text(self.uri)} stopped: {terminal_text(why)} (the run "
+              "directory has everything: `cnnlab track RUN_DIR` logs it later)", file=sys.stderr)
 
     def _start(self, run_dir: Path, config) -> None:
         from mlflow.entities import Param
@@ -131,8 +137,6 @@ class MlflowTracker(RunObserver):
     def _connect(self) -> None:
         if self._client is not None:
             return
-        for name, value in QUICK_FAILURE.items():
-            os.environ.setdefault(name, value)
         for name in ("mlflow", "alembic"):  # their INFO lines (database migrations) are not the user's business
             logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
@@ -156,7 +160,8 @@ class MlflowTracker(RunObserver):
             self._logged_epochs = {metric.step for metric in self._client.get_metric_history(run_id, "loss")}
             return run_id
         self._logged_epochs = set()
-        experiment_id = experiment_id or self._client.create_experiment(self.experiment)
+        experiment_id = experiment_id or self._client.create_experiment(self.experiment,
+                                                                        artifact_location=_artifact_location(self.uri))
         tags = {RUN_DIR_TAG: str(run_dir), "cnnlab.model": config.model, "cnnlab.preset": config.preset}
         return self._client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
 
@@ -195,9 +200,22 @@ class MlflowTracker(RunObserver):
         the test set after it trained."""
         self._connect()
         _, run_id = self._find_run(run_dir)
-        if run_id is not None:
-            self._log_scores(run_id, Run(run_dir))
-            self._client.log_artifacts(run_id, str(report_dir), "report")
+        if run_id is None:
+            return
+        self._log_scores(run_id, Run(run_dir))
+        for name in REPORT_FILES:  # the report alone: its folder also holds the runs (a comparison's, a search's)
+            if (report_dir / name).is_file():
+                self._client.log_artifact(run_id, str(report_dir / name), "report")
+        if (report_dir / "figures").is_dir():
+            self._client.log_artifacts(run_id, str(report_dir / "figures"), "report/figures")
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Beside a local SQLite store, where MLflow would otherwise put a new experiment's files: ./mlruns in whatever
+    folder the command runs in. None (MLflow's choice) for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
 
 
 def _flat(table: dict, prefix: str = "") -> dict:

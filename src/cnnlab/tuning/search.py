@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
+import os
+import shutil
+import socket
 import sys
 from pathlib import Path
 
-from cnnlab.common.errors import CnnlabError, one_line
+from cnnlab.common.errors import CnnlabError, install_hint, one_line
 from cnnlab.common.files import atomic_path, read_json, write_json
 from cnnlab.config import RunConfig, config_from_dict, to_toml, with_overrides
 from cnnlab.runs import rundir
 from cnnlab.runs.run import Run
 from cnnlab.training.observer import RunObserver
 from cnnlab.tuning.space import Dimension, read_space, space_from_dicts
+from cnnlab.tuning.summary import search_summary, state_name
 
 PLAN = "search.json"
 STUDY_DB = "study.db"
@@ -37,6 +42,8 @@ TRIALS_DIR = "trials"
 TRIALS_CSV = "trials.csv"
 BEST_PRESET = "best.toml"
 STUDY_NAME = "cnnlab"
+WORKER = "worker"  # a trial's user attribute: the host and process that asked for it
+FAILURE = "failure"  # a failed trial's user attribute: why
 # Trials the pruner lets finish before it judges others, and epochs of each trial before it judges that trial.
 PRUNER_STARTUP_TRIALS = 2
 PRUNER_WARMUP_EPOCHS = 1
@@ -53,6 +60,8 @@ class Plan:
 def make_plan(config: RunConfig, space_path: Path, trials: int, prune: bool = True) -> Plan:
     """The plan of a search of `config`'s settings over the space in `space_path`, every problem with either found
     here, before Keras is imported or anything is written."""
+    if importlib.util.find_spec("optuna") is None:
+        raise CnnlabError(f"search needs Optuna: {install_hint('search')}")
     if trials < 1:
         raise CnnlabError(f"--trials must be at least 1, got {trials}")
     if config.data.val_size == 0:
@@ -105,20 +114,48 @@ def _run(out: Path, plan: Plan, observers: tuple[RunObserver, ...]) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # cnnlab says what each trial did, in its own words
     study = _study(out, plan)
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if not rundir.in_use(_trial_dir(out, frozen.number)):  # else another process is training it now
+        if not _worked_on_elsewhere(frozen, _trial_dir(out, frozen.number)):
             # Optuna has no public way from a stored trial to a live one but its id.
             _run_trial(out, plan, study, optuna.trial.Trial(study, frozen._trial_id), observers, resume=True)
     while len(study.get_trials(deepcopy=False)) < plan.trials:
-        _run_trial(out, plan, study, study.ask(), observers)
+        trial = study.ask()
+        trial.set_user_attr(WORKER, _this_worker())
+        _run_trial(out, plan, study, trial, observers)
     return _finish(out, plan, study, observers)
+
+
+def _this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worked_on_elsewhere(frozen, run_dir: Path) -> bool:
+    """Whether another live process is running this trial: one of this machine that asked for it and still runs,
+    or any process that holds its run directory's lock."""
+    host, _, pid = str(frozen.user_attrs.get(WORKER, "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        return True
+    return rundir.in_use(run_dir)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but another user's
+        return True
+    return True
 
 
 def _study(out: Path, plan: Plan):
     import optuna
 
-    return optuna.create_study(storage=f"sqlite:///{(out / STUDY_DB).resolve()}", study_name=STUDY_NAME,
-                               direction="maximize", load_if_exists=True, pruner=trial_pruner(plan.prune),
-                               sampler=optuna.samplers.TPESampler(seed=plan.config.train.seed))
+    study = optuna.create_study(storage=f"sqlite:///{(out / STUDY_DB).resolve()}", study_name=STUDY_NAME,
+                                direction="maximize", load_if_exists=True, pruner=trial_pruner(plan.prune))
+    # Seeded, and anew for each process that takes part (a resume, a second worker): one seed for all would draw
+    # the settings of the trials before it again.
+    study.sampler = optuna.samplers.TPESampler(seed=(plan.config.train.seed + len(study.trials)) % 2**32)
+    return study
 
 
 def trial_pruner(prune: bool):
@@ -168,16 +205,23 @@ def _run_trial(out: Path, plan: Plan, study, trial, observers: tuple[RunObserver
             if Run(run_dir).state() != "finished":
                 resume_run(run_dir, score_test=False, observers=(pruner, *observers))
         else:
+            if resume and run_dir.exists():  # killed before its run began (no status): nothing trained, start it anew
+                shutil.rmtree(run_dir)
             train_run(config, run_dir, score_test=False, observers=(pruner, *observers))
-    except CnnlabError as exc:  # settings that do not combine, a run that diverged: this trial fails, the search goes on
-        print(f"trial {trial.number} failed: {one_line(exc)}", file=sys.stderr)
-        study.tell(trial, state=TrialState.FAIL)
+    except KeyboardInterrupt:
+        print(f"the search stops; go on with: cnnlab search --resume {out}", file=sys.stderr)
+        raise
+    except Exception as exc:  # settings that do not combine, a diverged run, out of memory: the search goes on
+        reason = one_line(exc) or type(exc).__name__
+        print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+        trial.set_user_attr(FAILURE, reason)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     if Run(run_dir).metrics(require_test=False).get("cut_short"):  # by the pruner, now or before a resume
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         return
     value = Run(run_dir).best_val_accuracy()
-    study.tell(trial, value)
+    study.tell(trial, value, skip_if_finished=True)
     print(f"trial {trial.number}: best validation accuracy {value:.2%}", file=sys.stderr)
 
 
@@ -185,13 +229,11 @@ def _finish(out: Path, plan: Plan, study, observers: tuple[RunObserver, ...]) ->
     """Write trials.csv and best.toml, score the best trial on the test set (once), and write the report."""
     from cnnlab import experiment
     from cnnlab.report.builder import REPORT_HTML
-    from cnnlab.tuning.summary import search_summary
 
-    completed = [trial for trial in study.trials if trial.value is not None and trial.state.name == "COMPLETE"]
-    if not completed:
-        raise CnnlabError(f"none of the {len(study.trials)} trials completed (see each under {out / TRIALS_DIR}); "
-                          "nothing to report")
     _write_trials_csv(out, plan, study)
+    if not [trial for trial in study.trials if trial.state.name == "COMPLETE"]:
+        raise CnnlabError(f"none of the {len(study.trials)} trials completed (why: {out / TRIALS_CSV}); nothing to "
+                          "report")
     best = study.best_trial
     best_dir = _trial_dir(out, best.number)
     best_config = Run(best_dir).config
@@ -217,9 +259,10 @@ def _write_trials_csv(out: Path, plan: Plan, study) -> None:
     with atomic_path(out / TRIALS_CSV) as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["trial", "state", "val_accuracy", "epochs", "seconds", *keys])
+            writer.writerow(["trial", "state", "val_accuracy", "epochs", "seconds", *keys, "failure"])
             for trial in study.trials:
                 seconds = trial.duration.total_seconds() if trial.duration else ""
                 epochs = max(trial.intermediate_values, default="")
-                writer.writerow([trial.number, trial.state.name.lower(), "" if trial.value is None else trial.value,
-                                 epochs, seconds, *(trial.params.get(key, "") for key in keys)])
+                writer.writerow([trial.number, state_name(trial), "" if trial.value is None else trial.value,
+                                 epochs, seconds, *(trial.params.get(key, "") for key in keys),
+                                 trial.user_attrs.get(FAILURE, "")])

@@ -39,7 +39,7 @@ def search_summary(out: Path, plan, study) -> SearchSummary:
     best_run = Run(Path(out) / "trials" / f"trial-{best.number:03d}")
     start = plan.config.to_dict()
     settings = [(key, _shown(_lookup(start, key)), _shown(best.params[key])) for key in keys]
-    rows = [[str(trial.number), trial.state.name.lower(),
+    rows = [[str(trial.number), state_name(trial),
              "" if trial.value is None else f"{trial.value:.2%}",
              str(max(trial.intermediate_values, default="")),
              *(_shown(trial.params[key]) if key in trial.params else "" for key in keys)]
@@ -48,11 +48,17 @@ def search_summary(out: Path, plan, study) -> SearchSummary:
     return SearchSummary(
         folder=Path(out).name, preset=plan.config.preset,
         validation_images=int(best_run.metrics().get("val_images", 0)),
-        counts=dict(Counter(trial.state.name.lower() for trial in study.trials)),
+        counts=dict(Counter(state_name(trial) for trial in study.trials)),
         best_trial=best.number, best_value=best.value, settings=settings,
         trial_header=["trial", "state", "validation accuracy", "epochs", *keys], trial_rows=rows,
         figures=_figures(Path(out) / FIGURES, study), minutes=seconds / 60,
     )
+
+
+def state_name(trial) -> str:
+    """A trial's state as cnnlab says it: complete, pruned, failed, running."""
+    name = trial.state.name.lower()
+    return "failed" if name == "fail" else name
 
 
 def _lookup(settings: dict, dotted: str):
