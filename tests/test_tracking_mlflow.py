@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cnnlab.runs import rundir
-from conftest import (FLOAT32, TINY_DATA, TINY_MODEL, free_port, kind_params, launch_chromium, run_cnnlab,
+from conftest import (FLOAT32, TINY_DATA, TINY_KINDS, TINY_MODEL, free_port, launch_chromium, run_cnnlab,
                       run_metrics)
 from test_tuning_search import history_column
 
@@ -63,7 +63,9 @@ def test_a_tracked_run_is_in_mlflow_as_its_directory_records_it(tmp_path, synthe
     assert not [path for path in run_dir.rglob("*") if "mlflow" in path.name.lower()]  # the run directory is as ever
 
 
-@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}", "nosuchscheme://nowhere"], ids=["down", "misconfigured"])
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:{port}",
+                                 pytest.param("nosuchscheme://nowhere", marks=pytest.mark.slow)],
+                         ids=["down", "misconfigured"])
 def test_a_tracker_that_is_down_or_misconfigured_is_one_warning_never_a_failed_run(tmp_path, synthetic_archive, uri):
     run_dir = tmp_path / "run"
     done = run_cnnlab("train", "--track", "mlflow", "--data", synthetic_archive, *TINY_DATA, *TINY_MODEL, *FLOAT32,
@@ -74,7 +76,10 @@ def test_a_tracker_that_is_down_or_misconfigured_is_one_warning_never_a_failed_r
     assert 0 <= run_metrics(run_dir)["test_accuracy"] <= 1
 
 
-@pytest.mark.parametrize("kind", kind_params())
+# The CNN in the default tier, every other kind in the full tier: the tracker reads only the run directory, which
+# every kind writes alike.
+@pytest.mark.parametrize("kind", ["cnn", *(pytest.param(kind, marks=pytest.mark.slow) for kind in TINY_KINDS
+                                           if kind != "cnn")])
 def test_track_mirrors_a_finished_run_of_each_kind_once_however_often_it_is_told(tmp_path, kind_runs, kind):
     db = tmp_path / "mlflow.db"
     for _ in range(2):  # the second time finds the MLflow run of the first and adds nothing twice
