@@ -58,6 +58,9 @@ class MlflowTracker(RunObserver):
         self._client = self._run_id = None
         self._logged_epochs: set[int] = set()  # of the MLflow run found again: not logged twice
         threading.Thread(target=self._work, name="mlflow-tracker", daemon=True).start()
+        # MLflow's import and store set-up take seconds of CPU: begun now, they overlap the command's own start-up
+        # (Keras, the data) rather than the first epochs.
+        self._jobs.put((self._connect, ()))
 
     # ---- what the run tells it (never blocks, but at the run's end) ------------------------------------------------
 
