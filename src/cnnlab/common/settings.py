@@ -59,3 +59,15 @@ UNIT_INTERVAL = Range(0.0, 1.0)
 # Far past any useful rate, yet finite: a rate that makes training diverge on purpose (to see the NaN guard work)
 # is still accepted.
 LEARNING_RATE = Range(0.0, 1e10, low_open=True)
+
+
+def flat_settings(table: dict, prefix: str = "") -> dict[str, object]:
+    """{"train.learning_rate": 0.001, ...}: a nested table of settings (a configuration's dict) with dotted keys, as
+    --set names them."""
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.common.errors import CnnlabError
+from cnnlab.common.settings import flat_settings
 from cnnlab.config import RunConfig, load_config
 from cnnlab.evaluation import stats
 from cnnlab.models import kind_of
@@ -210,7 +211,7 @@ def _class_names(run) -> tuple[str, ...]:
 def settings_table(runs: list, names: list[str]) -> Table:
     """Every setting of every run (a column each, headed by its short name), then where its data came from, when it
     finished and how to run it again; the rows where the runs differ highlighted."""
-    flat = [_flatten(run.config.to_dict()) for run in runs]
+    flat = [flat_settings(run.config.to_dict()) for run in runs]
     keys = list(dict.fromkeys(key for settings in flat for key in settings))
     rows = [[key, *(_setting_text(settings.get(key, "-")) for settings in flat)] for key in keys]
     records = [run.metrics.get("data", {}) for run in runs]
@@ -226,14 +227,6 @@ def settings_table(runs: list, names: list[str]) -> Table:
     return Table(["setting", *names], rows, "settings", highlighted=differing, code_rows=(len(rows) - 1,))
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _setting_text(value) -> str:
@@ -245,12 +238,12 @@ def reproduce_command(config: RunConfig) -> str:
     trains the same run again (from whatever the preset holds now)."""
     preset = config.preset
     try:
-        baseline = _flatten(load_config(preset).to_dict())
+        baseline = flat_settings(load_config(preset).to_dict())
     except CnnlabError:  # a preset that is gone, or was a TOML file elsewhere: every setting from the seed preset
         preset = "seed"
-        baseline = _flatten(load_config(preset).to_dict())
+        baseline = flat_settings(load_config(preset).to_dict())
     words = ["cnnlab", "train", "--preset", preset]
-    for key, value in _flatten(config.to_dict()).items():
+    for key, value in flat_settings(config.to_dict()).items():
         if key != "preset" and value != baseline.get(key) and value is not None:
             words += ["--set", f"{key}={_toml(value)}"]
     return shlex.join(words)

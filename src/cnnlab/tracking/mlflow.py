@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from cnnlab.common.errors import one_line
+from cnnlab.common.settings import flat_settings
 from cnnlab.common.text import terminal_text
 from cnnlab.runs import rundir
 from cnnlab.runs.run import Run
@@ -195,7 +196,7 @@ class MlflowTracker(RunObserver):
         """The run's final numbers from its metrics.json, as metrics at step 0."""
         if run.has_metrics():
             summary = run.metrics(require_test=False)
-            scores = {key: value for key, value in _flat(summary).items() if _is_score(key, value)}
+            scores = {key: value for key, value in flat_settings(summary).items() if _is_score(key, value)}
             self._log_values(scores, 0, run_id)
 
     def _log_report(self, run_dir: Path, report_dir: Path) -> None:
@@ -219,17 +220,6 @@ def _artifact_location(uri: str) -> str | None:
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
-
-
-def _flat(table: dict, prefix: str = "") -> dict:
-    """{"train.learning_rate": 0.001, ...}: nested tables as dotted keys."""
-    flat = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _is_score(key: str, value) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.common.errors import first_line
+from cnnlab.common.settings import flat_settings
 from cnnlab.config import toml_value
 from cnnlab.runs.run import Run
 
@@ -37,8 +38,8 @@ def search_summary(out: Path, plan, study) -> SearchSummary:
     keys = [dimension.key for dimension in plan.space]
     best = study.best_trial
     best_run = Run(Path(out) / "trials" / f"trial-{best.number:03d}")
-    start = plan.config.to_dict()
-    settings = [(key, _shown(_lookup(start, key)), _shown(best.params[key])) for key in keys]
+    start = flat_settings(plan.config.to_dict())
+    settings = [(key, _shown(start[key]), _shown(best.params[key])) for key in keys]
     rows = [[str(trial.number), state_name(trial),
              "" if trial.value is None else f"{trial.value:.2%}",
              str(max(trial.intermediate_values, default="")),
@@ -59,13 +60,6 @@ def state_name(trial) -> str:
     """A trial's state as cnnlab says it: complete, pruned, failed, running."""
     name = trial.state.name.lower()
     return "failed" if name == "fail" else name
-
-
-def _lookup(settings: dict, dotted: str):
-    value = settings
-    for part in dotted.split("."):
-        value = value[part]
-    return value
 
 
 def _shown(value) -> str:
