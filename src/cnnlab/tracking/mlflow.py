@@ -141,9 +141,12 @@ class MlflowTracker(RunObserver):
     def _connect(self) -> None:
         if self._client is not None:
             return
-        for name in ("mlflow", "alembic"):  # their INFO lines (database migrations) are not the user's business
-            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        # Their INFO lines (database migrations) are not the user's business; set after the import, which sets
+        # MLflow's own levels.
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self._client = MlflowClient(tracking_uri=self.uri)
 
