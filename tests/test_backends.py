@@ -219,6 +219,26 @@ def test_the_cpu_splits_into_devices_for_data_parallel_tries(backend):
     assert done.stdout.startswith(f"computing on 2 CPU devices with Keras's {backend} backend")
 
 
+THREADS_PROBE = ("from cnnlab.backends import import_keras, placement_for; from cnnlab.config import load_config; "
+                 "import_keras(); import tensorflow as tf; print(tf.config.threading.get_inter_op_parallelism_threads()); "
+                 "print(placement_for(load_config('seed')).describe())")
+
+
+@pytest.mark.parametrize("env, pool, said", [
+    ({}, "1", "one inter-op thread, measured faster on a CPU (TF_NUM_INTEROP_THREADS=N overrides)"),
+    ({"TF_NUM_INTEROP_THREADS": "3"}, "0", "inter-op threads 3, as TF_NUM_INTEROP_THREADS asks"),
+    ({"CNNLAB_CPU_DEVICES": "2"}, "0", "the backend's own thread pools"),  # replicas run side by side on that pool
+])
+def test_tensorflow_on_an_undivided_cpu_gets_one_inter_op_thread_and_says_so(env, pool, said):
+    environment = {key: value for key, value in os.environ.items() if key != "TF_NUM_INTEROP_THREADS"}
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=300,
+                          env={**environment, "KERAS_BACKEND": "tensorflow", **env})
+    assert done.returncode == 0, done.stderr
+    actual_pool, line = done.stdout.splitlines()
+    assert actual_pool == pool  # 0: TensorFlow's default (one per core, or what its variable says)
+    assert line.endswith(f"; {said}")
+
+
 def test_device_refusals_are_one_line():
     done = run_quietly("devices", "--devices", "3", env={"KERAS_BACKEND": "tensorflow", "CNNLAB_CPU_DEVICES": "2"})
     assert done.returncode == 1

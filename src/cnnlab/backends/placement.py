@@ -26,6 +26,7 @@ class Placement:
     process_index: int = 0  # many machines: this process's index; 0 is the chief, which alone writes the run
     process_count: int = 1
     jit_compile: bool | str = "auto"  # "auto" leaves it to Keras; False where measured slower
+    threads: str = ""  # the backend's CPU thread pools, as its engine chose them, in words
     steps_per_execution_limit: int | None = None  # the most steps one call runs, where the backend caps it
     _scope: object = field(default=None, repr=False, compare=False)
 
@@ -66,7 +67,7 @@ class Placement:
         """What metrics.json keeps of where the run computed."""
         return {"backend": self.backend, "device_kind": self.device_kind, "devices": self.devices,
                 "device_names": list(self.device_names), "processes": self.process_count,
-                "precision": self.precision, "precision_reason": self.precision_reason}
+                "precision": self.precision, "precision_reason": self.precision_reason, "threads": self.threads}
 
     def describe(self) -> str:
         """One line for the terminal: where and in which precision this run computes."""
@@ -74,7 +75,7 @@ class Placement:
         if self.process_count > 1:
             where += f" in each of {self.process_count} processes"
         return f"computing on {where} with Keras's {self.backend} backend, precision {self.precision} " \
-               f"({self.precision_reason})"
+               f"({self.precision_reason}); {self.threads}"
 
 
 # Tensor cores: bfloat16 from Ampere (8.0), float16 from Volta (7.0); below that, half precision is emulated or slow.
@@ -134,7 +135,7 @@ def placement_for(config) -> Placement:
     return Placement(
         backend=engine.name, device_kind=devices.kind, devices=used, precision=precision, precision_reason=reason,
         device_names=devices.names[:used], process_index=process_index, process_count=process_count,
-        jit_compile=engine.jit_compile(devices.kind), steps_per_execution_limit=engine.steps_per_execution_limit(used),
+        jit_compile=engine.jit_compile(devices.kind), threads=engine.threads, steps_per_execution_limit=engine.steps_per_execution_limit(used),
         _scope=engine.data_parallel(names) if used * process_count > 1 else None,
     )
 
