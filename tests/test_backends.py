@@ -151,6 +151,7 @@ def test_placement_records_what_it_chose(monkeypatch):
     record = placement.record()
     assert record["devices"] == 1 and record["precision"] == "bfloat16" and record["device_kind"] == "cpu"
     assert record["precision_reason"] in placement.describe()
+    assert record["threads"] == placement.threads and placement.threads in placement.describe()
     asked = placement_for(load_config("seed", {"train.precision": "float16"}))
     assert (asked.precision, asked.precision_reason) == ("float16", "asked for")
     with pytest.raises(CnnlabError, match="--devices 2: this machine has 1 CPU device"):
@@ -219,24 +220,17 @@ def test_the_cpu_splits_into_devices_for_data_parallel_tries(backend):
     assert done.stdout.startswith(f"computing on 2 CPU devices with Keras's {backend} backend")
 
 
-THREADS_PROBE = ("from cnnlab.backends import import_keras, placement_for; from cnnlab.config import load_config; "
-                 "import_keras(); import tensorflow as tf; print(tf.config.threading.get_inter_op_parallelism_threads()); "
-                 "print(placement_for(load_config('seed')).describe())")
-
-
-@pytest.mark.parametrize("env, pool, said", [
-    ({}, "1", "one inter-op thread, measured faster on a CPU (TF_NUM_INTEROP_THREADS=N overrides)"),
-    ({"TF_NUM_INTEROP_THREADS": "3"}, "0", "inter-op threads 3, as TF_NUM_INTEROP_THREADS asks"),
-    ({"CNNLAB_CPU_DEVICES": "2"}, "0", "the backend's own thread pools"),  # replicas run side by side on that pool
+@pytest.mark.parametrize("env, said", [
+    ({}, "threads: TensorFlow's, {cores} intra-op and {cores} inter-op, the fastest measured on a CPU "
+         "(TF_NUM_INTRAOP_THREADS or TF_NUM_INTEROP_THREADS change them)"),
+    ({"TF_NUM_INTEROP_THREADS": "3"}, "threads: inter-op 3 (TF_NUM_INTEROP_THREADS), as asked"),
 ])
-def test_tensorflow_on_an_undivided_cpu_gets_one_inter_op_thread_and_says_so(env, pool, said):
-    environment = {key: value for key, value in os.environ.items() if key != "TF_NUM_INTEROP_THREADS"}
-    done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=300,
+def test_devices_says_which_thread_pools_tensorflow_computes_with(env, said):
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TF_NUM_")}
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "devices"], capture_output=True, text=True, timeout=300,
                           env={**environment, "KERAS_BACKEND": "tensorflow", **env})
     assert done.returncode == 0, done.stderr
-    actual_pool, line = done.stdout.splitlines()
-    assert actual_pool == pool  # 0: TensorFlow's default (one per core, or what its variable says)
-    assert line.endswith(f"; {said}")
+    assert done.stdout.rstrip().endswith("; " + said.format(cores=len(os.sched_getaffinity(0))))
 
 
 def test_device_refusals_are_one_line():

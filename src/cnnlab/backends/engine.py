@@ -29,8 +29,6 @@ class Engine(abc.ABC):
     otherwise."""
 
     name: str  # Keras's name for the backend: "tensorflow", "jax" or "torch"
-    threads = "the backend's own thread pools"  # what `choose_threads` chose, in words
-
 
     @abc.abstractmethod
     def detect_devices(self) -> Devices:
@@ -40,9 +38,9 @@ class Engine(abc.ABC):
         """Make the CPU `count` devices, once the backend is imported and before it starts them. Nothing by default:
         one device needs no split, and JAX splits at its import, as XLA_FLAGS says (`startup.import_keras`)."""
 
-    def choose_threads(self, cpu_devices: int) -> None:
-        """Size the backend's CPU thread pools once it is imported and before it starts its devices (the CPU split
-        into `cpu_devices`), and say what was chosen in `threads`. Nothing by default: the backend's own pools."""
+    def thread_pools(self) -> str:
+        """The backend's CPU thread pools, in words: its own, untouched."""
+        return "threads: the backend's own"
 
     def initialize(self, coordinator: str, processes: int, process_id: int) -> None:
         """Join the run's other processes before the backend starts its devices; refused in one line here."""

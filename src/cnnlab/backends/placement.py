@@ -26,7 +26,7 @@ class Placement:
     process_index: int = 0  # many machines: this process's index; 0 is the chief, which alone writes the run
     process_count: int = 1
     jit_compile: bool | str = "auto"  # "auto" leaves it to Keras; False where measured slower
-    threads: str = ""  # the backend's CPU thread pools, as its engine chose them, in words
+    threads: str = ""  # the backend's CPU thread pools, in words (Engine.thread_pools)
     steps_per_execution_limit: int | None = None  # the most steps one call runs, where the backend caps it
     _scope: object = field(default=None, repr=False, compare=False)
 
@@ -135,7 +135,8 @@ def placement_for(config) -> Placement:
     return Placement(
         backend=engine.name, device_kind=devices.kind, devices=used, precision=precision, precision_reason=reason,
         device_names=devices.names[:used], process_index=process_index, process_count=process_count,
-        jit_compile=engine.jit_compile(devices.kind), threads=engine.threads, steps_per_execution_limit=engine.steps_per_execution_limit(used),
+        jit_compile=engine.jit_compile(devices.kind), threads=engine.thread_pools(),
+        steps_per_execution_limit=engine.steps_per_execution_limit(used),
         _scope=engine.data_parallel(names) if used * process_count > 1 else None,
     )
 

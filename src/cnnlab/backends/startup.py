@@ -107,7 +107,6 @@ def _start_backend(cpu_devices: int, cluster: Cluster | None) -> None:
         import tensorflow  # noqa: F401
     engine = engine_for(keras.backend.backend())
     engine.split_host_cpu(cpu_devices)
-    engine.choose_threads(cpu_devices)
     if cluster is not None and cluster.processes > 1:
         engine.initialize(cluster.coordinator, cluster.processes, cluster.process_id)
     engine.detect_devices()

@@ -17,7 +17,7 @@ from cnnlab.backends.engine import Devices, Engine
 from cnnlab.common.errors import CnnlabError
 
 PREFETCH_BATCHES = 8
-INTER_OP_VARIABLE = "TF_NUM_INTEROP_THREADS"  # TensorFlow's own override of its inter-op pool
+THREAD_VARIABLES = {"intra-op": "TF_NUM_INTRAOP_THREADS", "inter-op": "TF_NUM_INTEROP_THREADS"}  # TensorFlow's own
 
 
 class TensorFlowEngine(Engine):
@@ -34,27 +34,18 @@ class TensorFlowEngine(Engine):
         except RuntimeError:  # TensorFlow had already started its devices
             raise CnnlabError(f"cannot split the CPU into {count} devices: TensorFlow already started") from None
 
-    def choose_threads(self, cpu_devices: int) -> None:
-        """One inter-op thread where an undivided CPU computes alone (TensorFlow's default is one per core).
-
-        A CNN's ops depend each on the one before, so a second op rarely has anything to run beside the first; the
-        inter-op pool's threads then only compete with the intra-op pool, which already uses every core. Measured on
-        2 cores of a Xeon, float32 and bfloat16 (`benchmarks/cpu_settings.py`, benchmarks/RESULTS.md): the seed CNN
-        trains 1.11x faster in float32. A split CPU (several replicas, which run side by side on this pool) and GPU
-        machines keep the default: not measured there.
-        """
-        asked = os.environ.get(INTER_OP_VARIABLE, "").strip()
+    def thread_pools(self) -> str:
+        """TensorFlow's CPU thread pools as they will be: one thread per core in each of its intra-op and inter-op
+        pools, or what its variables say. Left at that on purpose: of the settings `benchmarks/cpu_settings.py` tried
+        on a 2-core Xeon (benchmarks/RESULTS.md), one inter-op thread, one intra-op thread, oneDNN off and XLA on
+        were all slower than these defaults, and the JAX and PyTorch backends slower than TensorFlow."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        pools = {name: os.environ.get(variable, "").strip() for name, variable in THREAD_VARIABLES.items()}
+        asked = [f"{name} {value} ({THREAD_VARIABLES[name]})" for name, value in pools.items() if value]
         if asked:
-            self.threads = f"inter-op threads {asked}, as {INTER_OP_VARIABLE} asks"
-            return
-        if cpu_devices > 1 or tf.config.list_physical_devices("GPU"):
-            return
-        try:
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow had already started (a second import_keras in one process): as it was
-            pass
-        if tf.config.threading.get_inter_op_parallelism_threads() == 1:
-            self.threads = f"one inter-op thread, measured faster on a CPU ({INTER_OP_VARIABLE}=N overrides)"
+            return "threads: " + ", ".join(asked) + ", as asked"
+        return f"threads: TensorFlow's, {cores} intra-op and {cores} inter-op, the fastest measured on a CPU " \
+               f"({' or '.join(THREAD_VARIABLES.values())} change them)"
 
     def detect_devices(self) -> Devices:
         gpus = tf.config.list_logical_devices("GPU")
