@@ -295,7 +295,7 @@ def _record_unscored(run: Run, metrics: dict) -> None:
     included) and learning curves; `cnnlab evaluate` scores it."""
     metrics.update({TEST_SCORED: False, "versions": machine.library_versions(), "hardware": machine.hardware()})
     run.write_metrics(metrics)
-    _draw(run, lambda: figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name))
+    _draw(run, lambda: _draw_learning_curves(run))
 
 
 def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: RunConfig) -> dict:
@@ -318,13 +318,17 @@ def _evaluate_and_record(run: Run, model, data: Dataset, metrics: dict, config: 
     run.write_metrics(metrics)  # before the figures: a plotting problem cannot lose them
 
     def draw():
-        if run.history_path.is_file():
-            figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name)
+        _draw_learning_curves(run)
         figures.plot_confusion_matrix(metrics["confusion_matrix"], data.class_names, run.confusion_matrix_path,
                                       f"{run.name}: test set")
 
     _draw(run, draw)
     return metrics
+
+
+def _draw_learning_curves(run: Run) -> None:
+    if run.history_path.is_file():
+        figures.plot_learning_curves({run.name: run.history()}, run.learning_curves_path, run.name)
 
 
 def _draw(run: Run, draw) -> None:

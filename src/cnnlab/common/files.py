@@ -58,12 +58,9 @@ MAX_JSON_BYTES = 64 << 20
 def read_json(path: Path) -> Any:
     try:
         with open(path, "rb") as file:
-            # The size from the file system, then a read of that much and one byte more: read(n) sets aside n bytes
-            # at once, and a file that grows meanwhile is still refused
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_JSON_BYTES:
-                raise CnnlabError(f"{path} is over {MAX_JSON_BYTES >> 20} MiB: not a cnnlab file")
-            payload = file.read(size + 1)
+            # The size from the file system (at most the limit), then a read of that much and one byte more:
+            # read(n) sets aside n bytes at once, and a file that grows meanwhile is still refused
+            payload = file.read(min(os.fstat(file.fileno()).st_size, MAX_JSON_BYTES) + 1)
         if len(payload) > MAX_JSON_BYTES:
             raise CnnlabError(f"{path} is over {MAX_JSON_BYTES >> 20} MiB: not a cnnlab file")
         return json.loads(payload.decode("utf-8"))

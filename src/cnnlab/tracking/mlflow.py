@@ -57,6 +57,7 @@ class MlflowTracker(RunObserver):
         self._failed = False
         self._failing = threading.Lock()
         self._client = self._run_id = None
+        self._run_ids: dict[Path, str] = {}  # the MLflow run of each run directory this tracker logged: asked once
         self._logged_epochs: set[int] = set()  # of the MLflow run found again: not logged twice
         threading.Thread(target=self._work, name="mlflow-tracker", daemon=True).start()
         # MLflow's import and store set-up take seconds of CPU: begun now, they overlap the command's own start-up
@@ -131,7 +132,7 @@ class MlflowTracker(RunObserver):
         from mlflow.entities import Param
 
         self._connect()
-        self._run_id = self._find_or_create_run(run_dir, config)
+        self._run_id = self._run_ids[run_dir] = self._find_or_create_run(run_dir, config)
         params = [Param(key, str(value)[:6000]) for key, value in run_params(config).items()]
         existing = self._client.get_run(self._run_id).data.params
         params = [param for param in params if param.key not in existing]  # a resumed run's params are logged already
@@ -206,7 +207,7 @@ class MlflowTracker(RunObserver):
         """The report's files under the run's MLflow run, and its scores again: a search's best trial is scored on
         the test set after it trained."""
         self._connect()
-        _, run_id = self._find_run(run_dir)
+        run_id = self._run_ids.get(run_dir) or self._find_run(run_dir)[1]
         if run_id is None:
             return
         self._log_scores(run_id, Run(run_dir))

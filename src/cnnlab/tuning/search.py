@@ -200,14 +200,14 @@ def _run_trial(out: Path, plan: Plan, study, trial, observers: tuple[RunObserver
     print(f"trial {trial.number} of {plan.trials}{' (resumed)' * resume}: {shown}", file=sys.stderr)
     run_dir, pruner = _trial_dir(out, trial.number), PruneTrial(trial)
     try:
-        config = with_overrides(plan.config, settings)
-        if resume and Run(run_dir).has_status():
+        if resume and Run(run_dir).has_status():  # its own config.json says what it trains
             if Run(run_dir).state() != "finished":
                 resume_run(run_dir, score_test=False, observers=(pruner, *observers))
         else:
             if resume and run_dir.exists():  # killed before its run began (no status): nothing trained, start it anew
                 shutil.rmtree(run_dir)
-            train_run(config, run_dir, score_test=False, observers=(pruner, *observers))
+            train_run(with_overrides(plan.config, settings), run_dir, score_test=False,
+                      observers=(pruner, *observers))
     except KeyboardInterrupt:
         print(f"the search stops; go on with: cnnlab search --resume {out}", file=sys.stderr)
         raise
