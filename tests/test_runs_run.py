@@ -35,7 +35,7 @@ def test_open_takes_a_run_in_any_state_but_not_another_folder(tmp_path):
     assert Run.open(tmp_path).state() == "running"
 
 
-@pytest.mark.parametrize("outputs", [6, 12])
+@pytest.mark.parametrize("outputs", [6, pytest.param(12, marks=pytest.mark.slow)])  # 12: the same path, more classes
 def test_a_model_that_answers_for_another_number_of_classes_is_refused_where_it_is_loaded(run_copy, outputs):
     """model.keras with 6 (or 12) outputs in a run of 10 classes: predict, export and serve would label its answers
     wrongly (or fail on an index); every command that loads the model refuses it in one line instead."""

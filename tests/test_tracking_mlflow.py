@@ -95,6 +95,7 @@ def test_track_without_mlflow_reachable_fails_in_one_line(tmp_path, trained_run)
                                                                            "logged to MLflow")
 
 
+@pytest.mark.slow  # MLflow's own page; what it reads is checked by test_a_tracked_run_is_in_mlflow_as_its_directory_records_it
 def test_mlflow_ui_shows_the_tracked_runs_in_a_browser(tmp_path, trained_run, chromium):
     from playwright.sync_api import expect, sync_playwright
 
