@@ -22,10 +22,9 @@ import sys
 
 VARIANTS = {
     # name: (what it changes, environment, XLA on)
-    "default": ("cnnlab's settings: TensorFlow, intra-op threads = cores, one inter-op thread (backends/tensorflow.py), "
-                "oneDNN on, XLA off", {}, False),
-    "inter-cores": ("inter-op threads = cores: TensorFlow's default (and cnnlab's before 2026-12-06)",
-                    {"TF_NUM_INTEROP_THREADS": str(os.cpu_count())}, False),
+    "default": ("cnnlab's settings: TensorFlow with its own thread pools (one thread per core in each), oneDNN on, "
+                "XLA off", {}, False),
+    "inter1": ("one inter-op thread", {"TF_NUM_INTEROP_THREADS": "1"}, False),
     "intra1-inter1": ("one intra-op thread, one inter-op thread",
                       {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}, False),
     "intra1-inter2": ("one intra-op thread, inter-op threads = cores",
@@ -84,16 +83,19 @@ def summary(runs: dict[str, list[list[dict]]]) -> list[dict]:
         for rows in zip(*[repeat for repeat in repeats if repeat]):
             train = statistics.mean(row["train_images_per_second"] for row in rows)
             evaluate = statistics.mean(row["eval_images_per_second"] for row in rows)
+            gflops = statistics.mean(row["train_gflops_per_second"] for row in rows)
             lines.append({"variant": name, "preset": rows[0]["preset"], "model": rows[0]["model"],
                           "train_images_per_second": round(train, 1), "eval_images_per_second": round(evaluate, 1),
-                          "train_gflops_per_second": round(statistics.mean(r["train_gflops_per_second"] for r in rows), 1),
+                          "train_gflops_per_second": round(gflops, 1),
                           "peak_gflops_per_second": round(rows[0]["peak_gflops_per_second"], 1),
                           "each_train": [round(row["train_images_per_second"], 1) for row in rows]})
     base = {line["preset"]: line for line in lines if line["variant"] == "default"}
     for line in lines:
-        if line["preset"] in base:
-            line["train_ratio"] = round(line["train_images_per_second"] / base[line["preset"]]["train_images_per_second"], 3)
-            line["eval_ratio"] = round(line["eval_images_per_second"] / base[line["preset"]]["eval_images_per_second"], 3)
+        reference = base.get(line["preset"])
+        if reference:
+            for rate in ("train", "eval"):
+                key = f"{rate}_images_per_second"
+                line[f"{rate}_ratio"] = round(line[key] / reference[key], 3)
     return lines
 
 

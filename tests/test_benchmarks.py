@@ -190,3 +190,19 @@ def test_backbones_counts_the_forward_flops_of_a_runs_model(kind_runs):
         sys.path.remove(str(BENCHMARKS))
     by_hand = 2 * (32 * 32 * 3 * 3 * 3 * 8 + 16 * 16 * 3 * 3 * 8 * 16 + 8 * 8 * 16 * 32 + 32 * 10)
     assert backbones.forward_flops(kind_runs["cnn"]) == by_hand
+
+
+def test_cpu_settings_averages_each_setting_over_its_processes_and_divides_by_the_default():
+    spec = importlib.util.spec_from_file_location("cpu_settings", BENCHMARKS / "cpu_settings.py")
+    cpu_settings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_settings)
+
+    def row(train, evaluate):
+        return {"preset": "seed", "model": "CNN", "train_images_per_second": train, "eval_images_per_second": evaluate,
+                "train_gflops_per_second": train / 10, "peak_gflops_per_second": 500.0}
+
+    runs = {"default": [[row(100, 1000)], [row(300, 3000)]], "inter1": [[row(100, 500)], []]}  # [] a failed process
+    lines = {line["variant"]: line for line in cpu_settings.summary(runs)}
+    assert lines["default"]["train_images_per_second"] == 200 and lines["default"]["train_ratio"] == 1.0
+    assert (lines["inter1"]["train_ratio"], lines["inter1"]["eval_ratio"]) == (0.5, 0.25)
+    assert lines["default"]["each_train"] == [100, 300] and lines["default"]["train_gflops_per_second"] == 20

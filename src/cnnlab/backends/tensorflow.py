@@ -39,11 +39,11 @@ class TensorFlowEngine(Engine):
         pools, or what its variables say. Left at that on purpose: of the settings `benchmarks/cpu_settings.py` tried
         on a 2-core Xeon (benchmarks/RESULTS.md), one inter-op thread, one intra-op thread, oneDNN off and XLA on
         were all slower than these defaults, and the JAX and PyTorch backends slower than TensorFlow."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        pools = {name: os.environ.get(variable, "").strip() for name, variable in THREAD_VARIABLES.items()}
-        asked = [f"{name} {value} ({THREAD_VARIABLES[name]})" for name, value in pools.items() if value]
+        asked = [f"{name} {os.environ[variable].strip()} ({variable})" for name, variable in THREAD_VARIABLES.items()
+                 if os.environ.get(variable, "").strip()]
         if asked:
             return "threads: " + ", ".join(asked) + ", as asked"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return f"threads: TensorFlow's, {cores} intra-op and {cores} inter-op, the fastest measured on a CPU " \
                f"({' or '.join(THREAD_VARIABLES.values())} change them)"
 
