@@ -230,7 +230,29 @@ def test_devices_says_which_thread_pools_tensorflow_computes_with(env, said):
     done = subprocess.run([sys.executable, "-m", "cnnlab", "devices"], capture_output=True, text=True, timeout=300,
                           env={**environment, "KERAS_BACKEND": "tensorflow", **env})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.rstrip().endswith("; " + said.format(cores=len(os.sched_getaffinity(0))))
+    assert "; " + said.format(cores=len(os.sched_getaffinity(0))) + "; convolution gradients: " in done.stdout
+
+
+def test_convolution_gradients_are_forward_convolutions_where_tensorflow_computes_float32_on_a_cpu(monkeypatch):
+    for native, chosen, why in ((False, True, "forward convolutions, faster than TensorFlow's gradient kernels on CPUs "
+                                              "in float32"),
+                                (True, False, "TensorFlow's own, not measured slower on CPUs in bfloat16")):
+        monkeypatch.setattr(machine, "native_bfloat16", lambda native=native: native)
+        placement = placement_for(load_config("seed"))
+        assert (placement.convolution_gradients, placement.convolution_gradients_reason) == (chosen, why)
+        assert placement.record()["convolution_gradients"] == why and why in placement.describe()
+    assert installed_engine("tensorflow").convolution_gradients("gpu", "float32")[0] is False
+    for backend in ("jax", "torch"):
+        assert installed_engine(backend).convolution_gradients("cpu", "float32") == \
+            (False, f"the backend's own, not measured slower on {backend}")
+
+
+@pytest.mark.parametrize("asked, chosen, why", [("convolutions", True, "forward convolutions, as asked"),
+                                                ("backend", False, "the backend's own, as asked")])
+def test_convolution_gradients_as_asked(monkeypatch, asked, chosen, why):
+    monkeypatch.setattr(machine, "native_bfloat16", lambda: asked == "convolutions")  # the opposite of auto's choice
+    placement = placement_for(load_config("seed", {"train.convolution_gradients": asked}))
+    assert (placement.convolution_gradients, placement.convolution_gradients_reason) == (chosen, why)
 
 
 def test_device_refusals_are_one_line():

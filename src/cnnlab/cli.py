@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=300, metavar="N", help="training steps of 32 images per round (with --backend: "
                        "of the preset's batch, at most the training set) (default: 300)")
     bench.add_argument("--rounds", type=int, default=4, metavar="N", help="timed rounds, after one warm-up round (default: 4)")
-    bench.add_argument("--preset", default="seed", metavar="NAME|FILE.toml", help="preset whose speed settings (precision, steps_per_execution) cnnlab uses; "
+    bench.add_argument("--preset", default="seed", metavar="NAME|FILE.toml", help="preset whose speed settings (precision, steps_per_execution, convolution_gradients) cnnlab uses; "
                        "the model and recipe are always the tutorial's (default: seed)")
     bench.add_argument("--backend", choices=("all", "tensorflow", "jax", "torch"),
                        help="instead: the seed and fast presets' models through cnnlab on this Keras backend, or on "

@@ -83,6 +83,11 @@ class Engine(abc.ABC):
         """The most training steps one call may run on `devices` devices: no limit."""
         return None
 
+    def convolution_gradients(self, device_kind: str, precision: str) -> tuple[bool, str]:
+        """Whether cnnlab's networks compute convolution gradients by forward convolutions (models/convolution.py)
+        on `device_kind` in `precision`, and why: not where nobody measured it faster."""
+        return False, f"the backend's own, not measured slower on {self.name}"
+
 
 def engine_for(backend: str) -> Engine:
     """The engine of Keras's backend named `backend`; its module is imported now, and imports the backend itself."""

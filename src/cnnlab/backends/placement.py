@@ -27,6 +27,9 @@ class Placement:
     process_count: int = 1
     jit_compile: bool | str = "auto"  # "auto" leaves it to Keras; False where measured slower
     threads: str = ""  # the backend's CPU thread pools, in words (Engine.thread_pools)
+    # cnnlab's networks' convolution gradients by forward convolutions (models/convolution.py), and why
+    convolution_gradients: bool = False
+    convolution_gradients_reason: str = ""
     steps_per_execution_limit: int | None = None  # the most steps one call runs, where the backend caps it
     _scope: object = field(default=None, repr=False, compare=False)
 
@@ -67,7 +70,8 @@ class Placement:
         """What metrics.json keeps of where the run computed."""
         return {"backend": self.backend, "device_kind": self.device_kind, "devices": self.devices,
                 "device_names": list(self.device_names), "processes": self.process_count,
-                "precision": self.precision, "precision_reason": self.precision_reason, "threads": self.threads}
+                "precision": self.precision, "precision_reason": self.precision_reason, "threads": self.threads,
+                "convolution_gradients": self.convolution_gradients_reason}
 
     def describe(self) -> str:
         """One line for the terminal: where and in which precision this run computes."""
@@ -75,7 +79,8 @@ class Placement:
         if self.process_count > 1:
             where += f" in each of {self.process_count} processes"
         return f"computing on {where} with Keras's {self.backend} backend, precision {self.precision} " \
-               f"({self.precision_reason}); {self.threads}"
+               f"({self.precision_reason}); {self.threads}; convolution gradients: " \
+               f"{self.convolution_gradients_reason}"
 
 
 # Tensor cores: bfloat16 from Ampere (8.0), float16 from Volta (7.0); below that, half precision is emulated or slow.
@@ -105,6 +110,16 @@ def choose_precision(requested: str, device_kind: str, compute_capability: tuple
     return "float32", "no native bfloat16 on this CPU"
 
 
+def choose_convolution_gradients(requested: str, engine: Engine, device_kind: str,
+                                 precision: str) -> tuple[bool, str]:
+    """Whether convolution gradients are computed by forward convolutions, and why: "auto" as `engine` chooses for
+    the device and precision, anything else as asked."""
+    if requested == "auto":
+        return engine.convolution_gradients(device_kind, precision)
+    by_convolution = requested == "convolutions"
+    return by_convolution, ("forward convolutions" if by_convolution else "the backend's own") + ", as asked"
+
+
 def choose_device_count(requested: int, devices: Devices, engine: Engine) -> int:
     """How many of `devices` train on `engine`'s backend: `requested`, or all of them for 0; refused in one line
     where impossible."""
@@ -129,6 +144,8 @@ def placement_for(config) -> Placement:
     used = choose_device_count(config.train.devices, devices, engine)
     precision, reason = choose_precision(config.train.precision, devices.kind, devices.compute_capability,
                                          devices.kind == "cpu" and machine.native_bfloat16())
+    by_convolution, why = choose_convolution_gradients(config.train.convolution_gradients, engine, devices.kind,
+                                                       precision)
     process_index, process_count = engine.processes()
     _check_batch_size(config.train.batch_size, used, process_count)
     names = engine.global_device_names(used) if process_count > 1 else devices.names[:used]
@@ -136,6 +153,7 @@ def placement_for(config) -> Placement:
         backend=engine.name, device_kind=devices.kind, devices=used, precision=precision, precision_reason=reason,
         device_names=devices.names[:used], process_index=process_index, process_count=process_count,
         jit_compile=engine.jit_compile(devices.kind), threads=engine.thread_pools(),
+        convolution_gradients=by_convolution, convolution_gradients_reason=why,
         steps_per_execution_limit=engine.steps_per_execution_limit(used),
         _scope=engine.data_parallel(names) if used * process_count > 1 else None,
     )

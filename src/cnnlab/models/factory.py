@@ -1,8 +1,9 @@
 """The one place where a run's models are made: built, split for cached features, compiled and reloaded.
 
 A distribution strategy (tf.distribute) or layout (keras.distribution) has to see every model of a run, and its
-optimizer, created inside its scope; mixed precision has to be set while layers are created. `ModelFactory` does
-both, for every model a run makes, as its `Placement` (cnnlab.backends) says.
+optimizer, created inside its scope; mixed precision, and how convolutions compute their gradients
+(models/convolution.py), have to be set while layers are created. `ModelFactory` does all that, for every model a run
+makes, as its `Placement` (cnnlab.backends) says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import keras
 from cnnlab.backends import placement_for
 from cnnlab.config import RunConfig
 from cnnlab.models import check_image_size
+from cnnlab.models.convolution import gradients_by_convolution
 from cnnlab.models.kind import Phase
 from cnnlab.models.recipe import compile_for_phase
 from cnnlab.models.registry import kind_of
@@ -37,7 +39,7 @@ class ModelFactory:
         previous = keras.mixed_precision.dtype_policy()
         keras.mixed_precision.set_dtype_policy(PRECISION_POLICIES[self.placement.precision])
         try:
-            with self.placement.scope():
+            with self.placement.scope(), gradients_by_convolution(self.placement.convolution_gradients):
                 yield
         finally:  # the global policy is left as it was: other models in this process are not this run's
             keras.mixed_precision.set_dtype_policy(previous)

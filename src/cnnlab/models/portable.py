@@ -13,7 +13,7 @@ def keras_copy(model: keras.Model, clone_layer: Callable | None = None,
                weights_of: Callable[[keras.layers.Layer], list[np.ndarray] | None] | None = None) -> keras.Model:
     """`model` cloned layer by layer (`clone_layer(layer)`, default: the same layer from its config) with the weights
     `weights_of(layer)` gives each layer that has some (default: its own; None: the clone keeps its fresh ones)."""
-    clone_layer = clone_layer or (lambda layer: layer.__class__.from_config(layer.get_config()))
+    clone_layer = clone_layer or (lambda layer: keras_class(layer).from_config(layer.get_config()))
     weights_of = weights_of or (lambda layer: layer.get_weights())
     cloned = keras.models.clone_model(model, clone_function=clone_layer)
     copy = keras.Model(cloned.inputs, cloned.outputs, name=model.name)  # the clone is compiled like the original
@@ -22,3 +22,9 @@ def keras_copy(model: keras.Model, clone_layer: Callable | None = None,
         if weights is not None:
             copy.get_layer(layer.name).set_weights(weights)
     return copy
+
+
+def keras_class(layer: keras.layers.Layer) -> type:
+    """The Keras class that computes what `layer` computes: its own, or the `portable_class` of a layer that differs
+    from it only in training (models/convolution.py)."""
+    return getattr(layer, "portable_class", type(layer))

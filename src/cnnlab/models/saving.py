@@ -2,8 +2,8 @@
 
 `model.keras` is written by `portable_copy`: the trained function built from Keras's own layers only, without the
 optimizer. It loads with plain `keras.saving.load_model` in a process that has imported nothing of cnnlab (training
-needs custom pieces, such as the fast net's `ScaledBias` and the `WarmupLinear` schedule, but using the model does
-not). `load_model` reads a run's models safely: sizes are checked before Keras unpacks anything, `safe_mode` refuses
+needs custom pieces, such as the fast net's `ScaledBias`, the `WarmupLinear` schedule and convolutions whose
+gradients are forward convolutions, but using the model does not). `load_model` reads a run's models safely: sizes are checked before Keras unpacks anything, `safe_mode` refuses
 code, and cnnlab's custom objects are known, so files written before the portable format still load.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from cnnlab.common.errors import CnnlabError, first_line
-from cnnlab.models import recipe
+from cnnlab.models import convolution, recipe
 from cnnlab.models.kind import ModelKind
 from cnnlab.models.portable import keras_copy
 from cnnlab.models.registry import KINDS
@@ -75,8 +75,10 @@ def compute_dtypes(model: keras.Model) -> set[str]:
 
 
 def custom_objects() -> dict[str, type]:
-    """What keras.saving needs to load any model cnnlab saved: its schedule and every kind's custom layers."""
+    """What keras.saving needs to load any model cnnlab saved: its schedule, its convolutions and every kind's custom
+    layers."""
     return {"cnnlab>WarmupLinear": recipe.WarmupLinear,
+            "cnnlab>ConvGradientsByConvolution": convolution.ConvGradientsByConvolution,
             **{name: cls for kind in KINDS.values() for name, cls in kind.custom_objects().items()}}
 
 

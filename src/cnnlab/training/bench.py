@@ -99,11 +99,14 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
 
     def cnnlab_model(precision: str):
         train = dataclasses.replace(tutorial.train, precision=precision,
-                                    steps_per_execution=config.train.steps_per_execution)
+                                    steps_per_execution=config.train.steps_per_execution,
+                                    convolution_gradients=config.train.convolution_gradients)
         variant = dataclasses.replace(tutorial, train=train)
-        model = build_model(variant, num_classes, image_shape)
-        compile_for_phase(model, variant, variant.train.learning_rate, steps * rounds, placement_for(variant))
-        return model
+        placement = placement_for(variant)
+        model = build_model(variant, num_classes, image_shape, placement)
+        compile_for_phase(model, variant, variant.train.learning_rate, steps * rounds, placement)
+        gradients = ", convolution gradients by convolution" if placement.convolution_gradients else ""
+        return model, f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}{gradients}"
 
     configured = placement_for(config).precision
     entries = [
@@ -112,12 +115,11 @@ def run_bench(data: Dataset, config: RunConfig | None = None, steps: int = 300, 
          lambda: baseline.predict(x_test_float, verbose=0)),
     ]
     for precision in dict.fromkeys(["float32", configured]):
-        model = cnnlab_model(precision)
+        model, name = cnnlab_model(precision)
         batches = ShuffledBatches(data.x_train[:count], data.y_train[:count], num_classes, batch_size,
                                   config.train.seed)
         entries.append((
-            Contender(f"cnnlab, {precision}, steps_per_execution={config.train.steps_per_execution}", precision,
-                      training_step_flops(model)),
+            Contender(name, precision, training_step_flops(model)),
             lambda model=model, batches=batches: _train_one_epoch(model, batches),
             lambda model=model: predict_probabilities(model, data.x_test),
         ))

@@ -32,7 +32,7 @@ from cnnlab.common.errors import CnnlabError
 
 PLAIN = "plain tutorial script (fit + validation_data + ModelCheckpoint)"
 # What cnnlab's contender takes from `cnnlab bench --preset/--set`: how it computes, never what it trains.
-SPEED_SETTINGS = ("train.precision", "train.steps_per_execution")
+SPEED_SETTINGS = ("train.precision", "train.steps_per_execution", "train.convolution_gradients")
 CNNLAB = "cnnlab train --preset seed"
 # Keras's lines (the plain script) and cnnlab's (training.progress): where the first epoch starts, where each ends.
 _EPOCH_START = re.compile(r"^(Epoch \d+/\d+|phase '.*': \d+ epochs .*)$")

@@ -10,6 +10,7 @@ import keras
 
 from cnnlab.common.errors import CnnlabError
 from cnnlab.models.cnn import CnnConfig
+from cnnlab.models.convolution import same_conv
 from cnnlab.models.footprint import Tally, poolings_allowed
 
 
@@ -22,9 +23,7 @@ def build_cnn(config: CnnConfig, num_classes: int, image_shape: tuple[int, int, 
             name = f"block{block_index}_conv{conv_index}"
             # Without BatchNorm the conv keeps its bias; with it the bias is redundant (BatchNorm has its own).
             # He initialisation is the usual choice for ReLU layers (He et al., 2015); Keras defaults to Glorot.
-            x = keras.layers.Conv2D(
-                width, 3, padding="same", use_bias=not config.batch_norm, kernel_initializer="he_uniform", name=name
-            )(x)
+            x = same_conv(width, 3, use_bias=not config.batch_norm, kernel_initializer="he_uniform", name=name)(x)
             if config.batch_norm:
                 x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
             x = keras.layers.ReLU(name=f"{name}_relu")(x)

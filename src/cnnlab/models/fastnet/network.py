@@ -22,9 +22,10 @@ import numpy as np
 from keras import ops
 
 from cnnlab.common.errors import CnnlabError
+from cnnlab.models.convolution import same_conv
 from cnnlab.models.fastnet import FastnetConfig
 from cnnlab.models.footprint import Tally, poolings_allowed
-from cnnlab.models.portable import keras_copy
+from cnnlab.models.portable import keras_copy, keras_class
 
 WHITEN_LAYER = "whiten"
 SHIFT_SUFFIX = "_shift"  # a ScaledBias is named after the layer whose output it shifts
@@ -78,8 +79,8 @@ def build_fastnet(config: FastnetConfig, num_classes: int, image_shape: tuple[in
         return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=next(seeds))
 
     def conv(x, width, name):
-        return keras.layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=random_start(),
-                                   kernel_regularizer=_l2(config.weight_decay), name=name)(x)
+        return same_conv(width, 3, use_bias=False, kernel_initializer=random_start(),
+                         kernel_regularizer=_l2(config.weight_decay), name=name)(x)
 
     inputs = keras.Input(shape=image_shape, name="image")
     # Set from the training data by `fit_input_layers`, standardisation folded in: raw 0-255 images go in, as for
@@ -201,7 +202,7 @@ def portable_copy(model: keras.Model) -> keras.Model:
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name in shifts:
             config["center"] = True
-        return layer.__class__.from_config(config)
+        return keras_class(layer).from_config(config)
 
     def weights_of(layer):
         return None if isinstance(layer, ScaledBias) else _with_shift(layer, shifts.get(layer.name))

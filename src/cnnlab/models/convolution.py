@@ -1,0 +1,88 @@
+"""The 'same' 3x3 (any odd size) stride-1 convolutions of cnnlab's own networks, and a faster way to train them on
+some machines: their gradients computed by forward convolutions.
+
+For such a convolution y = conv(x, k), both gradients are themselves convolutions:
+- dx = conv(dy, k flipped in space, input and output channels swapped), again 'same' and stride 1;
+- dk = conv(x padded, seen as `in_channels` images whose channels are the batch, with dy seen as a filter of the
+  image's size whose input channels are the batch), 'valid'.
+Backends have dedicated kernels for both gradients; on a 2-core AVX2 EPYC in float32, TensorFlow's oneDNN kernels
+for them ran at 55-70 GFLOP/s where its forward convolution ran at 115-145, and the seed CNN's and fast net's
+training steps were faster with the forward-convolution gradients (benchmarks/RESULTS.md, "conv_gradients_as_convs").
+The same numbers come out, up to float rounding. The backend's engine says where to use them
+(`Engine.convolution_gradients`); `ModelFactory` switches them on for the models it builds, as Keras's dtype policy
+is set for them, so that the networks only ask for `same_conv`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+from keras import ops
+
+_by_convolution = False  # set by `gradients_by_convolution` while a run's models are built
+
+
+@contextlib.contextmanager
+def gradients_by_convolution(enabled: bool):
+    """While open, `same_conv` makes layers whose gradients are forward convolutions (if `enabled`)."""
+    global _by_convolution
+    previous, _by_convolution = _by_convolution, enabled
+    try:
+        yield
+    finally:
+        _by_convolution = previous
+
+
+def same_conv(filters: int, kernel_size: int, **kwargs) -> keras.layers.Conv2D:
+    """A stride-1 'same' Conv2D with an odd `kernel_size`: Keras's own, or, inside `gradients_by_convolution(True)`,
+    one that computes its gradients by forward convolutions (the same layer for inference and in model.keras)."""
+    layer = ConvGradientsByConvolution if _by_convolution else keras.layers.Conv2D
+    return layer(filters, kernel_size, padding="same", **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="cnnlab")
+class ConvGradientsByConvolution(keras.layers.Conv2D):
+    """Keras's Conv2D ('same', stride 1, odd kernel, channels last) whose backward pass is two forward convolutions."""
+
+    portable_class = keras.layers.Conv2D  # what model.keras holds instead (models/portable.py): the same inference
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        odd = all(size % 2 == 1 for size in self.kernel_size)
+        plain = self.strides == (1, 1) and self.dilation_rate == (1, 1) and self.groups == 1
+        if not (odd and plain and self.padding == "same" and self.data_format == "channels_last"):
+            raise ValueError(f"{self.name}: gradients by convolution need an odd kernel, stride 1, no dilation or "
+                             "groups, 'same' padding and channels last")
+
+    def convolution_op(self, inputs, kernel):
+        # A copy, not the variable itself: TensorFlow's custom_gradient refuses a function that reads a variable
+        # unless its gradient function returns the variables' gradients separately.
+        return convolution_with_convolution_gradients(inputs, ops.copy(kernel))
+
+
+@ops.custom_gradient
+def convolution_with_convolution_gradients(images, kernel):
+    """conv(images, kernel), 'same' and stride 1, whose gradients are the forward convolutions of the module doc."""
+
+    def gradients(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        return input_gradient(upstream, kernel), kernel_gradient(images, upstream, kernel.shape[:2])
+
+    return ops.conv(images, kernel, padding="same"), gradients
+
+
+def input_gradient(upstream, kernel):
+    """d loss / d images: the upstream gradient convolved with the kernel flipped in space, channels swapped."""
+    flipped = ops.transpose(ops.flip(ops.flip(kernel, axis=0), axis=1), (0, 1, 3, 2))
+    return ops.conv(upstream, flipped, padding="same")
+
+
+def kernel_gradient(images, upstream, kernel_size):
+    """d loss / d kernel: each input channel of the padded images as an image whose channels are the batch,
+    convolved ('valid') with the upstream gradient as a filter of the image's size over the same batch channels."""
+    rows, columns = (size // 2 for size in kernel_size)
+    padded = ops.pad(images, ((0, 0), (rows, rows), (columns, columns), (0, 0)))
+    by_channel = ops.transpose(padded, (3, 1, 2, 0))  # (in channels, height, width, batch)
+    as_filter = ops.transpose(upstream, (1, 2, 0, 3))  # (height, width, batch, out channels)
+    return ops.transpose(ops.conv(by_channel, as_filter, padding="valid"), (1, 2, 0, 3))

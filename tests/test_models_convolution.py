@@ -1,0 +1,137 @@
+"""Convolutions whose gradients are forward convolutions (models/convolution.py): the same gradients as Keras's own
+Conv2D on every backend, chosen where the placement says, and saved as Keras's own layer."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab.config import load_config
+from cnnlab.models import convolution
+from cnnlab.models.factory import build_model
+from cnnlab.models.portable import keras_copy
+from conftest import FLOAT32, TINY_DATA, TINY_KINDS, run_cnnlab, run_metrics
+
+# Computes, on the backend KERAS_BACKEND names, the gradients of a loss through Keras's Conv2D and through the
+# forward-convolution layer with the same weights, for each case in argv[1]; prints the largest relative difference.
+GRADIENTS_ON_A_BACKEND = r"""
+import json, sys
+import numpy as np, keras
+from cnnlab.config import load_config
+from cnnlab.models import convolution
+from cnnlab.models.factory import build_model
+
+def gradients(layer, images):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        images = tf.constant(images)
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images)
+            value = tf.reduce_sum(outputs * tf.sin(outputs))
+        return [np.asarray(g) for g in tape.gradient(value, [images, layer.kernel, layer.bias])]
+    if backend == "jax":
+        import jax, jax.numpy as jnp
+        def value(images, kernel, bias):
+            outputs, _ = layer.stateless_call([kernel, bias], [], images)
+            return jnp.sum(outputs * jnp.sin(outputs))
+        return [np.asarray(g) for g in jax.grad(value, argnums=(0, 1, 2))(images, layer.kernel.value, layer.bias.value)]
+    import torch
+    images = torch.tensor(images, requires_grad=True)
+    outputs = layer(images)
+    torch.sum(outputs * torch.sin(outputs)).backward()
+    return [tensor.grad.cpu().numpy() for tensor in (images, layer.kernel.value, layer.bias.value)]
+
+worst = []
+for shape, size, filters in json.loads(sys.argv[1]):
+    images = np.random.default_rng(0).normal(size=shape).astype("float32")
+    own = keras.layers.Conv2D(filters, size, padding="same")
+    own.build(tuple(shape))
+    with convolution.gradients_by_convolution(True):
+        by_convolution = convolution.same_conv(filters, size)
+    by_convolution.build(tuple(shape))
+    by_convolution.set_weights(own.get_weights())
+    assert type(by_convolution) is convolution.ConvGradientsByConvolution
+    pairs = zip(gradients(own, images), gradients(by_convolution, images))
+    worst.append(max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in pairs))
+print(json.dumps(worst))
+"""
+# (images shape, kernel size, filters): non-square images, a batch of 1, 1x1, 3x3 and 5x5 kernels
+CASES = [[[4, 9, 7, 3], 3, 5], [[1, 6, 6, 4], 5, 3], [[2, 5, 5, 2], 1, 2], [[3, 8, 8, 16], 3, 16]]
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_gradients_equal_keras_conv2d_on_each_backend(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    result = subprocess.run([sys.executable, "-c", GRADIENTS_ON_A_BACKEND, json.dumps(CASES)], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-2000:]
+    worst = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(worst) == len(CASES)
+    assert max(worst) < 1e-5, worst  # float32 rounding, summed in another order
+
+
+def test_same_conv_makes_keras_conv2d_unless_asked():
+    assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
+    with convolution.gradients_by_convolution(True):
+        assert type(convolution.same_conv(4, 3)) is convolution.ConvGradientsByConvolution
+        with convolution.gradients_by_convolution(False):
+            assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
+        assert type(convolution.same_conv(4, 3)) is convolution.ConvGradientsByConvolution
+    assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
+
+
+@pytest.mark.parametrize("options", [{"strides": 2}, {"dilation_rate": 2}, {"kernel_size": 2}])
+def test_layer_refuses_convolutions_whose_gradients_differ(options):
+    arguments = {"filters": 4, "kernel_size": 3, "padding": "same", **options}
+    with pytest.raises(ValueError, match="gradients by convolution need"):
+        convolution.ConvGradientsByConvolution(**arguments)
+
+
+def test_keras_copy_is_keras_conv2d_with_the_same_outputs(tmp_path):
+    with convolution.gradients_by_convolution(True):
+        inputs = keras.Input((8, 8, 3))
+        model = keras.Model(inputs, convolution.same_conv(4, 3, name="conv")(inputs))
+    copy = keras_copy(model)
+    assert type(copy.get_layer("conv")) is keras.layers.Conv2D
+    images = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(copy.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [pytest.param("cnn"), pytest.param("fastnet", marks=pytest.mark.slow)])
+def test_a_run_trains_the_same_with_either_gradients_and_saves_keras_layers(kind, synthetic_archive, tmp_path):
+    """`cnnlab train` with forward-convolution gradients and with the backend's own: the same losses, each choice
+    recorded, and model.keras made of Keras's own Conv2D either way."""
+    scores = {}
+    for asked in ("convolutions", "backend"):
+        run_dir = tmp_path / asked
+        done = run_cnnlab("train", "--data", synthetic_archive, *TINY_DATA, *TINY_KINDS[kind], *FLOAT32,
+                          "--set", f"train.convolution_gradients={asked}", "--out", run_dir)
+        assert done.returncode == 0, done.stderr
+        metrics = run_metrics(run_dir)
+        assert metrics["convolution_gradients"].endswith(", as asked")
+        scores[asked] = (metrics["test_loss"], metrics["test_accuracy"])
+        with zipfile.ZipFile(run_dir / "model.keras") as archive:
+            classes = re.findall(r'"class_name": "(\w+)"', archive.read("config.json").decode())
+        assert "Conv2D" in classes and "ConvGradientsByConvolution" not in classes
+    assert scores["convolutions"][0] == pytest.approx(scores["backend"][0], rel=1e-3)
+    assert scores["convolutions"][1] == pytest.approx(scores["backend"][1], abs=0.01)
+
+
+@pytest.mark.parametrize("kind, convolutions", [("cnn", 4), ("fastnet", 6)])
+def test_build_model_makes_the_convolutions_the_placement_asks_for(kind, convolutions):
+    for asked, expected in (("convolutions", convolution.ConvGradientsByConvolution), ("backend", keras.layers.Conv2D)):
+        config = load_config("seed", {"model": kind, "train.convolution_gradients": asked})
+        model = build_model(config, 10, (32, 32, 3))
+        same = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.padding == "same"]
+        assert len(same) == convolutions and {type(layer) for layer in same} == {expected}
+    assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D  # the switch closed with the build
