@@ -30,6 +30,11 @@ LEVERS = {
     "vgg16_feature_batch": [(label, "quick", {"model": "vgg16", "vgg16.weights": "none"},
                              {"eval_batch": size, "eval_images_per_train_image": 8})
                             for size, label in ((128, "128 (the feature cache's batch)"), (256, "256"))],
+    # In the preset's precision ("auto": bfloat16 where the CPU has it natively), on each net cnnlab builds itself
+    **{f"convolution_gradients_{preset}": [
+        ("the backend's own kernels", preset, {"train.convolution_gradients": "backend"}, {}),
+        ("forward convolutions (models/convolution.py)", preset, {"train.convolution_gradients": "convolutions"}, {})]
+       for preset in ("seed", "fast")},
     "activation": [("GELU (fast)", "fast", {"fastnet.activation": "gelu"}, {}),
                    ("ReLU (scratch)", "fast", {"fastnet.activation": "relu"}, {})],
 }
