@@ -1,6 +1,6 @@
 """What training a VGG16 conv block costs against running it, per image, on this machine and backend.
 
-    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/conv_gradients.py --spatial 2 --batch 32 [--xla]
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/conv_gradients.py --spatial 2 --batch 32 [--xla] [--by-convolution]
 
 The model is block 5 of VGG16 as CIFAR-10 at 32 px feeds it (three 512-channel 3x3 convolutions on a 2x2 map, with
 `--spatial 8`: at 128 px), its pooling and a small dense head; Adam, categorical cross-entropy, 8 steps per call.
@@ -15,17 +15,22 @@ import time
 import keras
 import numpy as np
 
+from cnnlab.models.convolution import gradients_by_convolution, same_conv
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spatial", type=int, default=2, help="height and width of the block's input map")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--xla", action="store_true", help="compile with jit_compile=True")
+    parser.add_argument("--by-convolution", action="store_true",
+                        help="the convolutions' gradients by forward convolutions (cnnlab.models.convolution)")
     args = parser.parse_args()
     inputs = keras.Input((args.spatial, args.spatial, 512))
     x = inputs
     for _ in range(3):
-        x = keras.layers.Conv2D(512, 3, padding="same", activation="relu")(x)
+        with gradients_by_convolution(args.by_convolution):
+            x = same_conv(512, 3, activation="relu")(x)
     x = keras.layers.Dense(512, activation="relu")(keras.layers.Flatten()(keras.layers.MaxPooling2D()(x)))
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
     model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", jit_compile=args.xla,
@@ -43,7 +48,7 @@ def main() -> None:
     model.predict(images, batch_size=args.batch, verbose=0)
     inference = count / (time.perf_counter() - started)
     print(f"{keras.backend.backend()}, {args.spatial}x{args.spatial} maps, batch {args.batch}"
-          f"{', XLA' if args.xla else ''}: training {training:.1f} images/s, inference {inference:.1f} images/s, "
+          f"{', XLA' if args.xla else ''}{', gradients by convolution' if args.by_convolution else ''}: training {training:.1f} images/s, inference {inference:.1f} images/s, "
           f"ratio {training / inference:.3f}")
 
 

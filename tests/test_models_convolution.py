@@ -17,6 +17,8 @@ from cnnlab.config import load_config
 from cnnlab.models import convolution
 from cnnlab.models.factory import build_model
 from cnnlab.models.portable import keras_copy
+from cnnlab.models.registry import kind_of
+from cnnlab.models.saving import portable_copy
 from conftest import FLOAT32, TINY_DATA, TINY_KINDS, run_cnnlab, run_metrics
 
 # Computes, on the backend KERAS_BACKEND names, the gradients of a loss through Keras's Conv2D and through the
@@ -107,7 +109,8 @@ def test_keras_copy_is_keras_conv2d_with_the_same_outputs(tmp_path):
     np.testing.assert_allclose(copy.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("cnn"), pytest.param("fastnet", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["cnn", pytest.param("fastnet", marks=pytest.mark.slow),
+                                  pytest.param("vgg16", marks=pytest.mark.slow)])
 def test_a_run_trains_the_same_with_either_gradients_and_saves_keras_layers(kind, synthetic_archive, tmp_path):
     """`cnnlab train` with forward-convolution gradients and with the backend's own: the same losses, each choice
     recorded, and model.keras made of Keras's own Conv2D either way."""
@@ -135,3 +138,20 @@ def test_build_model_makes_the_convolutions_the_placement_asks_for(kind, convolu
         same = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.padding == "same"]
         assert len(same) == convolutions and {type(layer) for layer in same} == {expected}
     assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D  # the switch closed with the build
+
+
+def test_a_keras_built_backbone_gets_them_and_its_portable_copy_is_keras_layers_again():
+    """VGG16 from keras.applications, to block 2: its four 3x3 convolutions swapped, with the same weights."""
+    settings = {"model": "vgg16", "vgg16.weights": "none", "vgg16.top_block": 2}
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    models = {}
+    for asked in ("convolutions", "backend"):
+        config = load_config("seed", {**settings, "train.convolution_gradients": asked})
+        models[asked] = build_model(config, 10, (32, 32, 3))
+        trunk = models[asked].get_layer("trunk")
+        swapped = [layer for layer in trunk.layers if isinstance(layer, convolution.ConvGradientsByConvolution)]
+        assert len(swapped) == (4 if asked == "convolutions" else 0)
+    copy = portable_copy(models["convolutions"], kind_of(load_config("seed", settings)))
+    assert not any(isinstance(layer, convolution.ConvGradientsByConvolution) for layer in copy.get_layer("trunk").layers)
+    np.testing.assert_allclose(copy.predict(images, verbose=0), models["convolutions"].predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-7)

@@ -87,8 +87,9 @@ class TensorFlowEngine(Engine):
         return False if device_kind == "cpu" else "auto"
 
     def convolution_gradients(self, device_kind: str, precision: str) -> tuple[bool, str]:
-        # Measured on a 2-core AVX2 EPYC (benchmarks/RESULTS.md, "conv_gradients_as_convs"): oneDNN's gradient
-        # kernels ran at half its forward convolution's speed. Not measured in bfloat16, nor on a GPU (cuDNN).
+        # Measured on a 2-core AVX2 EPYC (benchmarks/RESULTS.md, "Convolution gradients by forward convolutions"):
+        # oneDNN's gradient kernels ran at half its forward convolution's speed. Not measured in bfloat16, nor on a
+        # GPU (cuDNN).
         if device_kind == "cpu" and precision == "float32":
             return True, "forward convolutions, faster than TensorFlow's gradient kernels on CPUs in float32"
         return False, f"TensorFlow's own, not measured slower on {device_kind.upper()}s in {precision}"

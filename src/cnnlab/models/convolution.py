@@ -6,11 +6,13 @@ For such a convolution y = conv(x, k), both gradients are themselves convolution
 - dk = conv(x padded, seen as `in_channels` images whose channels are the batch, with dy seen as a filter of the
   image's size whose input channels are the batch), 'valid'.
 Backends have dedicated kernels for both gradients; on a 2-core AVX2 EPYC in float32, TensorFlow's oneDNN kernels
-for them ran at 55-70 GFLOP/s where its forward convolution ran at 115-145, and the seed CNN's and fast net's
-training steps were faster with the forward-convolution gradients (benchmarks/RESULTS.md, "conv_gradients_as_convs").
-The same numbers come out, up to float rounding. The backend's engine says where to use them
-(`Engine.convolution_gradients`); `ModelFactory` switches them on for the models it builds, as Keras's dtype policy
-is set for them, so that the networks only ask for `same_conv`.
+for them ran at 55-70 GFLOP/s where its forward convolution ran at 115-145, and training was faster with the
+forward-convolution gradients (benchmarks/RESULTS.md, "Convolution gradients by forward convolutions"). The same
+numbers come out, up to float rounding.
+
+The backend's engine says where to use them (`Engine.convolution_gradients`), and `ModelFactory` switches them on
+while it builds a run's models, as it sets Keras's dtype policy for them: cnnlab's own networks then get them from
+`same_conv`, and a backbone Keras builds from `with_convolution_gradients`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,28 @@ def same_conv(filters: int, kernel_size: int, **kwargs) -> keras.layers.Conv2D:
     return layer(filters, kernel_size, padding="same", **kwargs)
 
 
+def with_convolution_gradients(model: keras.Model) -> keras.Model:
+    """A network Keras built (a `keras.applications` backbone): inside `gradients_by_convolution(True)`, a copy with
+    the same weights whose 3x3 'same' stride-1 Conv2D layers compute their gradients by forward convolutions (the
+    size measured: benchmarks/RESULTS.md); elsewhere `model` itself."""
+    if not _by_convolution:
+        return model
+
+    def clone(layer):
+        swapped = type(layer) is keras.layers.Conv2D and layer.kernel_size == (3, 3) and _same_and_plain(layer)
+        return (ConvGradientsByConvolution if swapped else type(layer)).from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _same_and_plain(layer: keras.layers.Conv2D) -> bool:
+    odd = all(size % 2 == 1 for size in layer.kernel_size)
+    plain = layer.strides == (1, 1) and layer.dilation_rate == (1, 1) and layer.groups == 1
+    return odd and plain and layer.padding == "same" and layer.data_format == "channels_last"
+
+
 @keras.saving.register_keras_serializable(package="cnnlab")
 class ConvGradientsByConvolution(keras.layers.Conv2D):
     """Keras's Conv2D ('same', stride 1, odd kernel, channels last) whose backward pass is two forward convolutions."""
@@ -49,9 +73,7 @@ class ConvGradientsByConvolution(keras.layers.Conv2D):
 
     def __init__(self, filters, kernel_size, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        odd = all(size % 2 == 1 for size in self.kernel_size)
-        plain = self.strides == (1, 1) and self.dilation_rate == (1, 1) and self.groups == 1
-        if not (odd and plain and self.padding == "same" and self.data_format == "channels_last"):
+        if not _same_and_plain(self):
             raise ValueError(f"{self.name}: gradients by convolution need an odd kernel, stride 1, no dilation or "
                              "groups, 'same' padding and channels last")
 

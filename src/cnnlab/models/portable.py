@@ -15,7 +15,8 @@ def keras_copy(model: keras.Model, clone_layer: Callable | None = None,
     `weights_of(layer)` gives each layer that has some (default: its own; None: the clone keeps its fresh ones)."""
     clone_layer = clone_layer or (lambda layer: keras_class(layer).from_config(layer.get_config()))
     weights_of = weights_of or (lambda layer: layer.get_weights())
-    cloned = keras.models.clone_model(model, clone_function=clone_layer)
+    # recursive: a nested model (a transfer model's trunk) is cloned layer by layer too, each through `clone_layer`
+    cloned = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     copy = keras.Model(cloned.inputs, cloned.outputs, name=model.name)  # the clone is compiled like the original
     for layer in model.layers:
         weights = weights_of(layer) if layer.weights else None

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnlab.common.errors import CnnlabError, first_line
 from cnnlab.config import RunConfig
+from cnnlab.models.convolution import with_convolution_gradients
 from cnnlab.models.footprint import Tally
 from cnnlab.models.kind import Phase, network_of
 from cnnlab.models.transfer import Backbone, Preprocessing
@@ -61,7 +62,8 @@ def build_trunk(backbone: Backbone, settings, image_size: int | None = None) -> 
             trunk = network_of(backbone.name).build_trunk(weights, size)
         else:
             constructor = getattr(keras.applications, backbone.application)
-            trunk = constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
+            trunk = with_convolution_gradients(constructor(include_top=False, weights=weights,
+                                                           input_shape=(size, size, 3)))
     except CnnlabError:
         raise
     except Exception as exc:  # Keras raises bare Exceptions for downloads and ValueError for mismatched files
