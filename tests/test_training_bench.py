@@ -31,6 +31,7 @@ def test_bench_times_the_baseline_and_both_cnnlab_precisions(synthetic_archive):
     assert contenders[0].train_flops_per_image == contenders[1].train_flops_per_image > 0  # the same network
     peaks = {"conv 3x3 float32": 100.0, "conv 3x3 bfloat16": 400.0}
     table = format_results(contenders, peaks)
+    assert len({len(line) for line in table.splitlines()}) == 1  # columns aligned, whatever the names' lengths
     assert table.splitlines()[1].count("1.00x") == 2  # the baseline against itself
     ratio = contenders[2].train_images_per_second / contenders[0].train_images_per_second
     assert f"{ratio:5.2f}x" in table.splitlines()[3]

@@ -156,12 +156,13 @@ def format_results(contenders: list[Contender], peaks: dict[str, float]) -> str:
     """The table: images/s and ratios to the baseline, and the GFLOP/s each one's training achieves, with its share
     of the convolution peak measured here in its precision (`attainable_peaks`)."""
     baseline = contenders[0]
-    lines = [f"{'':58} {'train img/s':>12} {'ratio':>6} {'eval img/s':>11} {'ratio':>6} {'train GFLOP/s':>14} "
+    width = max(len(contender.name) for contender in contenders)
+    lines = [f"{'':{width}} {'train img/s':>12} {'ratio':>6} {'eval img/s':>11} {'ratio':>6} {'train GFLOP/s':>14} "
              f"{'of peak':>7}"]
     for contender in contenders:
         achieved = contender.train_flops_per_image * contender.train_images_per_second / 1e9
         lines.append(
-            f"{contender.name:58} {contender.train_images_per_second:12,.0f} "
+            f"{contender.name:{width}} {contender.train_images_per_second:12,.0f} "
             f"{contender.train_images_per_second / baseline.train_images_per_second:5.2f}x "
             f"{contender.eval_images_per_second:11,.0f} "
             f"{contender.eval_images_per_second / baseline.eval_images_per_second:5.2f}x "
