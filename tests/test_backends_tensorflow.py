@@ -72,3 +72,40 @@ def test_pipeline_runs_without_tf_data_autotuning():
     dataset = prefetched_batches(ShuffledBatches(splits.x_train, splits.y_train, 10, 32, seed=0))
     assert dataset.options().autotune.enabled is False
     assert PREFETCH_BATCHES >= 2  # still one batch made while the model trains on another
+
+
+def test_fused_adam_steps_as_keras_adam_and_stays_an_adam():
+    """Three steps from the same weights with the same gradients, through Keras's Adam and through the fused kernel
+    (a learning-rate schedule, as the recipes have): the same weights and moments; the optimizer saves as an Adam."""
+    import keras
+
+    from cnnlab.backends.tensorflow import ENGINE
+
+    rng = np.random.default_rng(5)
+    start = [rng.normal(size=shape).astype("float32") for shape in ((3, 3, 2, 4), (4,), (37, 5))]
+    gradients = [[rng.normal(size=weight.shape).astype("float32") for weight in start] for _ in range(3)]
+    results = []
+    for fuse in (False, True):
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=1, decay_rate=0.5)
+        optimizer = keras.optimizers.Adam(schedule, beta_1=0.8, epsilon=1e-3)
+        optimizer = ENGINE.fused(optimizer) if fuse else optimizer
+        weights = [keras.Variable(weight) for weight in start]
+        step = tf.function(lambda grads: optimizer.apply(grads, weights))
+        for grads in gradients:
+            step([tf.constant(grad) for grad in grads])
+        results.append([w.numpy() for w in weights + optimizer._momentums + optimizer._velocities])
+        assert type(optimizer) is keras.optimizers.Adam
+        assert keras.saving.serialize_keras_object(optimizer)["class_name"] == "Adam"
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(results[1][0], start[0])  # the steps moved the weights
+
+
+def test_only_plain_adam_is_fused():
+    import keras
+
+    from cnnlab.backends.tensorflow import ENGINE
+
+    for optimizer in (keras.optimizers.Adam(amsgrad=True), keras.optimizers.SGD(), keras.optimizers.AdamW()):
+        assert "update_step" not in vars(ENGINE.fused(optimizer))
+    assert "update_step" in vars(ENGINE.fused(keras.optimizers.Adam()))

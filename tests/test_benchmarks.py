@@ -206,3 +206,18 @@ def test_cpu_settings_averages_each_setting_over_its_processes_and_divides_by_th
     assert lines["default"]["train_images_per_second"] == 200 and lines["default"]["train_ratio"] == 1.0
     assert (lines["inter1"]["train_ratio"], lines["inter1"]["eval_ratio"]) == (0.5, 0.25)
     assert lines["default"]["each_train"] == [100, 300] and lines["default"]["train_gflops_per_second"] == 20
+
+
+def test_step_kernels_times_every_kernel_of_each_convolution_and_both_adam_steps():
+    """Forward, both of TensorFlow's gradient kernels and both by convolution, for each of the seed CNN's four
+    convolutions (the first one's input gradients, of the images, are not timed); then Keras's and the fused Adam step."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "step_kernels.py"), "--batch", "2", "--calls", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    assert len(rows) == 4 * 5 - 2 + 2  # the first convolution has no input gradient, of either kind
+    assert [row[1] for row in rows[-2:]] == ["Adam step, Keras's", "Adam step, TensorFlow's fused kernel"]
+    rows = rows[:-2]
+    assert [row[1] for row in rows[:4]] == ["forward", "kernel gradient, TensorFlow's",
+                                            "kernel gradient, by convolution", "forward"]
+    assert all(float(row[2]) > 0 and float(row[3].rstrip(" |")) > 0 for row in rows)

@@ -83,6 +83,10 @@ class Engine(abc.ABC):
         """The most training steps one call may run on `devices` devices: no limit."""
         return None
 
+    def fused(self, optimizer):
+        """`optimizer` (a Keras optimizer), stepping through the backend's fused kernels where it has them: as it is."""
+        return optimizer
+
     def convolution_gradients(self, device_kind: str, precision: str) -> tuple[bool, str]:
         """Whether cnnlab's networks compute convolution gradients by forward convolutions (models/convolution.py)
         on `device_kind` in `precision`, and why: not where nobody measured it faster."""

@@ -11,6 +11,7 @@ import contextlib
 
 import keras
 
+from cnnlab.backends import engine_for
 from cnnlab.config import RunConfig, TrainConfig
 
 
@@ -150,8 +151,8 @@ def learning_rate_schedule(train: TrainConfig, learning_rate: float, total_steps
 
 def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: float, total_steps: int,
                       placement) -> None:
-    """The optimizer, schedule and loss of the recipe; XLA and steps per call as `placement` (a
-    `cnnlab.backends.Placement`) says its backend and device want them."""
+    """The optimizer, schedule and loss of the recipe; XLA, steps per call and the optimizer's kernels as `placement`
+    (a `cnnlab.backends.Placement`) says its backend and device want them."""
     train = config.train
     rate = learning_rate_schedule(train, learning_rate, total_steps)
     if train.optimizer == "sgd":
@@ -162,7 +163,7 @@ def compile_for_phase(model: keras.Model, config: RunConfig, learning_rate: floa
     else:
         optimizer = keras.optimizers.Adam(rate)
     model.compile(
-        optimizer=optimizer,
+        optimizer=engine_for(placement.backend).fused(optimizer),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=["accuracy"],
         **placement.compile_options(train.steps_per_execution),
