@@ -37,20 +37,30 @@ def gradients(layer, images):
         images = tf.constant(images)
         with tf.GradientTape() as tape:
             tape.watch(images)
-            outputs = layer(images)
+            outputs = layer(images, training=True)
             value = tf.reduce_sum(outputs * tf.sin(outputs))
         return [np.asarray(g) for g in tape.gradient(value, [images, layer.kernel, layer.bias])]
     if backend == "jax":
         import jax, jax.numpy as jnp
         def value(images, kernel, bias):
-            outputs, _ = layer.stateless_call([kernel, bias], [], images)
+            # stateless_call hands `training` to call() as it is: Keras's Conv2D takes none
+            training = {"training": True} if isinstance(layer, convolution.ConvGradientsByConvolution) else {}
+            outputs, _ = layer.stateless_call([kernel, bias], [], images, **training)
             return jnp.sum(outputs * jnp.sin(outputs))
         return [np.asarray(g) for g in jax.grad(value, argnums=(0, 1, 2))(images, layer.kernel.value, layer.bias.value)]
     import torch
     images = torch.tensor(images, requires_grad=True)
-    outputs = layer(images)
+    outputs = layer(images, training=True)
     torch.sum(outputs * torch.sin(outputs)).backward()
     return [tensor.grad.cpu().numpy() for tensor in (images, layer.kernel.value, layer.bias.value)]
+
+# Count the calls of the custom-gradient convolution: training must go through it, inference must not
+calls = {"training": 0, "inference": 0}
+through_convolutions = convolution.convolution_with_convolution_gradients
+def counted(*arguments):
+    calls[phase] += 1
+    return through_convolutions(*arguments)
+convolution.convolution_with_convolution_gradients = counted
 
 worst = []
 for shape, size, filters in json.loads(sys.argv[1]):
@@ -62,9 +72,14 @@ for shape, size, filters in json.loads(sys.argv[1]):
     by_convolution.build(tuple(shape))
     by_convolution.set_weights(own.get_weights())
     assert type(by_convolution) is convolution.ConvGradientsByConvolution
-    pairs = zip(gradients(own, images), gradients(by_convolution, images))
+    phase = "training"
+    pairs = list(zip(gradients(own, images), gradients(by_convolution, images)))
+    pairs.append((keras.ops.convert_to_numpy(own(images)),
+                  keras.ops.convert_to_numpy(by_convolution(images, training=True))))
+    phase = "inference"  # the same outputs through Keras's own path
+    pairs.append((keras.ops.convert_to_numpy(own(images)), keras.ops.convert_to_numpy(by_convolution(images))))
     worst.append(max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in pairs))
-print(json.dumps(worst))
+print(json.dumps({"worst": worst, "calls": calls}))
 """
 # (images shape, kernel size, filters): non-square images, a batch of 1, 1x1, 3x3 and 5x5 kernels
 CASES = [[[4, 9, 7, 3], 3, 5], [[1, 6, 6, 4], 5, 3], [[2, 5, 5, 2], 1, 2], [[3, 8, 8, 16], 3, 16]]
@@ -77,9 +92,10 @@ def test_gradients_equal_keras_conv2d_on_each_backend(backend):
     result = subprocess.run([sys.executable, "-c", GRADIENTS_ON_A_BACKEND, json.dumps(CASES)], capture_output=True,
                             text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": backend})
     assert result.returncode == 0, result.stderr[-2000:]
-    worst = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(worst) == len(CASES)
-    assert max(worst) < 1e-5, worst  # float32 rounding, summed in another order
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(measured["worst"]) == len(CASES)
+    assert max(measured["worst"]) < 1e-5, measured  # float32 rounding, summed in another order
+    assert measured["calls"] == {"training": 2 * len(CASES), "inference": 0}
 
 
 def test_same_conv_makes_keras_conv2d_unless_asked():
