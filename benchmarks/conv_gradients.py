@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     inputs = keras.Input((args.spatial, args.spatial, 512))
     x = inputs
-    for _ in range(3):
-        with gradients_by_convolution(args.by_convolution):
+    with gradients_by_convolution(args.by_convolution):
+        for _ in range(3):
             x = same_conv(512, 3, activation="relu")(x)
     x = keras.layers.Dense(512, activation="relu")(keras.layers.Flatten()(keras.layers.MaxPooling2D()(x)))
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))

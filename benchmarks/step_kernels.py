@@ -37,7 +37,7 @@ def milliseconds(function, calls: int) -> float:
 
 
 def kernels(images, kernel, upstream) -> dict:
-    """The five kernels for one convolution, each a tf.function of no arguments."""
+    """The five kernels for one convolution, each a function of no arguments."""
     strides = [1, 1, 1, 1]
     return {
         "forward": lambda: tf.nn.conv2d(images, kernel, 1, "SAME"),

@@ -4,7 +4,6 @@ Conv2D on every backend, chosen where the placement says, and saved as Keras's o
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import zipfile
@@ -44,7 +43,7 @@ def gradients(layer, images):
         import jax, jax.numpy as jnp
         def value(images, kernel, bias):
             # stateless_call hands `training` to call() as it is: Keras's Conv2D takes none
-            training = {"training": True} if isinstance(layer, convolution.ConvGradientsByConvolution) else {}
+            training = {"training": True} if isinstance(layer, convolution.Conv2D) else {}
             outputs, _ = layer.stateless_call([kernel, bias], [], images, **training)
             return jnp.sum(outputs * jnp.sin(outputs))
         return [np.asarray(g) for g in jax.grad(value, argnums=(0, 1, 2))(images, layer.kernel.value, layer.bias.value)]
@@ -71,7 +70,7 @@ for shape, size, filters in json.loads(sys.argv[1]):
         by_convolution = convolution.same_conv(filters, size)
     by_convolution.build(tuple(shape))
     by_convolution.set_weights(own.get_weights())
-    assert type(by_convolution) is convolution.ConvGradientsByConvolution
+    assert type(by_convolution) is convolution.Conv2D
     phase = "training"
     pairs = list(zip(gradients(own, images), gradients(by_convolution, images)))
     pairs.append((keras.ops.convert_to_numpy(own(images)),
@@ -101,10 +100,10 @@ def test_gradients_equal_keras_conv2d_on_each_backend(backend):
 def test_same_conv_makes_keras_conv2d_unless_asked():
     assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
     with convolution.gradients_by_convolution(True):
-        assert type(convolution.same_conv(4, 3)) is convolution.ConvGradientsByConvolution
+        assert type(convolution.same_conv(4, 3)) is convolution.Conv2D
         with convolution.gradients_by_convolution(False):
             assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
-        assert type(convolution.same_conv(4, 3)) is convolution.ConvGradientsByConvolution
+        assert type(convolution.same_conv(4, 3)) is convolution.Conv2D
     assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D
 
 
@@ -112,7 +111,7 @@ def test_same_conv_makes_keras_conv2d_unless_asked():
 def test_layer_refuses_convolutions_whose_gradients_differ(options):
     arguments = {"filters": 4, "kernel_size": 3, "padding": "same", **options}
     with pytest.raises(ValueError, match="gradients by convolution need"):
-        convolution.ConvGradientsByConvolution(**arguments)
+        convolution.Conv2D(**arguments)
 
 
 def test_keras_copy_is_keras_conv2d_with_the_same_outputs(tmp_path):
@@ -140,20 +139,29 @@ def test_a_run_trains_the_same_with_either_gradients_and_saves_keras_layers(kind
         assert metrics["convolution_gradients"].endswith(", as asked")
         scores[asked] = (metrics["test_loss"], metrics["test_accuracy"])
         with zipfile.ZipFile(run_dir / "model.keras") as archive:
-            classes = re.findall(r'"class_name": "(\w+)"', archive.read("config.json").decode())
-        assert "Conv2D" in classes and "ConvGradientsByConvolution" not in classes
+            saved = archive.read("config.json").decode()
+        assert '"class_name": "Conv2D"' in saved and "cnnlab>Conv2D" not in saved
     assert scores["convolutions"][0] == pytest.approx(scores["backend"][0], rel=1e-3)
     assert scores["convolutions"][1] == pytest.approx(scores["backend"][1], abs=0.01)
 
 
 @pytest.mark.parametrize("kind, convolutions", [("cnn", 4), ("fastnet", 6)])
-def test_build_model_makes_the_convolutions_the_placement_asks_for(kind, convolutions):
-    for asked, expected in (("convolutions", convolution.ConvGradientsByConvolution), ("backend", keras.layers.Conv2D)):
-        config = load_config("seed", {"model": kind, "train.convolution_gradients": asked})
-        model = build_model(config, 10, (32, 32, 3))
-        same = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.padding == "same"]
+def test_build_model_makes_the_convolutions_the_placement_asks_for(kind, convolutions, tmp_path):
+    models = {}
+    for asked, expected in (("convolutions", convolution.Conv2D), ("backend", keras.layers.Conv2D)):
+        config = load_config("seed", {"model": kind, "train.convolution_gradients": asked, "train.seed": len(models)})
+        models[asked] = build_model(config, 10, (32, 32, 3))
+        same = [layer for layer in models[asked].layers
+                if isinstance(layer, keras.layers.Conv2D) and layer.padding == "same"]
         assert len(same) == convolutions and {type(layer) for layer in same} == {expected}
     assert type(convolution.same_conv(4, 3)) is keras.layers.Conv2D  # the switch closed with the build
+    # Weights saved from either load into the other, as a run resumed where "auto" chooses otherwise needs
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    for source, target in (("convolutions", "backend"), ("backend", "convolutions")):
+        models[source].save_weights(tmp_path / f"{source}.weights.h5")
+        models[target].load_weights(tmp_path / f"{source}.weights.h5")
+        np.testing.assert_allclose(models[target].predict(images, verbose=0),
+                                   models[source].predict(images, verbose=0), rtol=1e-5, atol=1e-7)
 
 
 def test_a_keras_built_backbone_gets_them_and_its_portable_copy_is_keras_layers_again():
@@ -165,9 +173,9 @@ def test_a_keras_built_backbone_gets_them_and_its_portable_copy_is_keras_layers_
         config = load_config("seed", {**settings, "train.convolution_gradients": asked})
         models[asked] = build_model(config, 10, (32, 32, 3))
         trunk = models[asked].get_layer("trunk")
-        swapped = [layer for layer in trunk.layers if isinstance(layer, convolution.ConvGradientsByConvolution)]
+        swapped = [layer for layer in trunk.layers if isinstance(layer, convolution.Conv2D)]
         assert len(swapped) == (4 if asked == "convolutions" else 0)
     copy = portable_copy(models["convolutions"], kind_of(load_config("seed", settings)))
-    assert not any(isinstance(layer, convolution.ConvGradientsByConvolution) for layer in copy.get_layer("trunk").layers)
+    assert not any(isinstance(layer, convolution.Conv2D) for layer in copy.get_layer("trunk").layers)
     np.testing.assert_allclose(copy.predict(images, verbose=0), models["convolutions"].predict(images, verbose=0),
                                rtol=1e-5, atol=1e-7)

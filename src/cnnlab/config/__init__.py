@@ -96,9 +96,9 @@ class TrainConfig:
     # "auto": chosen per device (backends.choose_precision): bfloat16 on CPUs that compute it natively and on GPUs of
     # compute capability 8.0 and up, float16 (loss-scaled) on GPUs from 7.0, else float32
     precision: str = setting("auto", choices=PRECISIONS)
-    # How cnnlab's own networks' 3x3 convolutions compute their gradients: "convolutions" (forward convolutions,
-    # models/convolution.py), "backend" (the backend's own kernels) or "auto": where measured faster
-    # (Engine.convolution_gradients). The same numbers either way, up to float rounding.
+    # How the 3x3 convolutions of cnnlab's own networks and of backbones measured faster with it compute their
+    # gradients: "convolutions" (forward convolutions, models/convolution.py), "backend" (the backend's own kernels)
+    # or "auto": where measured faster (Engine.convolution_gradients). The same numbers either way, up to rounding.
     convolution_gradients: str = setting("auto", choices=CONVOLUTION_GRADIENTS)
     # Data-parallel training over this many of the machine's devices; 0: all of them
     devices: int = setting(1, bounds=Range(0, MAX_DEVICES))

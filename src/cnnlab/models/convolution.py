@@ -6,13 +6,13 @@ For such a convolution y = conv(x, k), both gradients are themselves convolution
 - dk = conv(x padded, seen as `in_channels` images whose channels are the batch, with dy seen as a filter of the
   image's size whose input channels are the batch), 'valid'.
 Backends have dedicated kernels for both gradients; on a 2-core AVX2 EPYC in float32, TensorFlow's oneDNN kernels
-for them ran at 55-70 GFLOP/s where its forward convolution ran at 115-145, and training was faster with the
+for them ran at 43-83 GFLOP/s where its forward convolution ran at 96-107, and training was faster with the
 forward-convolution gradients (benchmarks/RESULTS.md, "Convolution gradients by forward convolutions"). The same
 numbers come out, up to float rounding.
 
 The backend's engine says where to use them (`Engine.convolution_gradients`), and `ModelFactory` switches them on
 while it builds a run's models, as it sets Keras's dtype policy for them: cnnlab's own networks then get them from
-`same_conv`, and a backbone Keras builds from `with_convolution_gradients`.
+`same_conv`, and a backbone Keras builds, where measured faster (VGG16), from `with_convolution_gradients`.
 """
 
 from __future__ import annotations
@@ -39,20 +39,20 @@ def gradients_by_convolution(enabled: bool):
 def same_conv(filters: int, kernel_size: int, **kwargs) -> keras.layers.Conv2D:
     """A stride-1 'same' Conv2D with an odd `kernel_size`: Keras's own, or, inside `gradients_by_convolution(True)`,
     one that computes its gradients by forward convolutions (the same layer for inference and in model.keras)."""
-    layer = ConvGradientsByConvolution if _by_convolution else keras.layers.Conv2D
+    layer = Conv2D if _by_convolution else keras.layers.Conv2D
     return layer(filters, kernel_size, padding="same", **kwargs)
 
 
 def with_convolution_gradients(model: keras.Model) -> keras.Model:
-    """A network Keras built (a `keras.applications` backbone): inside `gradients_by_convolution(True)`, a copy with
-    the same weights whose 3x3 'same' stride-1 Conv2D layers compute their gradients by forward convolutions (the
-    size measured: benchmarks/RESULTS.md); elsewhere `model` itself."""
+    """A network Keras built (a `keras.applications` backbone measured faster with them: VGG16): inside
+    `gradients_by_convolution(True)`, a copy with the same weights whose 3x3 'same' stride-1 Conv2D layers compute
+    their gradients by forward convolutions (the size measured: benchmarks/RESULTS.md); elsewhere `model` itself."""
     if not _by_convolution:
         return model
 
     def clone(layer):
         swapped = type(layer) is keras.layers.Conv2D and layer.kernel_size == (3, 3) and _same_and_plain(layer)
-        return (ConvGradientsByConvolution if swapped else type(layer)).from_config(layer.get_config())
+        return (Conv2D if swapped else type(layer)).from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
@@ -66,8 +66,12 @@ def _same_and_plain(layer: keras.layers.Conv2D) -> bool:
 
 
 @keras.saving.register_keras_serializable(package="cnnlab")
-class ConvGradientsByConvolution(keras.layers.Conv2D):
-    """Keras's Conv2D ('same', stride 1, odd kernel, channels last) whose backward pass is two forward convolutions."""
+class Conv2D(keras.layers.Conv2D):
+    """Keras's Conv2D ('same', stride 1, odd kernel, channels last) whose backward pass is two forward convolutions.
+
+    Named as Keras's own on purpose: Keras files a layer's weights under its class name, so weights saved from one
+    load into the other, as a run resumed where "auto" chooses otherwise needs; saved models tell them apart by
+    their registered names ("cnnlab>Conv2D")."""
 
     portable_class = keras.layers.Conv2D  # what model.keras holds instead (models/portable.py): the same inference
 

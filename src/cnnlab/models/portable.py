@@ -11,7 +11,7 @@ import numpy as np
 
 def keras_copy(model: keras.Model, clone_layer: Callable | None = None,
                weights_of: Callable[[keras.layers.Layer], list[np.ndarray] | None] | None = None) -> keras.Model:
-    """`model` cloned layer by layer (`clone_layer(layer)`, default: the same layer from its config) with the weights
+    """`model` cloned layer by layer (`clone_layer(layer)`, default: its `keras_class` from its config) with the weights
     `weights_of(layer)` gives each layer that has some (default: its own; None: the clone keeps its fresh ones)."""
     clone_layer = clone_layer or (lambda layer: keras_class(layer).from_config(layer.get_config()))
     weights_of = weights_of or (lambda layer: layer.get_weights())

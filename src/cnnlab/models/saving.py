@@ -3,8 +3,9 @@
 `model.keras` is written by `portable_copy`: the trained function built from Keras's own layers only, without the
 optimizer. It loads with plain `keras.saving.load_model` in a process that has imported nothing of cnnlab (training
 needs custom pieces, such as the fast net's `ScaledBias`, the `WarmupLinear` schedule and convolutions whose
-gradients are forward convolutions, but using the model does not). `load_model` reads a run's models safely: sizes are checked before Keras unpacks anything, `safe_mode` refuses
-code, and cnnlab's custom objects are known, so files written before the portable format still load.
+gradients are forward convolutions, but using the model does not). `load_model` reads a run's models safely: sizes
+are checked before Keras unpacks anything, `safe_mode` refuses code, and cnnlab's custom objects are known, so files
+written before the portable format still load.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def custom_objects() -> dict[str, type]:
     """What keras.saving needs to load any model cnnlab saved: its schedule, its convolutions and every kind's custom
     layers."""
     return {"cnnlab>WarmupLinear": recipe.WarmupLinear,
-            "cnnlab>ConvGradientsByConvolution": convolution.ConvGradientsByConvolution,
+            "cnnlab>Conv2D": convolution.Conv2D,
             **{name: cls for kind in KINDS.values() for name, cls in kind.custom_objects().items()}}
 
 

@@ -67,6 +67,9 @@ class Backbone:
     finetune_learning_rate: float = 1e-5  # phase 2's default
     # Whether pretrained ImageNet weights can be had without a download; None: only Keras's download gives them
     imagenet_offline: Callable[[], bool] | None = None
+    # Whether its 3x3 convolutions take their gradients by forward convolutions where the run's placement says so
+    # (models/convolution.py): only where that was measured faster for it
+    gradients_by_convolution: bool = False
 
 
 def transfer_settings(backbone: Backbone) -> type:

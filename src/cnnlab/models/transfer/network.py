@@ -62,8 +62,9 @@ def build_trunk(backbone: Backbone, settings, image_size: int | None = None) -> 
             trunk = network_of(backbone.name).build_trunk(weights, size)
         else:
             constructor = getattr(keras.applications, backbone.application)
-            trunk = with_convolution_gradients(constructor(include_top=False, weights=weights,
-                                                           input_shape=(size, size, 3)))
+            trunk = constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
+            if backbone.gradients_by_convolution:
+                trunk = with_convolution_gradients(trunk)
     except CnnlabError:
         raise
     except Exception as exc:  # Keras raises bare Exceptions for downloads and ValueError for mismatched files
