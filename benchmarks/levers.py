@@ -35,6 +35,9 @@ LEVERS = {
         ("the backend's own kernels", preset, {"train.convolution_gradients": "backend"}, {}),
         ("forward convolutions (models/convolution.py)", preset, {"train.convolution_gradients": "convolutions"}, {})]
        for preset in ("seed", "fast")},
+    # TensorFlow only: Keras's own Adam step undone on the optimizer that `TensorFlowEngine.fused` gave the fused one
+    "adam_step": [("Keras's own", "seed", {}, {"adam": "keras"}),
+                  ("TensorFlow's fused kernel (cnnlab on TensorFlow)", "seed", {}, {})],
     "activation": [("GELU (fast)", "fast", {"fastnet.activation": "gelu"}, {}),
                    ("ReLU (scratch)", "fast", {"fastnet.activation": "relu"}, {})],
 }
@@ -67,6 +70,8 @@ def prepare(label, preset, overrides, how, data_source, images):
     setup = preset_setup(config, count, total_steps=100 * count // train.batch_size,
                          test_count=count * how.get("eval_images_per_train_image", 1))
     model, batches, x_test = setup.model, setup.batches, setup.x_test
+    if how.get("adam") == "keras":
+        vars(model.optimizer).pop("update_step", None)  # the class's step again, before the first fit traces it
     if how.get("jit_compile"):
         model.jit_compile = True  # before the first fit, which builds the train function
     feed = how.get("feed", "tf.data")

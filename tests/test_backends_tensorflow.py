@@ -101,6 +101,35 @@ def test_fused_adam_steps_as_keras_adam_and_stays_an_adam():
     assert not np.allclose(results[1][0], start[0])  # the steps moved the weights
 
 
+@pytest.mark.parametrize("where", ["bfloat16 weights", "a distribution strategy"])
+def test_fused_adam_keeps_keras_step_where_the_kernel_does_not_fit(where):
+    """Weights that are not float32, and a strategy's per-device variables, get Keras's own step: the same weights
+    and moments as an unfused Adam's (the fused kernel would refuse the first and miss the second)."""
+    import keras
+
+    from cnnlab.backends.tensorflow import ENGINE
+
+    dtype = "bfloat16" if where == "bfloat16 weights" else "float32"
+    rng = np.random.default_rng(6)
+    start = [rng.normal(size=shape).astype("float32") for shape in ((3, 3, 2, 4), (4,))]
+    gradients = [[tf.constant(rng.normal(size=weight.shape), dtype) for weight in start] for _ in range(2)]
+    results = []
+    for fuse in (False, True):
+        # the default strategy is none: `has_strategy()` is false under it
+        strategy = tf.distribute.get_strategy() if dtype == "bfloat16" else tf.distribute.OneDeviceStrategy("/cpu:0")
+        with strategy.scope():
+            optimizer = keras.optimizers.Adam(0.01)
+            optimizer = ENGINE.fused(optimizer) if fuse else optimizer
+            weights = [keras.Variable(weight, dtype=dtype) for weight in start]
+            optimizer.build(weights)
+            for grads in gradients:
+                strategy.run(optimizer.apply, args=(grads, weights))
+        results.append([np.asarray(w.numpy(), "float32") for w in weights + optimizer._momentums])
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_array_equal(fused_value, keras_value)
+    assert not np.allclose(results[1][0], start[0])
+
+
 def test_only_plain_adam_is_fused():
     import keras
 
