@@ -23,8 +23,12 @@ MODELS ?=
 EXTRAS ?= tensorflow
 TEST_EXTRAS := tensorflow,jax,torch,export,serve,imagenet,search,track,test
 
-# Both tiers print their 25 slowest tests, so that what a test costs stays in sight.
-PYTEST := $(VENV)/bin/python -m pytest --durations=25
+# Both tiers print their 25 slowest tests, so that what a test costs stays in sight. They run in TEST_WORKERS pytest
+# processes (pytest-xdist), each test file whole in one of them, so that a file's shared fixtures are made once: most
+# tests wait on a process starting, an import or a trace more than they compute, so two overlap well on 2 cores
+# (CONTRIBUTING.md has the times). More workers take more memory: each imports TensorFlow, JAX and PyTorch.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest --durations=25 -n $(TEST_WORKERS) --dist loadfile
 # Debian's Chromium for the browser tests (report and serve pages), installed where apt-get can (CI runs as root);
 # elsewhere those tests skip, and say so.
 BROWSER := $(VENV)/.browser

@@ -63,7 +63,8 @@ def test_the_lock_of_a_live_process_holds_and_dies_with_it(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("content", [str(os.getpid()), "1", "half-writ", ""])
+@pytest.mark.parametrize("content", [str(os.getpid()), "1", "half-writ", ""],
+                         ids=["this process", "process 1", "half-written", "empty"])  # the same ids in every pytest worker
 def test_what_a_lock_file_says_never_decides_who_holds_it(tmp_path, content):
     # A PID in the file, even this process's own or PID 1 (alive forever in a container), is not a lock.
     (tmp_path / rundir.LOCK).write_text(content)
