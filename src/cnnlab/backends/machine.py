@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from importlib import metadata
 
 from cnnlab.backends.engine import detect_devices
+from cnnlab.common.cores import usable_cores
 
 
 def library_versions() -> dict[str, str]:
@@ -28,7 +28,7 @@ def library_versions() -> dict[str, str]:
 def hardware() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": usable_cores(),
         "native_bfloat16": native_bfloat16(),
         "platform": f"{platform.system()} {platform.machine()}",
         "accelerators": accelerators(),

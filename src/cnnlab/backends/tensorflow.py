@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from cnnlab.backends.engine import Devices, Engine
+from cnnlab.common.cores import usable_cores
 from cnnlab.common.errors import CnnlabError
 
 PREFETCH_BATCHES = 8
@@ -43,7 +44,7 @@ class TensorFlowEngine(Engine):
                  if os.environ.get(variable, "").strip()]
         if asked:
             return "threads: " + ", ".join(asked) + ", as asked"
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = usable_cores()
         return f"threads: TensorFlow's, {cores} intra-op and {cores} inter-op, the fastest measured on a CPU " \
                f"({' or '.join(THREAD_VARIABLES.values())} change them)"
 

@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from cnnlab.common.cores import usable_cores
 from cnnlab.common.errors import CnnlabError
 from cnnlab.common.text import terminal_text
 from cnnlab.config import DataConfig
@@ -354,7 +355,7 @@ def _refuse_in_strict_mode(listing: Listing, relative: str, why: str) -> None:
 def _decode_all(paths: list[Path], size: int, resize: str) -> Iterator[tuple[np.ndarray | None, object]]:
     """(pixels, (width, height)) or (None, why) for each path, in order, decoded by one process per core."""
     chunks = [paths[start:start + CHUNK_IMAGES] for start in range(0, len(paths), CHUNK_IMAGES)]
-    workers = min(len(os.sched_getaffinity(0)), len(chunks))
+    workers = min(usable_cores(), len(chunks))
     with tqdm(total=len(paths), desc="decoding images", unit="image", file=sys.stderr, leave=False,
               disable=not sys.stderr.isatty(), delay=PROGRESS_DELAY_S) as progress:
         for results in _map_chunks(chunks, size, resize, workers):

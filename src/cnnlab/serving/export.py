@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from cnnlab.common.cores import usable_cores
 from cnnlab.common.errors import CnnlabError, first_line, install_hint
 from cnnlab.common.files import TEMPORARY_PREFIX, read_json, write_json
 from cnnlab.config import RESIZE_MODES, TTA_LEVELS
@@ -262,8 +263,8 @@ def _saved_model(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 def _litert(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
-    # All cores, as TensorFlow and ONNX Runtime use by default (LiteRT's default is fewer).
-    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    # Every core this process may use, as TensorFlow and ONNX Runtime do by default (LiteRT's default is fewer).
+    interpreter = Interpreter(model_path=str(path), num_threads=usable_cores())
     interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
 
