@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 
+from cnnlab.common.cores import usable_cores
+
 VARIANTS = {
     # name: (what it changes, environment, XLA on)
     "default": ("cnnlab's settings: TensorFlow with its own thread pools (one thread per core in each), oneDNN on, "
@@ -28,7 +30,7 @@ VARIANTS = {
     "intra1-inter1": ("one intra-op thread, one inter-op thread",
                       {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}, False),
     "intra1-inter2": ("one intra-op thread, inter-op threads = cores",
-                      {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": str(os.cpu_count())}, False),
+                      {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": str(usable_cores())}, False),
     "onednn-off": ("TensorFlow's own kernels instead of oneDNN's", {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
     "xla": ("XLA on (jit_compile=True)", {}, True),
     "jax": ("the JAX backend (XLA, as Keras runs it there)", {"KERAS_BACKEND": "jax"}, False),

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from cnnlab.backends.machine import cpu_model
+from cnnlab.common.cores import usable_cores
 
 START_SECONDS = 300  # loading a model and TensorFlow takes a while on a busy machine
 
@@ -143,7 +144,7 @@ def main() -> int:
     except ServerFailed as exc:
         sys.exit(f"serve_load: {exc}")
     milliseconds = np.array(latencies) * 1000
-    print(f"{cpu_model()}, {os.cpu_count()} cores; {args.clients} clients for {args.seconds:g} s, "
+    print(f"{cpu_model()}, {usable_cores()} cores; {args.clients} clients for {args.seconds:g} s, "
           f"{len(image):,}-byte image, run {args.run_dir}")
     if len(latencies):
         print(f"{len(latencies)} requests answered: {len(latencies) / elapsed:.1f} requests/s, "

@@ -20,7 +20,6 @@ settled memory; exits non-zero if any of these fails. Linux only (/proc).
 import argparse
 import asyncio
 import io
-import os
 import sys
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ import httpx
 from PIL import Image
 
 from cnnlab.backends.machine import cpu_model
+from cnnlab.common.cores import usable_cores
 from serve_load import ServerFailed, generated_jpeg, served
 
 HEALTH_EVERY, HEALTH_TIMEOUT = 0.25, 5.0
@@ -171,7 +171,7 @@ def main() -> int:
             said = server.said()
     except ServerFailed as exc:
         sys.exit(f"serve_soak: {exc}")
-    print(f"{cpu_model()}, {os.cpu_count()} cores; {args.seconds:g} s, --request-timeout {args.request_timeout:g} "
+    print(f"{cpu_model()}, {usable_cores()} cores; {args.seconds:g} s, --request-timeout {args.request_timeout:g} "
           f"--max-connections {args.max_connections}, run {args.run_dir}")
     unanswered = 0
     for kind, outcomes in run.statuses.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_metrics
+from cnnlab.common.cores import usable_cores
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TUTORIAL = DOCS / "tutorial.py"
@@ -192,7 +193,7 @@ def test_the_renderer_writes_the_small_run_as_markdown(tmp_path, synthetic_archi
     assert "How this page was made" in header and "of wall time" in header and "keras 3." in header
     assert "Small run" in header and "no test of transfer learning" in header
     assert "> **About VGG16's weights:** random <b>weights</b>, for the check" in header
-    assert f"({os.cpu_count()} cores" in header
+    assert f"({usable_cores()} cores" in header
     links = re.findall(r"!\[[^\]]*\]\((tutorial_files/[^)]+)\)", text)
     assert len(links) >= 6 and all((page.parent / link).is_file() for link in links)
     assert "\nfigure: " not in text  # every figure line became an image
