@@ -32,6 +32,14 @@ VARIANTS = {
     "intra1-inter2": ("one intra-op thread, inter-op threads = cores",
                       {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": str(usable_cores())}, False),
     "onednn-off": ("TensorFlow's own kernels instead of oneDNN's", {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
+    # TensorFlow's oneDNN switches (read from its libraries' strings): the thread that asks for a oneDNN kernel works
+    # on it too; oneDNN's scratch memory from the system allocator; oneDNN's primitives keeping their memory
+    "onednn-caller-thread": ("oneDNN's kernels also run on the calling thread",
+                             {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}, False),
+    "onednn-system-allocator": ("oneDNN's memory from the system allocator", {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"},
+                                False),
+    "onednn-primitive-memory": ("oneDNN's primitives keep their memory between calls",
+                                {"TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE": "0"}, False),
     "xla": ("XLA on (jit_compile=True)", {}, True),
     "jax": ("the JAX backend (XLA, as Keras runs it there)", {"KERAS_BACKEND": "jax"}, False),
     "torch": ("the PyTorch backend", {"KERAS_BACKEND": "torch"}, False),
