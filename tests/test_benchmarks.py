@@ -221,3 +221,46 @@ def test_step_kernels_times_every_kernel_of_each_convolution_and_both_adam_steps
     assert [row[1] for row in rows[:4]] == ["forward", "kernel gradient, TensorFlow's",
                                             "kernel gradient, by convolution", "forward"]
     assert all(float(row[2]) > 0 and float(row[3].rstrip(" |")) > 0 for row in rows)
+
+
+def _device_kit(*arguments, cwd):
+    return subprocess.run([sys.executable, str(BENCHMARKS / "device_kit.py"), *arguments], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def test_device_kit_carries_a_file_in_parts_and_joins_it_once_all_have_come(tmp_path):
+    """The data travels to a GPU machine one part a call: unpack keeps what came, names what is missing (exit 3),
+    and once all parts are there gives back the same bytes."""
+    data = tmp_path / "archive.tar.gz"
+    data.write_bytes(bytes(range(256)) * 20 + b"tail")  # 5,124 bytes: three parts of at most 2,097
+    packed = _device_kit("pack", "--data", str(data), "--part-mib", "0.002", "--no-wheels", "--kit", "kit",
+                         cwd=tmp_path)
+    assert packed.returncode == 0, packed.stderr
+    parts = sorted((tmp_path / "kit" / "parts").iterdir())
+    assert [part.stat().st_size for part in parts] == [2097, 2097, 930]
+    held = tmp_path / "later"
+    held.mkdir()
+    for part in parts[1:]:  # the first call carries the first part only
+        part.rename(held / part.name)
+    first = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
+    assert first.returncode == 3 and first.stdout == ""
+    assert first.stderr.strip() == f"device_kit: parts still to come: {parts[1].name}, {parts[2].name}"
+    parts[0].unlink()  # the next call carries the other parts, not the first again
+    for part in parts[1:]:
+        (held / part.name).rename(part)
+    second = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert Path(tmp_path / second.stdout.strip()).read_bytes() == data.read_bytes()
+
+
+def test_device_kit_refuses_a_damaged_part_in_one_line(tmp_path):
+    data = tmp_path / "archive.tar.gz"
+    data.write_bytes(b"x" * 3000)
+    assert _device_kit("pack", "--data", str(data), "--part-mib", "0.002", "--no-wheels", "--kit", "kit",
+                       cwd=tmp_path).returncode == 0
+    part = sorted((tmp_path / "kit" / "parts").iterdir())[0]
+    part.write_bytes(b"y" + part.read_bytes()[1:])
+    unpacked = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
+    assert unpacked.returncode == 2 and "Traceback" not in unpacked.stderr
+    assert unpacked.stderr.strip() == f"device_kit: kit/parts/{part.name}: damaged (its SHA-256 is not the manifest's)"
+    assert not (tmp_path / "there" / "archive.tar.gz").exists()
