@@ -33,12 +33,13 @@ VARIANTS = {
                       {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": str(usable_cores())}, False),
     "onednn-off": ("TensorFlow's own kernels instead of oneDNN's", {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
     # TensorFlow's oneDNN switches (read from its libraries' strings): the thread that asks for a oneDNN kernel works
-    # on it too; oneDNN's scratch memory from the system allocator; oneDNN's primitives keeping their memory
+    # on it too; oneDNN's scratch memory from the system allocator; oneDNN primitives that TensorFlow rebuilds at each
+    # call to save memory (the gradient kernels', and forward ones for batches over 32) cached instead
     "onednn-caller-thread": ("oneDNN's kernels also run on the calling thread",
                              {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}, False),
     "onednn-system-allocator": ("oneDNN's memory from the system allocator", {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"},
                                 False),
-    "onednn-primitive-memory": ("oneDNN's primitives keep their memory between calls",
+    "onednn-primitive-memory": ("oneDNN primitives cached that TensorFlow rebuilds each call to save memory",
                                 {"TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE": "0"}, False),
     "xla": ("XLA on (jit_compile=True)", {}, True),
     "jax": ("the JAX backend (XLA, as Keras runs it there)", {"KERAS_BACKEND": "jax"}, False),

@@ -6,10 +6,10 @@
 That machine has CUDA, JAX and PyTorch but no Keras and no data, and each call to it carries at most 64 MiB of files,
 the repository included. `pack` fills `.kit/` (ignored by git): the wheels of Keras and of what Keras needs that
 the machine lacks (`pip download`, for its Python), and the data archive cut into parts small enough to travel one
-a call, with a manifest of their SHA-256 sums. `unpack`, run there in every call, moves the parts that came into a
-folder outside the repository (kept while the machine stays warm), and once all have come joins them, checks the
-whole archive's sum and prints its path; until then it prints which parts are missing and exits 3. CONTRIBUTING.md
-("On a lent GPU") gives the calls in order.
+a call, with a manifest of their SHA-256 sums. `unpack`, run there in every call, copies the parts that came into a
+folder outside the repository (kept while the machine stays warm), and once all are there joins them, checks the
+whole archive's sum and prints its path; until then it names the parts still to come and exits 3. CONTRIBUTING.md
+("On a lent GPU") gives the calls in order. Standalone on purpose: it runs there before cnnlab can be imported.
 """
 
 from __future__ import annotations
@@ -25,14 +25,20 @@ from pathlib import Path
 
 KIT = Path(".kit")
 MANIFEST = "manifest.json"
-# Keras and what it needs beyond what the GPU machine's image holds (absl-py, numpy, rich, h5py, ml-dtypes and
-# packaging are there, as are cnnlab's own needs: device/KINDS.md of the tool library lists the image's packages)
+# Keras and what it needs beyond what the GPU machine's image holds (absl-py, numpy, rich, h5py, ml-dtypes,
+# packaging and typing-extensions are there, as are cnnlab's own needs: device/KINDS.md of the tool library lists
+# the image's packages)
 WHEELS = ("keras", "namex", "optree")
 # The machine's Python (3.12) and platform, as the device tool's README says to ask pip for them
 PLATFORM_ARGUMENTS = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"] + [
     argument for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                          "manylinux2014_x86_64", "manylinux1_x86_64") for argument in ("--platform", tag)]
-MISSING_PARTS = 3  # unpack's exit status while parts are still to come
+LARGEST_PART_MIB = 58  # a call carries 64 MiB: one part, the repository (about 3 MiB) and the wheels (about 3 MiB)
+FAILED, PARTS_TO_COME = 2, 3  # unpack's exit statuses
+
+
+class PartsToCome(Exception):
+    """Some parts have not arrived yet: the exception's text names them."""
 
 
 def sha256(path: Path) -> str:
@@ -48,44 +54,63 @@ def cut(data: Path, kit: Path, part_bytes: int) -> dict:
     parts_dir = kit / "parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir(parents=True)
-    parts = []
+    whole, parts = hashlib.sha256(), []
     with open(data, "rb") as stream:
         for index, block in enumerate(iter(lambda: stream.read(part_bytes), b"")):
             part = parts_dir / f"{data.name}.part{index:02d}"
             part.write_bytes(block)
+            whole.update(block)
             parts.append({"name": part.name, "sha256": hashlib.sha256(block).hexdigest()})
-    manifest = {"name": data.name, "bytes": data.stat().st_size, "sha256": sha256(data), "parts": parts}
+    manifest = {"name": data.name, "sha256": whole.hexdigest(), "parts": parts}
     (kit / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
 
 
+def read_manifest(kit: Path) -> dict:
+    path = kit / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{path} missing: carry it in every call")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        names = [(part["name"], part["sha256"]) for part in manifest["parts"]]
+        if not (names and isinstance(manifest["name"], str) and isinstance(manifest["sha256"], str)):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: not a manifest written by `device_kit.py pack`") from None
+    return manifest
+
+
 def join(kit: Path, into: Path) -> Path:
-    """Move the parts that came (`kit`/parts) into `into`, checking each; once all are there, the joined archive
-    (checked whole). Raises LookupError naming the parts still missing, ValueError for a damaged one."""
-    manifest = json.loads((kit / MANIFEST).read_text(encoding="utf-8"))
+    """Copy the parts that came (`kit`/parts) into `into`, each checked; once all are there, the joined archive
+    (checked whole). Raises PartsToCome naming the parts still missing, ValueError for a damaged part or manifest."""
+    manifest = read_manifest(kit)
     whole = into / manifest["name"]
     if whole.is_file() and sha256(whole) == manifest["sha256"]:
-        return whole
-    (into / "parts").mkdir(parents=True, exist_ok=True)
+        return whole  # joined in an earlier call
+    held = into / "parts"
+    held.mkdir(parents=True, exist_ok=True)
     for part in manifest["parts"]:
         arrived = kit / "parts" / part["name"]
         if arrived.is_file():
             if sha256(arrived) != part["sha256"]:
                 raise ValueError(f"{arrived}: damaged (its SHA-256 is not the manifest's)")
-            shutil.copyfile(arrived, into / "parts" / part["name"])
-    missing = [part["name"] for part in manifest["parts"] if not (into / "parts" / part["name"]).is_file()]
+            copying = held / (part["name"] + ".copying")
+            shutil.copyfile(arrived, copying)
+            copying.replace(held / part["name"])  # a copy cut short never passes for the part
+    missing = [part["name"] for part in manifest["parts"]
+               if not (held / part["name"]).is_file() or sha256(held / part["name"]) != part["sha256"]]
     if missing:
-        raise LookupError(", ".join(missing))
-    partial = whole.with_name(whole.name + ".joining")
-    with open(partial, "wb") as out:
+        raise PartsToCome(", ".join(missing))
+    joining = whole.with_name(whole.name + ".joining")
+    with open(joining, "wb") as out:
         for part in manifest["parts"]:
-            with open(into / "parts" / part["name"], "rb") as stream:
+            with open(held / part["name"], "rb") as stream:
                 shutil.copyfileobj(stream, out)
-    if sha256(partial) != manifest["sha256"]:
-        partial.unlink()
+    if sha256(joining) != manifest["sha256"]:
+        joining.unlink()
         raise ValueError(f"{whole.name}: the joined parts do not make the archive packed (SHA-256 differs)")
-    partial.replace(whole)
-    shutil.rmtree(into / "parts")
+    joining.replace(whole)
+    shutil.rmtree(held)
     return whole
 
 
@@ -99,35 +124,51 @@ def download_wheels(kit: Path) -> list[str]:
     return sorted(path.name for path in wheels.glob("*.whl"))
 
 
+def pack(args, parser) -> int:
+    if not args.data.is_file():
+        parser.error(f"--data {args.data}: not a file")
+    if not 0 < args.part_mib <= LARGEST_PART_MIB:  # also refuses nan
+        parser.error(f"--part-mib {args.part_mib}: from over 0 to {LARGEST_PART_MIB}, to travel in one call")
+    try:
+        wheels = [] if args.no_wheels else download_wheels(args.kit)
+        manifest = cut(args.data, args.kit, max(1, int(args.part_mib * 2**20)))
+    except importlib.metadata.PackageNotFoundError as missing:
+        print(f"device_kit: {missing} is not installed here: run this with the project's .venv/bin/python",
+              file=sys.stderr)
+        return 1
+    except (subprocess.CalledProcessError, OSError) as error:
+        print(f"device_kit: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.kit}: {len(manifest['parts'])} parts of {manifest['name']}, wheels: {', '.join(wheels) or 'none'}")
+    return 0
+
+
+def unpack(args) -> int:
+    try:
+        print(join(args.kit, args.into))
+    except PartsToCome as missing:
+        print(f"device_kit: parts still to come: {missing}", file=sys.stderr)
+        return PARTS_TO_COME
+    except (ValueError, OSError) as error:
+        print(f"device_kit: {error}", file=sys.stderr)
+        return FAILED
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    pack = commands.add_parser("pack", help="here: the wheels and the data's parts into --kit")
-    pack.add_argument("--data", type=Path, required=True, help="the file to carry (cifar-10-python.tar.gz)")
-    pack.add_argument("--part-mib", type=float, default=56.0,
-                      help="the largest part: each call carries one, with the repository and the wheels (64 MiB)")
-    pack.add_argument("--no-wheels", action="store_true", help="cut the data only")
-    pack.add_argument("--kit", type=Path, default=KIT)
-    unpack = commands.add_parser("unpack", help="there: keep the parts that came; join them once all have")
-    unpack.add_argument("--kit", type=Path, default=KIT)
-    unpack.add_argument("--into", type=Path, default=Path("/tmp/cnnlab-kit"))
+    packing = commands.add_parser("pack", help="here: the wheels and the data's parts into --kit")
+    packing.add_argument("--data", type=Path, required=True, help="the file to carry (cifar-10-python.tar.gz)")
+    packing.add_argument("--part-mib", type=float, default=56.0,
+                         help="the largest part: each call carries one, with the repository and the wheels")
+    packing.add_argument("--no-wheels", action="store_true", help="cut the data only")
+    packing.add_argument("--kit", type=Path, default=KIT)
+    unpacking = commands.add_parser("unpack", help="there: keep the parts that came; join them once all are there")
+    unpacking.add_argument("--kit", type=Path, default=KIT)
+    unpacking.add_argument("--into", type=Path, default=Path("/tmp/cnnlab-kit"))
     args = parser.parse_args(argv)
-    if args.command == "pack":
-        if not args.data.is_file():
-            parser.exit(2, f"device_kit: {args.data}: no such file\n")
-        manifest = cut(args.data, args.kit, int(args.part_mib * 2**20))
-        wheels = [] if args.no_wheels else download_wheels(args.kit)
-        print(f"{args.kit}: {len(manifest['parts'])} parts of {manifest['name']}, wheels: {', '.join(wheels) or 'none'}")
-        return 0
-    try:
-        print(join(args.kit, args.into))
-    except LookupError as missing:
-        print(f"device_kit: parts still to come: {missing}", file=sys.stderr)
-        return MISSING_PARTS
-    except (ValueError, FileNotFoundError) as error:
-        print(f"device_kit: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return pack(args, parser) if args.command == "pack" else unpack(args)
 
 
 if __name__ == "__main__":

@@ -223,44 +223,87 @@ def test_step_kernels_times_every_kernel_of_each_convolution_and_both_adam_steps
     assert all(float(row[2]) > 0 and float(row[3].rstrip(" |")) > 0 for row in rows)
 
 
+
 def _device_kit(*arguments, cwd):
     return subprocess.run([sys.executable, str(BENCHMARKS / "device_kit.py"), *arguments], capture_output=True,
                           text=True, timeout=120, cwd=cwd)
 
 
-def test_device_kit_carries_a_file_in_parts_and_joins_it_once_all_have_come(tmp_path):
-    """The data travels to a GPU machine one part a call: unpack keeps what came, names what is missing (exit 3),
-    and once all parts are there gives back the same bytes."""
+def _packed(tmp_path, content: bytes) -> list[Path]:
+    """`content` packed into tmp_path/kit in parts of at most 2,097 bytes (no wheels); the parts, in order."""
     data = tmp_path / "archive.tar.gz"
-    data.write_bytes(bytes(range(256)) * 20 + b"tail")  # 5,124 bytes: three parts of at most 2,097
+    data.write_bytes(content)
     packed = _device_kit("pack", "--data", str(data), "--part-mib", "0.002", "--no-wheels", "--kit", "kit",
                          cwd=tmp_path)
     assert packed.returncode == 0, packed.stderr
-    parts = sorted((tmp_path / "kit" / "parts").iterdir())
+    return sorted((tmp_path / "kit" / "parts").iterdir())
+
+
+def test_device_kit_carries_a_file_in_parts_and_joins_it_once_all_have_come(tmp_path):
+    """The data travels to a GPU machine one part a call: unpack keeps what came, names what is missing (exit 3),
+    and once all parts are there gives back the same bytes, also to a later call that carries none."""
+    content = bytes(range(256)) * 20 + b"tail"  # 5,124 bytes: three parts
+    parts = _packed(tmp_path, content)
     assert [part.stat().st_size for part in parts] == [2097, 2097, 930]
-    held = tmp_path / "later"
-    held.mkdir()
+    later = tmp_path / "later"
+    later.mkdir()
     for part in parts[1:]:  # the first call carries the first part only
-        part.rename(held / part.name)
+        part.rename(later / part.name)
     first = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
     assert first.returncode == 3 and first.stdout == ""
     assert first.stderr.strip() == f"device_kit: parts still to come: {parts[1].name}, {parts[2].name}"
-    parts[0].unlink()  # the next call carries the other parts, not the first again
-    for part in parts[1:]:
-        (held / part.name).rename(part)
+    for part in parts[1:]:  # the next call carries the others, and the first again
+        (later / part.name).rename(part)
     second = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert Path(tmp_path / second.stdout.strip()).read_bytes() == data.read_bytes()
+    joined = tmp_path / second.stdout.strip()
+    assert joined.read_bytes() == content
+    assert sorted(path.name for path in (tmp_path / "there").iterdir()) == ["archive.tar.gz"]  # no parts, no temporaries
+    for part in parts:
+        part.unlink()
+    third = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
+    assert (third.returncode, third.stdout) == (0, second.stdout)
 
 
-def test_device_kit_refuses_a_damaged_part_in_one_line(tmp_path):
-    data = tmp_path / "archive.tar.gz"
-    data.write_bytes(b"x" * 3000)
-    assert _device_kit("pack", "--data", str(data), "--part-mib", "0.002", "--no-wheels", "--kit", "kit",
-                       cwd=tmp_path).returncode == 0
-    part = sorted((tmp_path / "kit" / "parts").iterdir())[0]
-    part.write_bytes(b"y" + part.read_bytes()[1:])
+def test_device_kit_drops_a_held_part_that_no_longer_matches_and_asks_for_it_again(tmp_path):
+    parts = _packed(tmp_path, b"x" * 3000)
+    second_part = parts[1].read_bytes()
+    parts[1].unlink()  # the first call carries the first part only
+    assert _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path).returncode == 3
+    held = tmp_path / "there" / "parts" / parts[0].name
+    held.write_bytes(held.read_bytes()[:100])  # as a copy cut short by a kill would leave it
+    parts[0].unlink()
+    parts[1].write_bytes(second_part)  # the next call carries the second
+    unpacked = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
+    assert unpacked.returncode == 3
+    assert unpacked.stderr.strip() == f"device_kit: parts still to come: {parts[0].name}"
+
+
+@pytest.mark.parametrize("damage, said", [
+    ("part", "kit/parts/{part}: damaged (its SHA-256 is not the manifest's)"),
+    ("no manifest", "kit/manifest.json missing: carry it in every call"),
+    ("manifest", "kit/manifest.json: not a manifest written by `device_kit.py pack`"),
+])
+def test_device_kit_refuses_damaged_input_in_one_line(tmp_path, damage, said):
+    parts = _packed(tmp_path, b"x" * 3000)
+    manifest = tmp_path / "kit" / "manifest.json"
+    if damage == "part":
+        parts[0].write_bytes(b"y" + parts[0].read_bytes()[1:])
+    elif damage == "no manifest":
+        manifest.unlink()
+    else:
+        manifest.write_text('{"name": "archive.tar.gz", "parts": []}')
     unpacked = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
     assert unpacked.returncode == 2 and "Traceback" not in unpacked.stderr
-    assert unpacked.stderr.strip() == f"device_kit: kit/parts/{part.name}: damaged (its SHA-256 is not the manifest's)"
+    assert unpacked.stderr.strip() == "device_kit: " + said.format(part=parts[0].name)
     assert not (tmp_path / "there" / "archive.tar.gz").exists()
+
+
+@pytest.mark.parametrize("part_mib", ["0", "-1", "nan", "100"])
+def test_device_kit_refuses_parts_that_could_not_travel(tmp_path, part_mib):
+    (tmp_path / "archive.tar.gz").write_bytes(b"x" * 100)
+    packed = _device_kit("pack", "--data", "archive.tar.gz", "--part-mib", part_mib, "--no-wheels", cwd=tmp_path)
+    assert packed.returncode == 2 and "Traceback" not in packed.stderr
+    assert packed.stderr.strip().splitlines()[-1].endswith(f"--part-mib {float(part_mib)}: from over 0 to 58, to "
+                                                           "travel in one call")
+    assert not (tmp_path / ".kit").exists()

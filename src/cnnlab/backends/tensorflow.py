@@ -39,7 +39,8 @@ class TensorFlowEngine(Engine):
         """TensorFlow's CPU thread pools as they will be: one thread per core in each of its intra-op and inter-op
         pools, or what its variables say. Left at that on purpose: of the settings `benchmarks/cpu_settings.py` tried
         on a 2-core Xeon and a 2-core AVX2 EPYC (benchmarks/RESULTS.md), one inter-op thread, one intra-op thread,
-        oneDNN off or its other switches, and XLA on trained no faster than these defaults, and the JAX and PyTorch
+        oneDNN off or its other switches, and XLA on trained no faster than these defaults beyond the machine's
+        drift (about 10%), and the JAX and PyTorch
         backends slower than TensorFlow."""
         asked = [f"{name} {os.environ[variable].strip()} ({variable})" for name, variable in THREAD_VARIABLES.items()
                  if os.environ.get(variable, "").strip()]
