@@ -283,6 +283,7 @@ def test_device_kit_drops_a_held_part_that_no_longer_matches_and_asks_for_it_aga
     ("part", "kit/parts/{part}: damaged (its SHA-256 is not the manifest's)"),
     ("no manifest", "kit/manifest.json missing: carry it in every call"),
     ("manifest", "kit/manifest.json: not a manifest written by `device_kit.py pack`"),
+    ("folder", "[Errno 20] Not a directory: 'there/parts'"),
 ])
 def test_device_kit_refuses_damaged_input_in_one_line(tmp_path, damage, said):
     parts = _packed(tmp_path, b"x" * 3000)
@@ -291,8 +292,10 @@ def test_device_kit_refuses_damaged_input_in_one_line(tmp_path, damage, said):
         parts[0].write_bytes(b"y" + parts[0].read_bytes()[1:])
     elif damage == "no manifest":
         manifest.unlink()
-    else:
+    elif damage == "manifest":
         manifest.write_text('{"name": "archive.tar.gz", "parts": []}')
+    else:
+        (tmp_path / "there").write_text("a file where the parts should go")
     unpacked = _device_kit("unpack", "--kit", "kit", "--into", "there", cwd=tmp_path)
     assert unpacked.returncode == 2 and "Traceback" not in unpacked.stderr
     assert unpacked.stderr.strip() == "device_kit: " + said.format(part=parts[0].name)
