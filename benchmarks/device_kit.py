@@ -86,16 +86,7 @@ def join(kit: Path, into: Path) -> Path:
         return whole  # joined in an earlier call
     held = into / "parts"
     held.mkdir(parents=True, exist_ok=True)
-    for part in manifest["parts"]:
-        arrived = kit / "parts" / part["name"]
-        if arrived.is_file():
-            if sha256(arrived) != part["sha256"]:
-                raise ValueError(f"{arrived}: damaged (its SHA-256 is not the manifest's)")
-            copying = held / (part["name"] + ".copying")
-            shutil.copyfile(arrived, copying)
-            copying.replace(held / part["name"])  # a copy cut short never passes for the part
-    missing = [part["name"] for part in manifest["parts"]
-               if not (held / part["name"]).is_file() or sha256(held / part["name"]) != part["sha256"]]
+    missing = [part["name"] for part in manifest["parts"] if not hold(kit / "parts" / part["name"], held, part)]
     if missing:
         raise PartsToCome(", ".join(missing))
     joining = whole.with_name(whole.name + ".joining")
@@ -109,6 +100,21 @@ def join(kit: Path, into: Path) -> Path:
     joining.replace(whole)
     shutil.rmtree(held)
     return whole
+
+
+def hold(arrived: Path, held: Path, part: dict) -> bool:
+    """Keep `part` in `held` if it arrived (checked: ValueError if damaged); whether `held` has it, checked: a part
+    held from an earlier call counts only if it still matches, so a copy cut short is asked for again."""
+    kept = held / part["name"]
+    if arrived.is_file():
+        copying = kept.with_name(kept.name + ".copying")
+        shutil.copyfile(arrived, copying)
+        if sha256(copying) != part["sha256"]:
+            copying.unlink()
+            raise ValueError(f"{arrived}: damaged (its SHA-256 is not the manifest's)")
+        copying.replace(kept)
+        return True
+    return kept.is_file() and sha256(kept) == part["sha256"]
 
 
 def download_wheels(kit: Path) -> list[str]:

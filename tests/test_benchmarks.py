@@ -223,7 +223,6 @@ def test_step_kernels_times_every_kernel_of_each_convolution_and_both_adam_steps
     assert all(float(row[2]) > 0 and float(row[3].rstrip(" |")) > 0 for row in rows)
 
 
-
 def _device_kit(*arguments, cwd):
     return subprocess.run([sys.executable, str(BENCHMARKS / "device_kit.py"), *arguments], capture_output=True,
                           text=True, timeout=120, cwd=cwd)
